@@ -1,0 +1,1 @@
+"""Data cards of the built-in recipes (installed as package data)."""

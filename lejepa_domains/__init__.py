@@ -1,0 +1,20 @@
+"""lejepa-domains: in-domain LeJEPA self-supervised pretraining for scientific and specialist images."""
+
+import os as _os
+
+_os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations otherwise queries PyPI at import
+
+from .errors import DataError, OfflineError, UserError  # noqa: E402
+from .recipe import Recipe, TrainConfig, list_recipes, load_recipe  # noqa: E402
+
+__version__ = "0.1.0"
+
+__all__ = ["Recipe", "TrainConfig", "load_recipe", "list_recipes", "pretrain", "UserError", "DataError",
+           "OfflineError", "__version__"]
+
+
+def pretrain(recipe, **kwargs):
+    """Train a backbone from scratch with LeJEPA (see :func:`lejepa_domains.train.pretrain`)."""
+    from .train import pretrain as _pretrain
+
+    return _pretrain(recipe, **kwargs)

@@ -1,0 +1,97 @@
+"""Command-line interface (typer). Parses arguments and calls one library function per command; no logic here."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import List, Optional  # noqa: E402
+
+import typer  # noqa: E402
+from rich.console import Console  # noqa: E402
+
+from .errors import UserError  # noqa: E402
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="In-domain LeJEPA pretraining and frozen-backbone evaluation for scientific images.")
+recipes_app = typer.Typer(no_args_is_help=False, invoke_without_command=True, help="List and inspect recipes.")
+app.add_typer(recipes_app, name="recipes")
+err_console = Console(stderr=True)
+
+
+@app.command()
+def pretrain(
+    recipe: str = typer.Argument("specimens", help="Built-in recipe name or path to a recipe .py file."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Run folder (default: runs/RECIPE-YYYYmmdd-HHMMSS)."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Training epochs (recipe default if omitted)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Images per step (per process)."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Peak AdamW learning rate."),
+    lam: Optional[float] = typer.Option(None, "--lambda", help="SIGReg weight λ in (1−λ)·invariance + λ·SIGReg."),
+    schedule: Optional[str] = typer.Option(None, "--schedule", help="cosine (warmup+cosine) or constant."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (same seed ⇒ same numbers on CPU)."),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this folder."),
+    data: Optional[str] = typer.Option(None, "--data", help="Local copy of the data (path) instead of the hub."),
+    num_workers: Optional[int] = typer.Option(None, "--num-workers", help="DataLoader worker processes."),
+    num_slices: Optional[int] = typer.Option(None, "--num-slices", help="SIGReg random directions per step."),
+    precision: Optional[str] = typer.Option(None, "--precision", help="auto (bf16 on CUDA), bf16 or fp32."),
+    compile: bool = typer.Option(False, "--compile", help="torch.compile the backbone."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run in --out."),
+    tensorboard: bool = typer.Option(False, "--tensorboard", help="Also log to TensorBoard (needs tensorboard)."),
+) -> None:
+    """Pretrain a backbone from scratch with LeJEPA on a recipe's data."""
+    from .train import pretrain as run
+
+    run(recipe, out=out, epochs=epochs, batch_size=batch_size, lr=lr, lam=lam, schedule=schedule, device=device,
+        seed=seed, resume=resume, data=data, num_workers=num_workers, num_slices=num_slices, precision=precision,
+        compile=compile or None, overwrite=overwrite, tensorboard=tensorboard)
+
+
+@recipes_app.callback()
+def recipes_list(ctx: typer.Context) -> None:
+    """List the built-in recipes (name, source, size, classes)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from .report import print_recipes
+
+    print_recipes()
+
+
+@recipes_app.command("show")
+def recipes_show(name: str = typer.Argument(..., help="Recipe name or path.")) -> None:
+    """Show a recipe's resolved settings."""
+    from .report import print_recipe
+
+    print_recipe(name)
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    """Console-script entry point: user errors become one red line and exit code 2, never a traceback."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except UserError as e:
+        err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        sys.exit(e.exit_code)
+    except (typer.Exit, SystemExit) as e:
+        code = getattr(e, "exit_code", getattr(e, "code", 0))
+        sys.exit(code or 0)
+    except typer.Abort:
+        err_console.print("[bold red]aborted[/]")
+        sys.exit(130)
+    except KeyboardInterrupt:
+        err_console.print("[bold red]interrupted[/]")
+        sys.exit(130)
+    except Exception as e:  # click usage errors
+        import click
+
+        if isinstance(e, click.exceptions.ClickException):
+            err_console.print(f"[bold red]error:[/] {e.format_message()}", highlight=False, soft_wrap=True)
+            sys.exit(e.exit_code)
+        raise
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

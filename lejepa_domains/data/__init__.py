@@ -1,0 +1,1 @@
+"""Data: sources (where images come from) and views (multi-crop augmentation)."""

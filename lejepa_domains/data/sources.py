@@ -1,0 +1,234 @@
+"""Data sources: where a recipe's images come from.
+
+Every source returns an :class:`ImageSet` — decoded, resized uint8 images ``(N, H, W, C)`` plus integer labels — so
+later stages never decode again. This module holds the base class and the two offline sources of the core recipes
+(``specimens`` from scikit-image, ``digits`` from scikit-learn).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import DataError
+
+__all__ = ["ImageSet", "Source", "SkimageSpecimens", "SklearnDigits", "stratified_split", "resize_uint8"]
+
+
+@dataclass
+class ImageSet:
+    """Decoded images of one split.
+
+    images: (N, H, W, C) uint8. labels: (N,) int64, or None for unlabelled data. meta: provenance (e.g. patch origin).
+    """
+
+    images: np.ndarray
+    labels: np.ndarray | None
+    class_names: list[str] | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.images.ndim != 4:
+            raise DataError(f"images must be (N, H, W, C), got shape {self.images.shape}")
+        if self.labels is not None and len(self.labels) != len(self.images):
+            raise DataError(f"{len(self.images)} images but {len(self.labels)} labels")
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+class Source:
+    """Base class. Subclasses implement :meth:`_load` and :meth:`describe`."""
+
+    def describe(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _load(self, split: str, data: str | None) -> ImageSet:
+        raise NotImplementedError
+
+    def fingerprint(self, split: str, data: str | None = None) -> str:
+        blob = json.dumps({"source": self.describe(), "split": split, "data": data}, sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def load(self, split: str, data: str | Path | None = None) -> ImageSet:
+        data_s = str(data) if data is not None else None
+        key = self.fingerprint(split, data_s)
+        cached = _MEMO.get(key)
+        if cached is None:
+            cached = self._load(split, data_s)
+            if len(cached) == 0:
+                raise DataError(f"split {split!r} of {self.describe().get('kind', type(self).__name__)} is empty")
+            if cached.images.dtype != np.uint8:
+                raise DataError(f"split {split!r}: images must be uint8 after decoding, got {cached.images.dtype}")
+            _MEMO[key] = cached
+        return cached
+
+
+_MEMO: dict[str, ImageSet] = {}
+
+
+def resize_uint8(img: np.ndarray, size: int) -> np.ndarray:
+    """Area/bilinear resize of an (H, W, C) uint8 image to (size, size, C)."""
+    import cv2
+
+    if img.shape[0] == size and img.shape[1] == size:
+        return img
+    interp = cv2.INTER_AREA if min(img.shape[:2]) > size else cv2.INTER_LINEAR
+    out = cv2.resize(img, (size, size), interpolation=interp)
+    if out.ndim == 2:
+        out = out[:, :, None]
+    return out
+
+
+def stratified_split(labels: np.ndarray, fractions: dict[str, float], seed: int) -> dict[str, np.ndarray]:
+    """Deterministic stratified split of indices; returns name → sorted index array. Fractions must sum to 1."""
+    if abs(sum(fractions.values()) - 1.0) > 1e-6:
+        raise ValueError(f"fractions must sum to 1, got {fractions}")
+    rng = np.random.default_rng(seed)
+    names = list(fractions)
+    parts: dict[str, list[np.ndarray]] = {n: [] for n in names}
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        idx = idx[rng.permutation(len(idx))]
+        bounds = np.round(np.cumsum([fractions[n] for n in names]) * len(idx)).astype(int)
+        start = 0
+        for n, stop in zip(names, bounds):
+            parts[n].append(idx[start:stop])
+            start = stop
+    return {n: np.sort(np.concatenate(p)) for n, p in parts.items()}
+
+
+# ------------------------------------------------------------------------------------------------ scikit-learn digits
+
+class SklearnDigits(Source):
+    """``sklearn.datasets.load_digits``: 1,797 8×8 grey images (0–16), 10 classes, shipped inside scikit-learn.
+
+    Splits (stratified, seed 0): train 70 % / val 10 % / test 20 %. Images are rescaled to 0–255 and upsampled to
+    ``size`` with bilinear interpolation.
+    """
+
+    def __init__(self, size: int = 16, seed: int = 0):
+        self.size = int(size)
+        self.seed = int(seed)
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "sklearn-digits", "size": self.size, "seed": self.seed,
+                "splits": {"train": 0.7, "val": 0.1, "test": 0.2}}
+
+    def _load(self, split: str, data: str | None) -> ImageSet:
+        from sklearn.datasets import load_digits
+
+        if data is not None:
+            raise DataError("the digits recipe ships with scikit-learn and takes no --data PATH")
+        d = load_digits()
+        x = np.clip(d.images * (255.0 / 16.0), 0, 255).round().astype(np.uint8)[..., None]  # (N, 8, 8, 1)
+        y = d.target.astype(np.int64)
+        parts = stratified_split(y, {"train": 0.7, "val": 0.1, "test": 0.2}, seed=self.seed)
+        if split not in parts:
+            raise DataError(f"digits has splits {sorted(parts)}, not {split!r}")
+        idx = parts[split]
+        imgs = np.stack([resize_uint8(x[i], self.size) for i in idx])
+        return ImageSet(imgs, y[idx], [str(i) for i in range(10)], {"indices": idx.tolist()})
+
+
+# ------------------------------------------------------------------------------------------ scikit-image specimens
+
+SPECIMENS: dict[str, str] = {
+    "hubble_deep_field": "astronomy: Hubble eXtreme Deep Field (galaxies)",
+    "immunohistochemistry": "pathology: IHC staining of colonic glands",
+    "retina": "ophthalmology: human retina fundus",
+    "moon": "planetary: lunar surface",
+    "cell": "microscopy: cell (phase contrast)",
+    "brick": "materials: brick wall texture",
+    "grass": "botany: grass texture",
+    "gravel": "geology: gravel texture",
+}
+
+
+class SkimageSpecimens(Source):
+    """Patches of the scientific images that ship inside scikit-image, labelled by their source specimen.
+
+    Each image is resized so its shorter side is at most ``max_side`` and tiled into ``block``×``block`` blocks. Every
+    block is assigned to exactly one split (train/val/test, fixed seed), and patches of ``patch`` pixels are cut
+    inside blocks only (``stride`` apart), so **no pixel is shared between splits**. Per class at most ``cap[split]``
+    patches are kept (seeded choice), which balances the classes. Grey images are replicated to 3 channels.
+    """
+
+    def __init__(self, patch: int = 32, block: int = 64, stride: int = 16, max_side: int = 512, seed: int = 0,
+                 fractions: dict[str, float] | None = None, cap: dict[str, int] | None = None,
+                 images: tuple[str, ...] | None = None):
+        self.patch, self.block, self.stride, self.max_side, self.seed = patch, block, stride, max_side, seed
+        self.fractions = fractions or {"train": 0.7, "val": 0.1, "test": 0.2}
+        self.cap = cap or {"train": 600, "val": 100, "test": 200}
+        self.images = tuple(images or SPECIMENS)
+        if block < patch:
+            raise ValueError("block must be >= patch")
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "skimage-specimens", "patch": self.patch, "block": self.block, "stride": self.stride,
+                "max_side": self.max_side, "seed": self.seed, "fractions": self.fractions, "cap": self.cap,
+                "images": list(self.images)}
+
+    @staticmethod
+    def _image(name: str) -> np.ndarray:
+        import skimage.data
+
+        try:
+            img = getattr(skimage.data, name)()
+        except Exception as e:  # pooch-backed images need the network
+            raise DataError(f"scikit-image image {name!r} is not available offline ({type(e).__name__})") from None
+        if img.dtype != np.uint8:
+            img = np.clip(img * 255.0, 0, 255).astype(np.uint8) if img.max() <= 1.0 else img.astype(np.uint8)
+        if img.ndim == 2:
+            img = np.repeat(img[:, :, None], 3, axis=2)
+        return img[:, :, :3]
+
+    def _patches(self, img: np.ndarray, rng: np.random.Generator) -> dict[str, list[tuple[int, int]]]:
+        h, w = img.shape[:2]
+        by, bx = h // self.block, w // self.block
+        n = by * bx
+        order = rng.permutation(n)
+        names = list(self.fractions)
+        bounds = np.round(np.cumsum([self.fractions[k] for k in names]) * n).astype(int)
+        out: dict[str, list[tuple[int, int]]] = {k: [] for k in names}
+        start = 0
+        for k, stop in zip(names, bounds):
+            for b in order[start:stop]:
+                y0, x0 = (b // bx) * self.block, (b % bx) * self.block
+                for dy in range(0, self.block - self.patch + 1, self.stride):
+                    for dx in range(0, self.block - self.patch + 1, self.stride):
+                        out[k].append((y0 + dy, x0 + dx))
+            start = stop
+        return out
+
+    def _load(self, split: str, data: str | None) -> ImageSet:
+        if data is not None:
+            raise DataError("the specimens recipe ships with scikit-image and takes no --data PATH")
+        if split not in self.fractions:
+            raise DataError(f"specimens has splits {sorted(self.fractions)}, not {split!r}")
+        imgs, labels, origin = [], [], []
+        for label, name in enumerate(self.images):
+            img = self._image(name)
+            scale = min(1.0, self.max_side / min(img.shape[:2]))
+            if scale < 1.0:
+                import cv2
+
+                img = cv2.resize(img, (round(img.shape[1] * scale), round(img.shape[0] * scale)),
+                                 interpolation=cv2.INTER_AREA)
+            rng = np.random.default_rng([self.seed, label])
+            coords = self._patches(img, rng)[split]
+            cap = self.cap.get(split, len(coords))
+            if len(coords) > cap:
+                pick = np.sort(rng.choice(len(coords), size=cap, replace=False))
+                coords = [coords[i] for i in pick]
+            for (y, x) in coords:
+                imgs.append(img[y:y + self.patch, x:x + self.patch])
+                labels.append(label)
+                origin.append((name, y, x))
+        return ImageSet(np.stack(imgs), np.asarray(labels, dtype=np.int64), list(self.images),
+                        {"origin": origin})

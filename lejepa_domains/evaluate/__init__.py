@@ -1,0 +1,1 @@
+"""Frozen-backbone evaluation."""

@@ -1,0 +1,291 @@
+"""Recipes: one Python file per dataset describing data, views, backbone and training defaults.
+
+A recipe file defines a module-level ``recipe = Recipe(...)``. Built-in recipes live in ``recipes/`` (installed as
+``lejepa_domains.recipes``); a user recipe is any ``.py`` file the user names on the command line. Recipe files are
+code: they are only ever loaded from the built-in folder or from a path the user gives explicitly.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import importlib.util
+import sys
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from .errors import UserError
+
+__all__ = ["Recipe", "TrainConfig", "load_recipe", "list_recipes", "recipe_dirs", "card_dirs", "RecipeInfo"]
+
+
+@dataclass
+class TrainConfig:
+    """Training hyper-parameters. A recipe sets defaults, CLI flags / API keyword arguments override them."""
+
+    epochs: int = 100
+    batch_size: int = 256
+    lr: float = 5e-4
+    weight_decay: float = 5e-2
+    lam: float = 0.05  # λ: weight of SIGReg; (1 − λ) weighs the invariance term
+    schedule: str = "cosine"  # "cosine" (linear warmup + cosine decay) or "constant" (warmup then flat)
+    warmup_epochs: float = 1.0
+    num_slices: int = 1024
+    t_max: float = 3.0
+    n_points: int = 17
+    probe_lr: float = 1e-3
+    num_workers: int = 0  # DataLoader worker processes producing views; 0 = in the main process
+    grad_clip: float = 0.0  # 0 disables clipping
+    precision: str = "auto"  # "auto" (bf16 autocast on CUDA, fp32 on CPU), "bf16", "fp32"
+    channels_last: bool = True
+    compile: bool = False
+    seed: int = 0
+    log_every: int = 10  # steps between progress-bar refreshes of the loss figures
+    rankme_samples: int = 2048  # embeddings kept per epoch to compute the effective rank
+
+    def validate(self) -> "TrainConfig":
+        checks: list[tuple[bool, str]] = [
+            (self.epochs >= 1, f"--epochs must be >= 1, got {self.epochs}"),
+            (self.batch_size >= 2, f"--batch-size must be >= 2 (SIGReg needs a batch), got {self.batch_size}"),
+            (self.lr > 0, f"--lr must be > 0, got {self.lr}"),
+            (self.weight_decay >= 0, f"--weight-decay must be >= 0, got {self.weight_decay}"),
+            (0.0 <= self.lam <= 1.0, f"--lambda must be in [0, 1], got {self.lam}"),
+            (self.schedule in ("cosine", "constant"), f"--schedule must be 'cosine' or 'constant', got {self.schedule!r}"),
+            (self.warmup_epochs >= 0, f"warmup_epochs must be >= 0, got {self.warmup_epochs}"),
+            (self.num_slices >= 1, f"--num-slices must be >= 1, got {self.num_slices}"),
+            (self.num_workers >= 0, f"--num-workers must be >= 0, got {self.num_workers}"),
+            (self.precision in ("auto", "bf16", "fp32"), f"--precision must be auto, bf16 or fp32, got {self.precision!r}"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise UserError(msg)
+        return self
+
+
+@dataclass
+class Recipe:
+    """Everything that makes a dataset trainable and evaluable.
+
+    Attributes:
+        name: registry name (``lejepa-domains pretrain NAME``).
+        source: a :class:`lejepa_domains.data.sources.Source`; ``source.load(split, data=PATH|None)`` returns an
+            :class:`~lejepa_domains.data.sources.ImageSet` of uint8 (N, H, W, C) images at ``image_size``.
+        splits: role → source split name, roles ``train`` (pretraining), ``val`` (probe selection) and ``test``.
+        image_size: side of the stored (square) images and of the evaluation input.
+        channels: image channels (the backbone is built with ``in_chans=channels``).
+        mean, std: per-channel normalisation on the [0, 1] scale.
+        global_size, local_size: view sides in pixels; n_global, n_local: views per image.
+        global_augment, local_augment: callables returning a list of albumentations transforms applied *after* the
+            random resized crop (crop, normalisation and tensor conversion are added by the framework).
+        global_scale, local_scale: area ranges of the random resized crops.
+        backbone: timm model name; backbone_kwargs: extra ``timm.create_model`` arguments.
+        proj_hidden, proj_dim: projector MLP widths (hidden layers with BatchNorm + GELU, then a linear layer).
+        train: training defaults (see :class:`TrainConfig`).
+    """
+
+    name: str
+    source: Any
+    num_classes: int
+    image_size: int
+    channels: int = 3
+    class_names: Sequence[str] | None = None
+    description: str = ""
+    splits: dict[str, str] = field(default_factory=lambda: {"train": "train", "val": "val", "test": "test"})
+    mean: Sequence[float] = (0.5, 0.5, 0.5)
+    std: Sequence[float] = (0.25, 0.25, 0.25)
+    global_size: int = 224
+    local_size: int = 98
+    n_global: int = 2
+    n_local: int = 8
+    global_scale: tuple[float, float] = (0.3, 1.0)
+    local_scale: tuple[float, float] = (0.05, 0.3)
+    global_augment: Callable[[], list] | None = None
+    local_augment: Callable[[], list] | None = None
+    backbone: str = "resnet18"
+    backbone_kwargs: dict[str, Any] = field(default_factory=dict)
+    proj_hidden: Sequence[int] = (2048, 2048)
+    proj_dim: int = 64
+    train: TrainConfig = field(default_factory=TrainConfig)
+    licence: str = "unknown"
+    citation: str = ""
+    homepage: str = ""
+    size: str = ""  # human-readable dataset size, shown by `lejepa-domains recipes`
+    card: str | None = None  # data card name; defaults to ``name``
+    path: str | None = None  # file the recipe was loaded from (set by load_recipe)
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        where = f"recipe {self.name!r}"
+        if not self.name or not isinstance(self.name, str):
+            raise UserError(f"{where}: 'name' must be a non-empty string")
+        for key in ("train", "test"):
+            if key not in self.splits:
+                raise UserError(f"{where}: splits must name a {key!r} split, got {dict(self.splits)}")
+        if self.channels < 1:
+            raise UserError(f"{where}: channels must be >= 1, got {self.channels}")
+        if len(self.mean) != self.channels or len(self.std) != self.channels:
+            raise UserError(f"{where}: mean/std need {self.channels} values (one per channel), "
+                            f"got {len(self.mean)} and {len(self.std)}")
+        if any(s <= 0 for s in self.std):
+            raise UserError(f"{where}: std values must be > 0, got {tuple(self.std)}")
+        if self.num_classes < 1:
+            raise UserError(f"{where}: num_classes must be >= 1, got {self.num_classes}")
+        if self.class_names is not None and len(self.class_names) != self.num_classes:
+            raise UserError(f"{where}: {len(self.class_names)} class_names for num_classes={self.num_classes}")
+        if self.n_global < 1 or self.n_local < 0:
+            raise UserError(f"{where}: need n_global >= 1 and n_local >= 0, got {self.n_global}, {self.n_local}")
+        for label, size in (("image_size", self.image_size), ("global_size", self.global_size),
+                            ("local_size", self.local_size)):
+            if size < 4:
+                raise UserError(f"{where}: {label} must be >= 4 pixels, got {size}")
+        for label, (lo, hi) in (("global_scale", self.global_scale), ("local_scale", self.local_scale)):
+            if not 0 < lo <= hi <= 1:
+                raise UserError(f"{where}: {label} must satisfy 0 < low <= high <= 1, got {(lo, hi)}")
+        if self.proj_dim < 1:
+            raise UserError(f"{where}: proj_dim must be >= 1, got {self.proj_dim}")
+
+    @property
+    def card_name(self) -> str:
+        return self.card or self.name
+
+    def with_train(self, **overrides: Any) -> "Recipe":
+        """A copy with training defaults overridden (``None`` values are ignored)."""
+        known = {f.name for f in fields(TrainConfig)}
+        bad = sorted(set(overrides) - known)
+        if bad:
+            raise UserError(f"unknown training option(s) {bad}; expected some of {sorted(known)}")
+        clean = {k: v for k, v in overrides.items() if v is not None}
+        return replace(self, train=replace(self.train, **clean).validate())
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-serialisable description (written to config.json)."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "train":
+                out[f.name] = asdict(value)
+            elif f.name == "source":
+                out[f.name] = value.describe() if hasattr(value, "describe") else repr(value)
+            elif callable(value):
+                out[f.name] = [repr(t) for t in value()]
+            elif isinstance(value, tuple):
+                out[f.name] = list(value)
+            else:
+                out[f.name] = value
+        return out
+
+
+# ----------------------------------------------------------------------------------------------------------- loading
+
+def _package_root() -> Path:
+    return Path(__file__).resolve().parent
+
+
+def recipe_dirs() -> list[Path]:
+    """Folders holding the built-in recipes: the installed ``lejepa_domains/recipes`` or the source tree's ``recipes/``."""
+    root = _package_root()
+    return [p for p in (root / "recipes", root.parent / "recipes") if p.is_dir()]
+
+
+def card_dirs() -> list[Path]:
+    root = _package_root()
+    return [p for p in (root / "data_cards", root.parent / "data_cards") if p.is_dir()]
+
+
+def _builtin_files() -> dict[str, Path]:
+    out: dict[str, Path] = {}
+    for d in reversed(recipe_dirs()):
+        for f in sorted(d.glob("*.py")):
+            if not f.name.startswith("_"):
+                out[f.stem] = f
+    return out
+
+
+def _import_file(path: Path, module_name: str):
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise UserError(f"cannot import recipe file {path}: not a Python module")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except SyntaxError as e:
+        sys.modules.pop(module_name, None)
+        raise UserError(f"recipe file {path}: syntax error at line {e.lineno}: {e.msg}") from None
+    except UserError:
+        sys.modules.pop(module_name, None)
+        raise
+    except Exception as e:  # recipe code failed while being imported
+        sys.modules.pop(module_name, None)
+        raise UserError(f"recipe file {path}: failed to import ({type(e).__name__}: {e})") from None
+    return module
+
+
+def load_recipe(name_or_path: str | Path | Recipe) -> Recipe:
+    """Load a built-in recipe by name, or a recipe file by path (``./my_recipe.py``)."""
+    if isinstance(name_or_path, Recipe):
+        return name_or_path
+    text = str(name_or_path)
+    looks_like_path = text.endswith(".py") or "/" in text or "\\" in text
+    if looks_like_path:
+        path = Path(text).expanduser()
+        if not path.is_file():
+            raise UserError(f"recipe file {path} does not exist (expected a .py file defining `recipe = Recipe(...)`)")
+        module = _import_file(path.resolve(), f"lejepa_user_recipe_{path.stem}")
+    else:
+        files = _builtin_files()
+        if text not in files:
+            raise UserError(f"unknown recipe {text!r}; built-in recipes: {', '.join(sorted(files)) or 'none'} "
+                            "(or pass a path to a recipe .py file)")
+        path = files[text]
+        module = _import_file(path, f"lejepa_domains.recipes.{text}")
+    recipe = getattr(module, "recipe", None)
+    if not isinstance(recipe, Recipe):
+        raise UserError(f"recipe file {path} must define `recipe = Recipe(...)` at module level")
+    recipe.path = str(path)
+    return recipe
+
+
+@dataclass
+class RecipeInfo:
+    name: str
+    path: str
+    fields: dict[str, Any]
+
+
+def _literal_kwargs(call: ast.Call) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for kw in call.keywords:
+        if kw.arg is None:
+            continue
+        try:
+            out[kw.arg] = ast.literal_eval(kw.value)
+        except (ValueError, TypeError, SyntaxError, RecursionError):
+            out[kw.arg] = ast.unparse(kw.value)
+    return out
+
+
+def list_recipes() -> list[RecipeInfo]:
+    """Metadata of the built-in recipes, read from the files' source text without importing them (like timm's
+    registry: listing is instant and never runs recipe code)."""
+    infos = []
+    for name, path in sorted(_builtin_files().items()):
+        fields_: dict[str, Any] = {}
+        try:
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+        except SyntaxError:
+            fields_ = {"error": "syntax error"}
+            tree = None
+        if tree is not None:
+            doc = ast.get_docstring(tree)
+            if doc:
+                fields_["summary"] = doc.strip().splitlines()[0]
+            for node in tree.body:
+                if (isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "recipe" for t in node.targets)
+                        and isinstance(node.value, ast.Call)):
+                    fields_.update(_literal_kwargs(node.value))
+        infos.append(RecipeInfo(name=name, path=str(path), fields=fields_))
+    return infos

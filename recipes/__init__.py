@@ -1,0 +1,1 @@
+"""Built-in recipes (installed as ``lejepa_domains.recipes``). Each module defines ``recipe = Recipe(...)``."""
