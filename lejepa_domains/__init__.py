@@ -9,7 +9,7 @@ from .recipe import Recipe, TrainConfig, list_recipes, load_recipe  # noqa: E402
 
 __version__ = "0.1.0"
 
-__all__ = ["Recipe", "TrainConfig", "load_recipe", "list_recipes", "pretrain", "UserError", "DataError",
+__all__ = ["Recipe", "TrainConfig", "load_recipe", "list_recipes", "pretrain", "evaluate", "UserError", "DataError",
            "OfflineError", "__version__"]
 
 
@@ -18,3 +18,10 @@ def pretrain(recipe, **kwargs):
     from .train import pretrain as _pretrain
 
     return _pretrain(recipe, **kwargs)
+
+
+def evaluate(recipe=None, **kwargs):
+    """Frozen-backbone evaluation of a run and/or baselines (see :func:`lejepa_domains.evaluate.run.evaluate`)."""
+    from .evaluate.run import evaluate as _evaluate
+
+    return _evaluate(recipe, **kwargs)

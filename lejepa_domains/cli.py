@@ -50,12 +50,42 @@ def pretrain(
         compile=compile or None, overwrite=overwrite, tensorboard=tensorboard)
 
 
+@app.command("eval")
+def eval_(
+    recipe: Optional[str] = typer.Argument(None, help="Recipe name or path (default: the checkpoint's / latest run's)."),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Run folder with backbone.json "
+                                              "(default: the newest under runs/)."),
+    baseline: Optional[List[str]] = typer.Option(None, "--baseline", help="dinov2, dinov2-b, dinov2-l, random or "
+                                                 "pixels; repeat for several."),
+    weights: Optional[List[str]] = typer.Option(None, "--weights", help="DINOv2 weights file (.safetensors, .pth or "
+                                                "Meta's checkpoint); NAME=FILE when several DINOv2 baselines."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Report folder (default: RUN_DIR/eval)."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
+    data: Optional[str] = typer.Option(None, "--data", help="Local copy of the data (default: the run's)."),
+    dinov2_size: int = typer.Option(224, "--dinov2-size", help="DINOv2 input side (multiple of 14)."),
+    dinov2_pool: str = typer.Option("cls", "--dinov2-pool", help="cls or cls+mean (CLS ⊕ mean patch token)."),
+    batch_size: int = typer.Option(256, "--batch-size", help="Images per feature-extraction batch."),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Feature cache (default: "
+                                             "~/.cache/lejepa-domains/features)."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Recompute features, write no cache."),
+    bootstrap: int = typer.Option(1000, "--bootstrap", help="Bootstrap resamples for the 95% CIs."),
+    seed: int = typer.Option(0, "--seed", help="Seed of support sets, carved val split and bootstrap."),
+    no_plots: bool = typer.Option(False, "--no-plots", help="Skip the PNG plots."),
+) -> None:
+    """Frozen-backbone evaluation: kNN, linear and few-shot probes of a run vs DINOv2 / random / pixels."""
+    from .evaluate.run import evaluate as run
+
+    run(recipe, checkpoint=checkpoint, baselines=tuple(baseline or ()), weights=list(weights) if weights else None,
+        out=out, device=device, data=data, dinov2_size=dinov2_size, dinov2_pool=dinov2_pool, batch_size=batch_size,
+        cache_dir=cache_dir, use_cache=not no_cache, n_boot=bootstrap, seed=seed, plots=not no_plots)
+
+
 @recipes_app.callback()
 def recipes_list(ctx: typer.Context) -> None:
     """List the built-in recipes (name, source, size, classes)."""
     if ctx.invoked_subcommand is not None:
         return
-    from .report import print_recipes
+    from .show import print_recipes
 
     print_recipes()
 
@@ -63,7 +93,7 @@ def recipes_list(ctx: typer.Context) -> None:
 @recipes_app.command("show")
 def recipes_show(name: str = typer.Argument(..., help="Recipe name or path.")) -> None:
     """Show a recipe's resolved settings."""
-    from .report import print_recipe
+    from .show import print_recipe
 
     print_recipe(name)
 

@@ -39,5 +39,5 @@ recipe = Recipe(
     licence="BSD-3-Clause (scikit-learn); original UCI Optical Recognition of Handwritten Digits, CC BY 4.0",
     citation="Alpaydin & Kaynak, UCI Optical Recognition of Handwritten Digits, 1998",
     homepage="https://scikit-learn.org/stable/datasets/toy_dataset.html#digits-dataset",
-    size="train 1,257 / val 180 / test 360",
+    size="train 1,258 / val 180 / test 359",
 )

@@ -1,0 +1,177 @@
+"""Frozen feature extraction, shared by every backbone and protocol, with an on-disk cache.
+
+An :class:`Encoder` bundles a frozen model (or none, for raw pixels) with its input transform. Extraction streams the
+uint8 images of a split in batches: each batch is copied to the device, converted to float, channel-adapted,
+resized, normalised and encoded in eval mode under ``torch.inference_mode()`` (fp32); only the features come back to
+the host. Nothing but the split's uint8 array (already in memory as the data source's ``ImageSet``) and one batch of
+float images exist at any time.
+
+Cache: one ``.npy`` file (+ a ``.json`` describing it) per (weights hash, recipe, split, transform). The key is the
+SHA-256 of the encoder's identity (architecture, kwargs and a hash of the actual loaded weights), its transform (size,
+interpolation, normalisation, channel mapping, pooling), the recipe name, the data source's fingerprint of the split
+and the number of images. A changed checkpoint changes the weights hash, hence the key, hence the features are
+recomputed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import UserError
+from ..utils import atomic_path, atomic_write_bytes
+
+__all__ = ["Encoder", "extract_features", "cache_key", "default_cache_dir", "CACHE_VERSION"]
+
+CACHE_VERSION = 1
+
+
+@dataclass
+class Encoder:
+    """A frozen backbone and the exact transform that feeds it.
+
+    Attributes:
+        name: report name (``lejepa``, ``dinov2``, ``random``, ``pixels``...).
+        model: the frozen network, or None (raw pixels: the transformed image, flattened, is the feature).
+        size: input side in pixels (images are resized to ``size × size`` when they differ).
+        mean, std: per-channel normalisation applied after channel mapping, on the [0, 1] scale.
+        interpolation: ``bilinear`` or ``bicubic`` (antialiased when downscaling; bicubic output clamped to [0, 1]).
+        channel_map: indices of the recipe's channels fed to the model (``[0, 0, 0]`` replicates a grey channel);
+            None keeps the channels as they are.
+        features_fn: ``(model, x) → (B, F)``; default ``model(x)`` (timm ``num_classes=0`` pooled features).
+        identity: what identifies the weights (architecture, kwargs, weights hash), part of the cache key.
+        provenance: where the weights came from (paths); reported, not part of the cache key.
+        notes: human-readable remarks shown in the report (e.g. how channels were adapted).
+        adapted: True when the input had to be adapted to the model (channel replication/selection).
+    """
+
+    name: str
+    model: nn.Module | None
+    size: int
+    mean: Sequence[float]
+    std: Sequence[float]
+    interpolation: str = "bilinear"
+    channel_map: list[int] | None = None
+    features_fn: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None = None
+    pool: str = "default"
+    identity: dict[str, Any] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    adapted: bool = False
+
+    def transform_description(self) -> dict[str, Any]:
+        return {"size": int(self.size), "interpolation": self.interpolation, "mean": [float(m) for m in self.mean],
+                "std": [float(s) for s in self.std], "channel_map": self.channel_map, "pool": self.pool,
+                "input_range": "uint8/255", "precision": "fp32"}
+
+    def key_fields(self) -> dict[str, Any]:
+        return {**self.identity, "transform": self.transform_description()}
+
+    def describe(self) -> dict[str, Any]:
+        return {**self.identity, **self.provenance, "transform": self.transform_description(),
+                "adapted": self.adapted, "notes": list(self.notes)}
+
+    def preprocess(self, batch: torch.Tensor) -> torch.Tensor:
+        """uint8 (B, H, W, C) on the target device → float32 (B, C', size, size), normalised."""
+        x = batch.permute(0, 3, 1, 2).float().div_(255.0)
+        if self.channel_map is not None:
+            x = x[:, self.channel_map]
+        if x.shape[-2:] != (self.size, self.size):
+            down = x.shape[-1] > self.size or x.shape[-2] > self.size
+            x = torch.nn.functional.interpolate(x, size=(self.size, self.size), mode=self.interpolation,
+                                                align_corners=False, antialias=down)
+            if self.interpolation == "bicubic":
+                x = x.clamp_(0.0, 1.0)
+        mean = torch.as_tensor(list(self.mean), dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+        std = torch.as_tensor(list(self.std), dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+        return (x - mean) / std
+
+    @torch.inference_mode()
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        if self.model is None:
+            return x.flatten(1)
+        if self.features_fn is not None:
+            return self.features_fn(self.model, x)
+        return self.model(x)
+
+
+def default_cache_dir() -> Path:
+    """``$LEJEPA_DOMAINS_CACHE`` or ``$XDG_CACHE_HOME/lejepa-domains/features`` (``~/.cache/...``)."""
+    import os
+
+    env = os.environ.get("LEJEPA_DOMAINS_CACHE")
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "lejepa-domains" / "features"
+
+
+def cache_key(encoder: Encoder, recipe_name: str, split: str, source_fingerprint: str, n: int) -> tuple[str, dict]:
+    desc = {"version": CACHE_VERSION, "encoder": encoder.key_fields(), "recipe": recipe_name, "split": split,
+            "source": source_fingerprint, "n": int(n)}
+    blob = json.dumps(desc, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:24], desc
+
+
+def _safe(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
+
+
+def extract_features(encoder: Encoder, images: np.ndarray, *, device: torch.device | str = "cpu",
+                     batch_size: int = 256, cache_dir: str | Path | None = None, recipe_name: str = "",
+                     split: str = "", source_fingerprint: str = "", log: Callable[[str], None] | None = None
+                     ) -> tuple[np.ndarray, dict]:
+    """Features (N, F) float32 of ``images`` (N, H, W, C) uint8, from the cache when the key matches.
+
+    Returns ``(features, info)``; ``info`` has ``cached`` (bool), ``key``, ``seconds`` and ``path``.
+    """
+    device = torch.device(device)
+    n = len(images)
+    path = None
+    key = None
+    if cache_dir is not None:
+        key, desc = cache_key(encoder, recipe_name, split, source_fingerprint, n)
+        path = Path(cache_dir) / f"{_safe(recipe_name)}-{_safe(split)}-{_safe(encoder.name)}-{key}.npy"
+        if path.is_file():
+            try:
+                feats = np.load(path, allow_pickle=False)
+            except (OSError, ValueError):
+                feats = None
+            if feats is not None and feats.ndim == 2 and feats.shape[0] == n and np.isfinite(feats).all():
+                return feats, {"cached": True, "key": key, "seconds": 0.0, "path": str(path)}
+    t0 = time.perf_counter()
+    model = encoder.model
+    if model is not None:
+        model.eval().to(device)
+    chunks: list[np.ndarray] = []
+    for i in range(0, n, batch_size):
+        batch = torch.from_numpy(np.ascontiguousarray(images[i:i + batch_size])).to(device, non_blocking=True)
+        with torch.inference_mode():
+            f = encoder.encode(encoder.preprocess(batch))
+        chunks.append(f.float().cpu().numpy())
+    feats = np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)
+    if model is not None and device.type != "cpu":
+        model.to("cpu")  # free the accelerator for the next backbone
+    seconds = time.perf_counter() - t0
+    if not np.isfinite(feats).all():
+        bad = int((~np.isfinite(feats)).any(1).sum())
+        raise UserError(f"backbone {encoder.name!r} gives non-finite features for {bad} of {n} images of split "
+                        f"{split!r} (diverged or corrupt weights?)")
+    if path is not None:
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as fh:
+                np.save(fh, feats, allow_pickle=False)
+        atomic_write_bytes(path.with_suffix(".json"), json.dumps({**desc, "shape": list(feats.shape),
+                                                                  "seconds": seconds}, indent=1,
+                                                                 default=str).encode())
+    if log is not None:
+        log(f"{encoder.name}: {split} features {tuple(feats.shape)} in {seconds:.1f}s")
+    return feats, {"cached": False, "key": key, "seconds": seconds, "path": str(path) if path else None}
