@@ -41,13 +41,15 @@ def pretrain(
     compile: bool = typer.Option(False, "--compile", help="torch.compile the backbone."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run in --out."),
     tensorboard: bool = typer.Option(False, "--tensorboard", help="Also log to TensorBoard (needs tensorboard)."),
+    init_from: Optional[Path] = typer.Option(None, "--init-from", help="Start a new run from another run's backbone "
+                                             "weights (not a resume)."),
 ) -> None:
     """Pretrain a backbone from scratch with LeJEPA on a recipe's data."""
     from .train import pretrain as run
 
     run(recipe, out=out, epochs=epochs, batch_size=batch_size, lr=lr, lam=lam, schedule=schedule, device=device,
         seed=seed, resume=resume, data=data, num_workers=num_workers, num_slices=num_slices, precision=precision,
-        compile=compile or None, overwrite=overwrite, tensorboard=tensorboard)
+        compile=compile or None, overwrite=overwrite, tensorboard=tensorboard, init_from=init_from)
 
 
 @app.command("eval")

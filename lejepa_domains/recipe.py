@@ -37,6 +37,7 @@ class TrainConfig:
     probe_lr: float = 1e-3
     num_workers: int = 0  # DataLoader worker processes producing views; 0 = in the main process
     grad_clip: float = 0.0  # 0 disables clipping
+    max_bad_steps: int = 20  # stop after this many consecutive non-finite steps (each one is skipped)
     precision: str = "auto"  # "auto" (bf16 autocast on CUDA, fp32 on CPU), "bf16", "fp32"
     channels_last: bool = True
     compile: bool = False

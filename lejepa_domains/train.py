@@ -16,6 +16,7 @@ import math
 import os
 import platform
 import random
+import shutil
 import signal
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -40,6 +41,7 @@ from .utils import atomic_path, atomic_write_bytes, effective_rank, resolve_devi
 __all__ = ["pretrain", "train_step", "RunResult", "StepMetrics"]
 
 CHECKPOINT = "checkpoint.pt"
+BEST = "checkpoint_best.pt"
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
 
@@ -55,13 +57,18 @@ class StepMetrics:
     probe_correct: torch.Tensor
     probe_count: int
     emb: torch.Tensor  # (B, F) detached features of the first global view (for RankMe)
+    finite: bool = True  # False: non-finite loss or gradients, the update was skipped
 
 
 def train_step(model: nn.Module, loss_fn: LeJEPALoss, opt: torch.optim.Optimizer, globals_: torch.Tensor,
-               locals_: torch.Tensor, labels: torch.Tensor, n_global: int, *, probe: nn.Module | None = None,
+               locals_: torch.Tensor, labels: torch.Tensor | None, n_global: int, *, probe: nn.Module | None = None,
                probe_opt: torch.optim.Optimizer | None = None, amp_dtype: torch.dtype | None = None,
                grad_clip: float = 0.0) -> StepMetrics:
-    """One LeJEPA optimisation step (plus one online-probe step). No host synchronisation."""
+    """One LeJEPA optimisation step (plus one online-probe step).
+
+    ``globals_`` (G, B, C, H, W), ``locals_`` (L, B, C, h, w), ``labels`` (B,) or None. The only host
+    synchronisation is the finiteness check of the loss and gradient norm: a non-finite step is skipped, not applied.
+    """
     device_type = globals_.device.type
     with torch.autocast(device_type=device_type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
         emb, proj = model(globals_, locals_)  # (V, B, F), (V, B, K)
@@ -69,16 +76,19 @@ def train_step(model: nn.Module, loss_fn: LeJEPALoss, opt: torch.optim.Optimizer
 
     opt.zero_grad(set_to_none=True)
     out.loss.backward()
-    if grad_clip > 0:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-    opt.step()
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip if grad_clip > 0 else float("inf"))
+    finite = bool(torch.isfinite(out.loss) & torch.isfinite(grad_norm))
+    if finite:
+        opt.step()
+    else:
+        opt.zero_grad(set_to_none=True)
 
     # Online linear probe on detached global-view features: it measures, it never shapes the backbone.
     feats = emb[:n_global].detach().float()
     probe_loss = torch.zeros((), device=feats.device)
     correct = torch.zeros((), device=feats.device)
     count = 0
-    if probe is not None and probe_opt is not None and bool((labels >= 0).all()):
+    if probe is not None and probe_opt is not None and labels is not None and finite:
         x = feats.flatten(0, 1)
         y = labels.repeat(n_global)
         logits = probe(x)
@@ -89,7 +99,7 @@ def train_step(model: nn.Module, loss_fn: LeJEPALoss, opt: torch.optim.Optimizer
         correct = (logits.detach().argmax(1) == y).sum()
         count = y.numel()
     return StepMetrics(out.loss.detach(), out.invariance.detach(), out.sigreg.detach(), probe_loss.detach(), correct,
-                       count, feats[0])
+                       count, feats[0], finite)
 
 
 # ------------------------------------------------------------------------------------------------- plumbing
@@ -225,7 +235,7 @@ def _prepare_run_dir(out: Path, overwrite: bool) -> None:
         if not overwrite:
             raise UserError(f"output folder {out} already holds a run; use --resume {out} to continue it or "
                             "--overwrite to replace it")
-        for f in (CONFIG, CHECKPOINT, METRICS, "backbone.json", "backbone.safetensors"):
+        for f in (CONFIG, CHECKPOINT, BEST, METRICS, "backbone.json", "backbone.safetensors"):
             (out / f).unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -238,12 +248,14 @@ def pretrain(recipe: str | Path | Recipe = "specimens", *, out: str | Path | Non
              resume: str | Path | None = None, data: str | None = None, num_workers: int | None = None,
              num_slices: int | None = None, precision: str | None = None, compile: bool | None = None,
              overwrite: bool = False, progress: bool = True, tensorboard: bool = False,
-             max_steps: int | None = None, **overrides: Any) -> RunResult:
+             init_from: str | Path | None = None, max_steps: int | None = None, **overrides: Any) -> RunResult:
     """Pretrain a backbone from scratch with LeJEPA on a recipe's data (the Python API of ``lejepa-domains pretrain``).
 
     Args mirror the CLI flags; ``None`` keeps the recipe's default. ``overrides`` may set any other
     :class:`~lejepa_domains.recipe.TrainConfig` field (e.g. ``weight_decay=1e-4``, ``warmup_epochs=0``).
     ``max_steps`` stops after that many optimisation steps in total (smoke tests, benchmarks).
+    ``init_from`` starts a *new* run from the backbone weights of another run folder (or a ``backbone.safetensors``
+    file); optimiser, schedule and counters start fresh. It is separate from ``resume``, which continues a run.
 
     Returns a :class:`RunResult` with the run folder, per-epoch metrics and the exported backbone's metadata.
     """
@@ -292,12 +304,20 @@ def pretrain(recipe: str | Path | Recipe = "specimens", *, out: str | Path | Non
         raise UserError(f"--batch-size {cfg.batch_size} × {ctx.world_size} process(es) exceeds the "
                         f"{len(train_set)} training images of {recipe_obj.name!r}")
 
+    if tensorboard:
+        _tensorboard_available()
+    if init_from is not None and resume is not None:
+        raise UserError("--init-from starts a new run and --resume continues one: use only one of them")
+    init_state = _read_init_weights(init_from) if init_from is not None else None
+    seed_everything(cfg.seed + ctx.rank)
+    model = build_model(recipe_obj)
+    if init_state is not None:
+        _load_init_weights(model.backbone, init_state, init_from)
     if resume is None and ctx.is_main:
         _prepare_run_dir(run_dir, overwrite)
     D.barrier()
 
-    seed_everything(cfg.seed + ctx.rank)
-    model = build_model(recipe_obj).to(dev)
+    model = model.to(dev)
     if cfg.channels_last and dev.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     loss_fn = LeJEPALoss(lam=cfg.lam, num_slices=cfg.num_slices, t_max=cfg.t_max, n_points=cfg.n_points,
@@ -316,7 +336,8 @@ def pretrain(recipe: str | Path | Recipe = "specimens", *, out: str | Path | Non
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: lr_factor(s, total_steps, warmup_steps, cfg.schedule))
 
-    start_epoch, skip_batches, global_step = 0, 0, 0
+    start_epoch, skip_batches, global_step, bad_in_row = 0, 0, 0, 0
+    best_val = -1.0
     history: list[dict[str, Any]] = []
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
@@ -331,6 +352,7 @@ def pretrain(recipe: str | Path | Recipe = "specimens", *, out: str | Path | Non
         if (run_dir / METRICS).is_file():
             history = [json.loads(line) for line in (run_dir / METRICS).read_text().splitlines() if line.strip()]
             history = [h for h in history if h["epoch"] < start_epoch]
+            best_val = max([h.get("probe_val_acc", -1.0) for h in history] + [-1.0])
     train_model: nn.Module = D.wrap_ddp(model, dev) if ctx.world_size > 1 else model
     if cfg.compile:
         train_model = torch.compile(train_model)  # shares parameters with `model`, which checkpoints use
@@ -376,30 +398,39 @@ def pretrain(recipe: str | Path | Recipe = "specimens", *, out: str | Path | Non
             t_epoch = time.perf_counter()
             t_prev = time.perf_counter()
             batch_in_epoch = skip_batches
+            skipped = 0
             for g, loc, y in loader:
                 t_data = time.perf_counter()
                 g = g.to(dev, non_blocking=True)
                 loc = loc.to(dev, non_blocking=True)
-                y = y.to(dev, non_blocking=True)
-                if cfg.channels_last and dev.type == "cuda":
-                    g = g.contiguous(memory_format=torch.channels_last) if g.dim() == 4 else g
-                m = train_step(train_model, loss_fn, opt, g, loc, y, recipe_obj.n_global, probe=probe,
+                y_dev = y.to(dev, non_blocking=True) if labelled and bool((y >= 0).all()) else None
+                m = train_step(train_model, loss_fn, opt, g, loc, y_dev, recipe_obj.n_global, probe=probe,
                                probe_opt=probe_opt, amp_dtype=amp_dtype, grad_clip=cfg.grad_clip)
                 sched.step()
                 global_step += 1
                 batch_in_epoch += 1
-                n_steps += 1
                 n_images += g.shape[1]
-                n_probe += m.probe_count
-                sums += torch.stack([m.loss, m.invariance, m.sigreg, m.probe_loss, m.probe_correct.float()])
-                if sum(e.shape[0] for e in embs) < cfg.rankme_samples:
-                    embs.append(m.emb.cpu())
+                if m.finite:
+                    bad_in_row = 0
+                    n_steps += 1
+                    n_probe += m.probe_count
+                    sums += torch.stack([m.loss, m.invariance, m.sigreg, m.probe_loss, m.probe_correct.float()])
+                    if sum(e.shape[0] for e in embs) < cfg.rankme_samples:
+                        embs.append(m.emb.cpu())
+                else:
+                    bad_in_row += 1
+                    skipped += 1
+                    if bad_in_row >= cfg.max_bad_steps:
+                        raise UserError(
+                            f"training diverged: {bad_in_row} steps in a row with a non-finite loss or gradient "
+                            f"(epoch {epoch + 1}, step {global_step}); the last good checkpoint is "
+                            f"{run_dir / CHECKPOINT} — lower --lr or raise --lambda, then --resume or start again")
                 t_end = time.perf_counter()
                 wait += t_data - t_prev
                 busy += t_end - t_data
                 result.step_times.append(t_end - t_prev)
                 t_prev = t_end
-                if n_steps % cfg.log_every == 0 or n_steps == 1:
+                if n_steps and (n_steps % cfg.log_every == 0 or n_steps == 1):
                     s = (sums / n_steps).tolist()
                     bar.update(global_step, loss=s[0], sigreg=s[2], ips=n_images * ctx.world_size / (wait + busy),
                                wait=wait / max(1e-9, wait + busy), epoch=epoch + 1, epochs=cfg.epochs)
@@ -420,6 +451,7 @@ def pretrain(recipe: str | Path | Recipe = "specimens", *, out: str | Path | Non
                 "epoch": epoch + 1, "step": global_step, "loss": s[0], "invariance": s[1], "sigreg": s[2],
                 "rankme": rankme, "lr": opt.param_groups[0]["lr"], "images_per_s": n_images * ctx.world_size / elapsed,
                 "data_wait_share": wait / max(1e-9, wait + busy), "epoch_seconds": elapsed,
+                "skipped_steps": skipped,
             }
             if probe is not None and n_probe:
                 record["probe_train_loss"] = s[3]
@@ -438,6 +470,11 @@ def pretrain(recipe: str | Path | Recipe = "specimens", *, out: str | Path | Non
                             writer.add_scalar(k, v, epoch + 1)
                 bar.epoch_done(record)
             save_checkpoint(epoch + 1 if finished_epoch else epoch, 0 if finished_epoch else batch_in_epoch)
+            val_acc = record.get("probe_val_acc")
+            if ctx.is_main and val_acc is not None and val_acc > best_val:
+                best_val = val_acc  # keep the best epoch by online probe next to the last one
+                shutil.copyfile(run_dir / CHECKPOINT, run_dir / ".best.tmp")
+                os.replace(run_dir / ".best.tmp", run_dir / BEST)
             if ctx.is_main:
                 result.backbone = export_backbone(model.backbone, run_dir, recipe_obj, {"epoch": epoch + 1, "step": global_step})
             if stop.raised is not None:
@@ -448,16 +485,47 @@ def pretrain(recipe: str | Path | Recipe = "specimens", *, out: str | Path | Non
     if writer is not None:
         writer.close()
     result.interrupted = interrupted
-    if ctx.is_main:
+    if ctx.is_main and (progress or interrupted):
         print_run_summary(result, recipe_obj, interrupted=interrupted)
     D.teardown(ctx)
     return result
 
 
-def _tensorboard(run_dir: Path):
+def _read_init_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    p = Path(path)
+    f = p / "backbone.safetensors" if p.is_dir() else p
+    if not f.is_file():
+        raise UserError(f"--init-from {path}: no backbone.safetensors there (expected a run folder or that file)")
     try:
-        from torch.utils.tensorboard import SummaryWriter
+        return load_file(str(f))
+    except Exception as e:  # not a safetensors file
+        raise UserError(f"--init-from {f}: cannot read it as safetensors ({type(e).__name__})") from None
+
+
+def _load_init_weights(backbone: nn.Module, state: dict[str, torch.Tensor], source) -> None:
+    own = backbone.state_dict()
+    bad = [k for k in own if k not in state or tuple(state[k].shape) != tuple(own[k].shape)]
+    extra = [k for k in state if k not in own]
+    if bad or extra:
+        k = (bad or extra)[0]
+        got = tuple(state[k].shape) if k in state else "missing"
+        want = tuple(own[k].shape) if k in own else "not expected"
+        raise UserError(f"--init-from {source}: weights do not fit this recipe's backbone "
+                        f"({len(bad)} mismatched, {len(extra)} unexpected; e.g. {k}: file {got}, model {want})")
+    backbone.load_state_dict(state)
+
+
+def _tensorboard_available() -> None:
+    try:
+        import tensorboard  # noqa: F401
     except ImportError:
         raise UserError("--tensorboard needs the tensorboard package: pip install 'lejepa-domains[tensorboard]'") \
             from None
+
+
+def _tensorboard(run_dir: Path):
+    from torch.utils.tensorboard import SummaryWriter
+
     return SummaryWriter(log_dir=str(run_dir / "tensorboard"))

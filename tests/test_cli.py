@@ -14,10 +14,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_cli(capsys, *argv):
-    with pytest.raises(SystemExit) as e:
+    code = 0
+    try:
         main(list(argv))
+    except SystemExit as e:
+        code = e.code
     cap = capsys.readouterr()
-    return e.value.code, cap.out, cap.err
+    return code, cap.out, cap.err
 
 
 BAD = [
@@ -107,3 +110,13 @@ def test_console_script_subprocess_exit_code(tmp_path):
                        capture_output=True, text=True, env=env, timeout=120)
     assert p.returncode == 2
     assert "Traceback" not in p.stderr and "unknown recipe 'nope'" in p.stderr
+
+
+def test_tensorboard_missing_is_a_clear_error(capsys, tmp_path):
+    try:
+        import tensorboard  # noqa: F401
+        pytest.skip("tensorboard is installed here")
+    except ImportError:
+        pass
+    code, _, err = run_cli(capsys, "pretrain", "digits", "--tensorboard", "--out", str(tmp_path / "r"))
+    assert code == 2 and "needs the tensorboard package" in err and not (tmp_path / "r").exists()

@@ -217,7 +217,8 @@ def test_cache_hit_and_invalidation_on_new_weights(tmp_path):
     ds = recipe.source.load("val")
     run = _run(tmp_path / "run", recipe, seed=0)
     cache = tmp_path / "cache"
-    kw = dict(cache_dir=cache, recipe_name=recipe.name, split="val", source_fingerprint=recipe.source.fingerprint("val"))
+    kw = dict(cache_dir=cache, recipe_name=recipe.name, split="val",
+              source_fingerprint=recipe.source.fingerprint("val"))
     f1, i1 = extract_features(lejepa_encoder(run, recipe)[0], ds.images, **kw)
     f2, i2 = extract_features(lejepa_encoder(run, recipe)[0], ds.images, **kw)
     assert not i1["cached"] and i2["cached"] and i1["key"] == i2["key"]
@@ -256,3 +257,17 @@ def test_diagnostics_tell_gaussian_from_collapsed():
     assert gauss["rankme"] > 28 and lr["rankme"] < 2.5
     assert gauss["sigreg"] < 2 * gauss["sigreg_gaussian_floor"]
     assert lr["sigreg"] > 10 * gauss["sigreg"] and sk["sigreg"] > 10 * gauss["sigreg"]
+
+
+@pytest.mark.parametrize("shape,k", [((37, 5000), 20), ((9, 4099), 200), ((5, 300), 10), ((4, 50), 60)])
+def test_topk_rows_equals_torch_topk(shape, k):
+    from lejepa_domains.evaluate.knn import topk_rows
+
+    g = torch.Generator().manual_seed(0)
+    sim = torch.randn(*shape, generator=g)
+    sim[0] = torch.round(sim[0] * 2) / 2  # heavy ties in one row
+    v, i = topk_rows(sim, k)
+    ref = sim.topk(min(k, shape[1]), dim=1)
+    torch.testing.assert_close(v, ref.values, rtol=0, atol=0)
+    torch.testing.assert_close(sim.gather(1, i), v, rtol=0, atol=0)
+    assert all(len(set(row.tolist())) == len(row) for row in i)  # no item twice

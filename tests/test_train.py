@@ -132,3 +132,50 @@ def test_lr_schedules():
     assert lr_factor(10, 100, 10, "cosine") == pytest.approx(1.0)
     assert lr_factor(99, 100, 10, "cosine") < 0.02
     assert lr_factor(99, 100, 10, "constant") == 1.0
+
+
+def test_non_finite_steps_are_skipped_then_stop_clearly(tmp_path, monkeypatch):
+    import lejepa_domains.objective as obj
+    from lejepa_domains.errors import UserError
+
+    real = obj.invariance_loss
+    calls = {"n": 0}
+
+    def flaky(proj, n_global):
+        calls["n"] += 1
+        out = real(proj, n_global)
+        return out * float("nan") if calls["n"] in (3, 4) or calls["n"] >= 30 else out
+
+    monkeypatch.setattr(obj, "invariance_loss", flaky)
+    res = _run(tmp_path, "skip", epochs=1, max_steps=8, max_bad_steps=5)
+    assert res.final["skipped_steps"] == 2 and np.isfinite(res.final["loss"])
+    calls["n"] = 0
+    with pytest.raises(UserError, match="training diverged: 5 steps in a row"):
+        _run(tmp_path, "div", epochs=3, max_bad_steps=5)
+    ck = torch.load(tmp_path / "div" / "checkpoint.pt", map_location="cpu", weights_only=False)
+    assert ck["epoch"] == 1  # the checkpoint of the last good epoch is intact
+    assert all(torch.isfinite(v).all() for v in ck["model"].values() if v.is_floating_point())
+
+
+def test_best_checkpoint_kept_next_to_last(tmp_path):
+    res = _run(tmp_path, "run", epochs=2)
+    best = torch.load(res.run_dir / "checkpoint_best.pt", map_location="cpu", weights_only=False)
+    accs = [m["probe_val_acc"] for m in res.metrics]
+    assert best["epoch"] == 1 + int(np.argmax(accs))
+
+
+def test_init_from_is_a_new_run_with_those_weights(tmp_path):
+    from lejepa_domains.errors import UserError
+
+    first = _run(tmp_path, "first", epochs=1, max_steps=3)
+    second = _run(tmp_path, "second", epochs=1, max_steps=1, init_from=first.run_dir, lr=1e-12)
+    a, b = _backbone_state(first.run_dir), _backbone_state(second.run_dir)
+    conv = "conv1.0.weight"
+    torch.testing.assert_close(a[conv], b[conv], rtol=0, atol=1e-6)  # lr≈0: still the initial weights
+    ck = torch.load(second.run_dir / "checkpoint.pt", map_location="cpu", weights_only=False)
+    assert ck["step"] == 1  # counters start fresh
+    with pytest.raises(UserError, match="only one of them"):
+        _run(tmp_path, "x", init_from=first.run_dir, resume=first.run_dir)
+    with pytest.raises(UserError, match="do not fit"):
+        _run(tmp_path, "y", recipe="specimens", init_from=first.run_dir, max_steps=1)
+    assert not (tmp_path / "y").exists()

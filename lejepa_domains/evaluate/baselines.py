@@ -106,14 +106,16 @@ def lejepa_encoder(run_dir: str | Path, recipe, name: str = "lejepa") -> tuple[E
         raise UserError(f"{meta_path} is not valid JSON ({_one_line(e, 120)})") from None
     missing = [k for k in ("timm_name", "timm_kwargs", "input_size", "channels", "mean", "std") if k not in meta]
     if missing:
-        raise UserError(f"{meta_path} lacks {missing} (expected the backbone.json written by `lejepa-domains pretrain`)")
+        raise UserError(f"{meta_path} lacks {missing} (expected the backbone.json written by "
+                        "`lejepa-domains pretrain`)")
     ck_size = int(meta["input_size"][-1])
     ck_ch = int(meta["channels"])
     if ck_ch != recipe.channels or ck_size != recipe.image_size:
         raise UserError(
             f"checkpoint {meta_path.parent} was trained for recipe {meta.get('recipe', '?')!r} "
             f"({ck_ch} channel(s), {ck_size}×{ck_size} images) but recipe {recipe.name!r} has {recipe.channels} "
-            f"channel(s), {recipe.image_size}×{recipe.image_size} images; evaluate it with the recipe it was trained on")
+            f"channel(s), {recipe.image_size}×{recipe.image_size} images; evaluate it with the recipe it was "
+            "trained on")
     try:
         model, meta = load_backbone(meta_path)
     except UserError:

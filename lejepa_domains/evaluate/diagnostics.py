@@ -8,8 +8,8 @@ backbones (and different splits sizes) are comparable:
 - ``sigreg``: the LeJEPA SIGReg statistic, i.e. the mean over ``num_slices`` fixed random unit directions (seed 0)
   of the Epps-Pulley statistic of the 1-D projections, on ``sigreg_samples`` items whose features were first
   z-scored per dimension (so scale does not matter, but correlations between dimensions and non-Gaussian shapes do).
-  Lower is more Gaussian; ``sigreg_gaussian_floor`` is its expected value for exact N(0, I) samples (≈ 1.06, it does not
-  go to 0). The statistic grows with the number of samples for non-Gaussian data, hence the fixed sample count.
+  Lower is more Gaussian; ``sigreg_gaussian_floor`` is its expected value for exact N(0, I) samples (≈ 1.06, it
+  does not go to 0). The statistic grows with the number of samples for non-Gaussian data, hence the fixed sample count.
 """
 
 from __future__ import annotations

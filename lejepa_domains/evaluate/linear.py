@@ -54,7 +54,7 @@ class Standardizer:
 
     @classmethod
     def fit(cls, x: torch.Tensor) -> "Standardizer":
-        x = x.double()
+        x = x.double() if x.device.type != "mps" else x.float()  # MPS has no float64
         mean = x.mean(0)
         std = x.std(0, unbiased=False)
         std = torch.where(std > 1e-12, std, torch.ones_like(std))

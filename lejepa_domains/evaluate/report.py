@@ -110,7 +110,8 @@ def render_markdown(report: dict) -> str:
               "any other model's; no ★ means the data cannot separate the leaders.", ""]
     if r.get("paired"):
         lines += [f"## Paired bootstrap against `{r['reference']}`", "",
-                  "| model | Δ kNN top-1 | p | Δ linear top-1 | p | Δ linear bal. acc. | p |", "|---|---:|---:|---:|---:|---:|---:|"]
+                  "| model | Δ kNN top-1 | p | Δ linear top-1 | p | Δ linear bal. acc. | p |",
+                  "|---|---:|---:|---:|---:|---:|---:|"]
         for name, p in r["paired"].items():
             cells = [name]
             for proto, m in (("knn", "top1"), ("linear", "top1"), ("linear", "balanced_accuracy")):
@@ -221,7 +222,8 @@ def _pca_plot(name: str, x: np.ndarray, y: np.ndarray, class_names, title: str) 
     for i, c in enumerate(classes):
         m = y == c
         label = class_names[c] if class_names is not None and c < len(class_names) else str(c)
-        ax.scatter(z[m, 0], z[m, 1], s=5, alpha=0.7, color=cmap(i % cmap.N), label=label if len(classes) <= 20 else None)
+        ax.scatter(z[m, 0], z[m, 1], s=5, alpha=0.7, color=cmap(i % cmap.N),
+                   label=label if len(classes) <= 20 else None)
     ax.set_xlabel(f"PC1 ({100 * var[0]:.0f}% var.)")
     ax.set_ylabel(f"PC2 ({100 * var[1]:.0f}% var.)" if len(var) > 1 else "PC2")
     ax.set_title(title, fontsize=9)

@@ -172,7 +172,7 @@ def _fewshot_summary(y_test, probs_by_shot, sets, y_train, num_classes) -> dict:
             half = float(stats.t.ppf(0.975, len(vals) - 1) * std / np.sqrt(len(vals))) if len(vals) > 1 else 0.0
             entry[m] = mean
             entry[f"{m}_std"] = std
-            entry["ci95"][m] = [mean - half, mean + half]
+            entry["ci95"][m] = [max(0.0, mean - half), min(1.0, mean + half)]  # metrics live in [0, 1]
             entry["per_set"][m] = vals.tolist()
         out[str(shot)] = entry
     return out
@@ -300,6 +300,9 @@ def evaluate(recipe=None, checkpoint=None, baselines: Sequence[str] = (), weight
         t0 = time.perf_counter()
         if name == REFERENCE:
             enc, ck_meta = lejepa_encoder(run_dir, rec)
+            if ck_meta.get("recipe") not in (None, rec.name):
+                log(f"[yellow]eval:[/] the checkpoint was pretrained on recipe {ck_meta.get('recipe')!r}; "
+                    f"evaluating it on recipe {rec.name!r}")
         elif name in DINOV2_ARCHS:
             enc = dinov2_encoder(name, rec, weights=weights_map.get(name), img_size=dinov2_size, pool=dinov2_pool)
         elif name == "random":
@@ -401,7 +404,7 @@ def evaluate(recipe=None, checkpoint=None, baselines: Sequence[str] = (), weight
                                "backbones",
                     "classifier": f"linear probe's logistic regression at fixed C={fewshot_C:g}, features "
                                   "standardised with the support set's statistics",
-                    "summary": "mean ± std over support sets, 95% t-interval"},
+                    "summary": "mean ± std over support sets, 95% t-interval of the mean (clipped to [0, 1])"},
         "metrics": {"names": list(METRICS), "auc": "macro one-vs-rest ROC AUC over classes present in test",
                     "bootstrap": {"resamples": n_boot, "seed": seed, "ci": "95% percentile interval",
                                   "paired": f"same resamples for every backbone; difference to {REFERENCE!r}, "
@@ -422,7 +425,8 @@ def evaluate(recipe=None, checkpoint=None, baselines: Sequence[str] = (), weight
                                                     "recipe": (ck_meta or {}).get("recipe"),
                                                     "weights_sha256_16": models.get(REFERENCE, {}).get(
                                                         "encoder", {}).get("weights_sha256_16")},
-        "splits": {"train": int(len(y_train)), "val": int(len(y_val)), "test": int(len(y_test)), "val_source": val_info},
+        "splits": {"train": int(len(y_train)), "val": int(len(y_val)), "test": int(len(y_test)),
+                   "val_source": val_info},
         "protocol": protocol,
         "reference": REFERENCE if REFERENCE in models else None,
         "models": models,
