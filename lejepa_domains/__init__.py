@@ -13,7 +13,7 @@ __all__ = ["Recipe", "TrainConfig", "load_recipe", "list_recipes", "pretrain", "
            "OfflineError", "__version__"]
 
 
-def pretrain(recipe, **kwargs):
+def pretrain(recipe="specimens", **kwargs):
     """Train a backbone from scratch with LeJEPA (see :func:`lejepa_domains.train.pretrain`)."""
     from .train import pretrain as _pretrain
 

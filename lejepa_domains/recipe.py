@@ -29,7 +29,7 @@ class TrainConfig:
     lr: float = 5e-4
     weight_decay: float = 5e-2
     lam: float = 0.05  # λ: weight of SIGReg; (1 − λ) weighs the invariance term
-    schedule: str = "cosine"  # "cosine" (linear warmup + cosine decay) or "constant" (warmup then flat)
+    schedule: str = "constant"  # "constant" (linear warmup, then flat) or "cosine" (linear warmup + cosine decay)
     warmup_epochs: float = 1.0
     num_slices: int = 1024
     t_max: float = 3.0

@@ -43,7 +43,7 @@ recipe = Recipe(
     backbone="resnet10t",
     proj_hidden=(512, 512),
     proj_dim=64,
-    train=TrainConfig(epochs=10, batch_size=128, lr=2e-3, weight_decay=5e-4, lam=0.05, schedule="cosine",
+    train=TrainConfig(epochs=12, batch_size=64, lr=2e-3, weight_decay=5e-4, lam=0.05, schedule="constant",
                       warmup_epochs=1, num_slices=256, num_workers=0),
     licence="BSD-3-Clause (scikit-image data; see the data card for each image's origin)",
     citation="van der Walt et al., scikit-image: image processing in Python, PeerJ 2014",

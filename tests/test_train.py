@@ -1,6 +1,7 @@
 """The trainer: outputs, determinism, exact resume, learning signal, portable backbone export."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,7 +12,8 @@ from lejepa_domains.data.views import EvalDataset
 from lejepa_domains.models import build_model, load_backbone
 from lejepa_domains.train import EpochSampler, lr_factor
 
-FAST = dict(recipe="digits", device="cpu", progress=False, batch_size=64, num_slices=64)
+TINY = str(Path(__file__).parent / "recipes" / "tinydigits.py")
+FAST = dict(recipe=TINY, device="cpu", progress=False, batch_size=32, num_slices=32)
 
 
 def _run(tmp_path, name, **kw):
@@ -36,7 +38,7 @@ def test_outputs_metrics_and_config(tmp_path):
                 "data_wait_share", "lr"):
         assert key in lines[-1] and np.isfinite(lines[-1][key]), key
     cfg = json.loads((run / "config.json").read_text())
-    assert cfg["recipe"]["name"] == "digits" and cfg["train"]["epochs"] == 2 and cfg["train"]["batch_size"] == 64
+    assert cfg["recipe"]["name"] == "tinydigits" and cfg["train"]["epochs"] == 2 and cfg["train"]["batch_size"] == 32
     meta = json.loads((run / "backbone.json").read_text())
     assert meta["timm_name"] == "resnet10t" and meta["channels"] == 1 and meta["input_size"] == [1, 16, 16]
     assert not list(run.glob(".*.tmp")), "temporary files left behind"
@@ -50,7 +52,7 @@ def test_exported_backbone_rebuilds_with_timm_alone(tmp_path):
     meta = json.loads((res.run_dir / "backbone.json").read_text())
     m = timm.create_model(meta["timm_name"], pretrained=False, **meta["timm_kwargs"])
     m.load_state_dict(load_file(str(res.run_dir / "backbone.safetensors")))
-    ref = build_model(load_recipe("digits")).backbone
+    ref = build_model(load_recipe(TINY)).backbone
     ref.load_state_dict(_backbone_state(res.run_dir))
     x = torch.randn(4, 1, 16, 16)
     torch.testing.assert_close(m.eval()(x), ref.eval()(x))
@@ -144,7 +146,7 @@ def test_non_finite_steps_are_skipped_then_stop_clearly(tmp_path, monkeypatch):
     def flaky(proj, n_global):
         calls["n"] += 1
         out = real(proj, n_global)
-        return out * float("nan") if calls["n"] in (3, 4) or calls["n"] >= 30 else out
+        return out * float("nan") if calls["n"] in (3, 4) or calls["n"] >= 15 else out
 
     monkeypatch.setattr(obj, "invariance_loss", flaky)
     res = _run(tmp_path, "skip", epochs=1, max_steps=8, max_bad_steps=5)

@@ -1,0 +1,449 @@
+"""Sources backed by tables of encoded images: the Hugging Face hub, MedMNIST ``.npz`` files and local copies.
+
+:class:`TableSource` does the work every such source shares: pick the split (official, aliased, carved with a fixed
+seed, or cut from unsplit data), validate columns and labels, decode and resize every image exactly once into the
+memory-mapped cache (:mod:`lejepa_domains.data.cache`), and return an :class:`~lejepa_domains.data.sources.ImageSet`.
+Subclasses only say where the data comes from when no ``--data PATH`` is given:
+
+- :class:`HFSource` — a hub dataset id (+ config, + revision) through 🤗 ``datasets.load_dataset``;
+- :class:`MedMNISTSource` — the ``data/{flag}.npz`` file of a hub mirror of MedMNIST (``albertvillanova/medmnist-v2``);
+- :class:`LocalSource` — a path on disk (what ``lejepa-domains recipes new NAME --data PATH`` writes).
+
+Any of them accepts ``--data PATH`` (``source.load(split, data=PATH)``) pointing at a local copy in one of the
+layouts of :func:`lejepa_domains.data.formats.open_local`.
+"""
+
+from __future__ import annotations
+
+import json
+import hashlib
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from ..errors import DataError, OfflineError, UserError
+from . import cache as _cache
+from . import decode as _decode
+from .formats import UNSPLIT, Reader, SplitTable, open_local, path_fingerprint, resolve_split
+from .sources import ImageSet, Source, stratified_split
+
+__all__ = ["TableSource", "HFSource", "MedMNISTSource", "LocalSource", "MEDMNIST_HUB_ID", "MEDMNIST_REVISION"]
+
+MEDMNIST_HUB_ID = "albertvillanova/medmnist-v2"
+MEDMNIST_REVISION = "0472595ab51916346dc4ad40f7b77551f2171403"  # the commit that added data/*.npz (unchanged since)
+
+
+def _decode_workers() -> int:
+    return max(1, min(8, (os.cpu_count() or 1)))
+
+
+class TableSource(Source):
+    """Shared machinery of the table-backed sources.
+
+    Args:
+        image_size: side of the stored square images (the recipe's ``image_size``).
+        channels: 3 (RGB) or 1 (grey); images with other channels are refused unless ``convert`` says otherwise.
+        image_column, label_column: columns of tabular data (hub, parquet, save_to_disk); ``label_column=None`` for
+            unlabelled data (pretraining only).
+        num_classes: labels must lie in ``[0, num_classes)``; checked on every row.
+        class_names: names of the class ids (else taken from the data: ClassLabel names, ImageFolder folders).
+        split_map: split asked for → split name in the data (e.g. ``{"test": "validation"}``). Common aliases
+            (val/validation/valid, test/testing) are tried anyway.
+        carve: ``{"val": {"from": "train", "fraction": 0.1, "seed": 0}}``: when the data has no ``val`` split, a
+            stratified ``fraction`` of ``from`` becomes ``val`` and the rest serves ``from`` (fixed seed, recorded).
+        unsplit: ``{"fractions": {"train": 0.8, "val": 0.1, "test": 0.1}, "seed": 0}``: how to cut data that comes
+            without splits (Galaxy10 ``.h5``, an ImageFolder without split folders), stratified by label.
+        convert: ``None`` (refuse channel mismatches), ``"RGB"`` (grey/RGBA/CMYK → RGB) or ``"L"`` (RGB → grey); a
+            deliberate conversion the data card must state.
+        resize: ``"stretch"`` (square sources) or ``"center-crop"`` (shorter side → image_size, central square).
+        h5_keys: (image, label) dataset names in ``.h5`` files.
+        cache: keep decoded images in the memory-mapped cache (default) or decode into memory every time.
+    """
+
+    kind = "table"
+
+    def __init__(self, *, image_size: int, channels: int = 3, image_column: str = "image",
+                 label_column: str | None = "label", num_classes: int | None = None,
+                 class_names: list[str] | None = None, split_map: dict[str, str] | None = None,
+                 carve: dict[str, dict[str, Any]] | None = None, unsplit: dict[str, Any] | None = None,
+                 convert: str | None = None, resize: str = "stretch", h5_keys: tuple[str, str] = ("images", "ans"),
+                 cache: bool = True):
+        if convert not in _decode.CONVERSIONS:
+            raise UserError(f"convert must be one of {_decode.CONVERSIONS}, got {convert!r}")
+        if resize not in _decode.RESIZE_MODES:
+            raise UserError(f"resize must be one of {_decode.RESIZE_MODES}, got {resize!r}")
+        if channels not in (1, 3):
+            raise UserError(f"channels must be 1 or 3 for encoded images, got {channels}")
+        if int(image_size) < 4:
+            raise UserError(f"image_size must be >= 4, got {image_size}")
+        for target, spec in (carve or {}).items():
+            if not isinstance(spec, dict) or "from" not in spec or not 0 < float(spec.get("fraction", 0)) < 1:
+                raise UserError(f"carve[{target!r}] must be {{'from': SPLIT, 'fraction': 0<f<1, 'seed': INT}}, "
+                                f"got {spec!r}")
+        if unsplit is not None:
+            fr = unsplit.get("fractions", {})
+            if not fr or abs(sum(fr.values()) - 1) > 1e-6:
+                raise UserError(f"unsplit fractions must sum to 1, got {fr}")
+        self.image_size, self.channels = int(image_size), int(channels)
+        self.image_column, self.label_column = image_column, label_column
+        self.num_classes = None if num_classes is None else int(num_classes)
+        self.class_names = list(class_names) if class_names is not None else None
+        self.split_map = dict(split_map or {})
+        self.carve = {k: {"from": v["from"], "fraction": float(v["fraction"]), "seed": int(v.get("seed", 0))}
+                      for k, v in (carve or {}).items()}
+        self.unsplit = None if unsplit is None else {"fractions": dict(unsplit["fractions"]),
+                                                     "seed": int(unsplit.get("seed", 0))}
+        self.convert, self.resize = convert, resize
+        self.h5_keys = tuple(h5_keys)
+        self.cache = bool(cache)
+
+    # ------------------------------------------------------------------ description and keys
+
+    def _where_default(self) -> dict[str, Any]:
+        return {}
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": self.kind, **self._where_default(), "image_size": self.image_size, "channels": self.channels,
+                "image_column": self.image_column, "label_column": self.label_column,
+                "num_classes": self.num_classes, "split_map": self.split_map, "carve": self.carve,
+                "unsplit": self.unsplit, "convert": self.convert, "resize": self.resize, "h5_keys": list(self.h5_keys)}
+
+    def _default_data_fingerprint(self) -> str | None:
+        """Fingerprint of the default (no ``--data``) location without opening it, or None when unknown."""
+        return None
+
+    def _data_fingerprint(self, data: str | None) -> str | None:
+        return path_fingerprint(data) if data is not None else self._default_data_fingerprint()
+
+    def fingerprint(self, split: str, data: str | None = None) -> str:
+        blob = json.dumps({"source": self.describe(), "split": split, "data": data,
+                           "data_fingerprint": self._data_fingerprint(data)}, sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def _label(self) -> str:
+        return self.kind
+
+    # ------------------------------------------------------------------ opening and split selection
+
+    def _open(self, data: str | None) -> Reader:
+        if data is None:
+            raise DataError(f"{type(self).__name__} needs --data PATH")
+        return open_local(data, h5_keys=self.h5_keys)
+
+    def _select(self, reader: Reader, split: str) -> tuple[SplitTable, np.ndarray | None, dict[str, Any]]:
+        """(table, selected rows or None for all, how the split was made)."""
+        if reader.unsplit:
+            if self.unsplit is None:
+                raise DataError(f"{reader.where} has no splits and the recipe gives no unsplit= fractions to cut it; "
+                                f"expected splits such as {split!r}")
+            fr, seed = self.unsplit["fractions"], self.unsplit["seed"]
+            if split not in fr:
+                raise DataError(f"split {split!r} is not one of the unsplit fractions {sorted(fr)}")
+            table = reader.table(UNSPLIT, self.image_column, self.label_column)
+            strat = table.labels if table.labels is not None else np.zeros(table.n, np.int64)
+            parts = stratified_split(strat, fr, seed=seed)
+            return table, parts[split], {"method": f"stratified cut of unsplit data {fr}", "seed": seed}
+        available = reader.splits
+        for target, spec in self.carve.items():
+            if self.split_map.get(target, target) in available:
+                continue  # the data has exactly this split: nothing to carve (aliases do not count: Food-101's
+                # 'validation' is its test set, not a val split)
+            if split not in (target, spec["from"]):
+                continue
+            src = resolve_split(self.split_map.get(spec["from"], spec["from"]), available, reader.where)
+            table = reader.table(src, self.image_column, self.label_column)
+            strat = table.labels if table.labels is not None else np.zeros(table.n, np.int64)
+            f, seed = spec["fraction"], spec["seed"]
+            parts = stratified_split(strat, {"rest": 1.0 - f, "carved": f}, seed=seed)
+            part = "carved" if split == target else "rest"
+            how = (f"stratified {f:.0%} of {src!r}, seed {seed}" if part == "carved"
+                   else f"{src!r} minus the stratified {f:.0%} carved as {target!r}, seed {seed}")
+            return table, parts[part], {"method": how, "seed": seed, "from": src}
+        name = resolve_split(self.split_map.get(split, split), available, reader.where)
+        return reader.table(name, self.image_column, self.label_column), None, {"method": "official", "split": name}
+
+    def _check_labels(self, table: SplitTable) -> None:
+        y = table.labels
+        if y is None or self.num_classes is None or not len(y):
+            return
+        bad = np.flatnonzero((y < 0) | (y >= self.num_classes))
+        if len(bad):
+            i = int(bad[0])
+            raise DataError(f"{table.row_where(i)}: label {int(y[i])} is outside [0, {self.num_classes}) "
+                            f"(num_classes={self.num_classes}; {len(bad)} such row(s) in {table.where})")
+
+    def _prepare(self, split: str, data: str | None):
+        reader = self._open(data)
+        table, selected, how = self._select(reader, split)
+        self._check_labels(table)
+        n = table.n if selected is None else len(selected)
+        if n == 0:
+            raise DataError(f"split {split!r} of {table.where} is empty; expected at least one image")
+        labels = None
+        if table.labels is not None:
+            labels = table.labels if selected is None else table.labels[selected]
+        names = self.class_names if self.class_names is not None else table.class_names
+        if self.class_names is not None and table.class_names is not None and table.info.get("class_label"):
+            a, b = [str(x) for x in table.class_names], [str(x) for x in self.class_names]
+            if a != b:
+                i = next(k for k in range(max(len(a), len(b))) if k >= len(a) or k >= len(b) or a[k] != b[k])
+                raise DataError(f"{table.where}: its ClassLabel names differ from the recipe's class_names at id {i} "
+                                f"({a[i] if i < len(a) else None!r} in the data, {b[i] if i < len(b) else None!r} in "
+                                "the recipe); expected the same names in the same order")
+        return reader, table, selected, n, labels, names, how
+
+    # ------------------------------------------------------------------ decoding
+
+    def _decode_one(self, item: tuple[int, Any], table: SplitTable) -> np.ndarray:
+        row, raw = item
+        where = table.row_where(row)
+        img = _decode.decode_image(raw, where, channels=self.channels, convert=self.convert)
+        return _decode.fit_image(img, self.image_size, self.resize)
+
+    def _decoded(self, table: SplitTable, selected: np.ndarray | None, limit: int | None = None
+                 ) -> Iterator[tuple[int, np.ndarray]]:
+        """(j, image) for the j-th selected row, decoded on a few threads (Pillow/OpenCV release the GIL)."""
+        it = table.rows(selected)
+        j = 0
+        try:
+            with ThreadPoolExecutor(max_workers=_decode_workers()) as ex:
+                while limit is None or j < limit:
+                    chunk = []
+                    for item in it:
+                        chunk.append(item)
+                        if len(chunk) >= 128 or (limit is not None and j + len(chunk) >= limit):
+                            break
+                    if not chunk:
+                        return
+                    for img in ex.map(lambda x: self._decode_one(x, table), chunk):
+                        yield j, img
+                        j += 1
+        finally:
+            close = getattr(it, "close", None)
+            if close is not None:
+                close()
+
+    def _load(self, split: str, data: str | None) -> ImageSet:
+        fp = self._data_fingerprint(data)
+        shape = (self.image_size, self.image_size, self.channels)
+        stem = None
+        if self.cache and fp is not None:
+            stem = _cache.entry_stem(f"{self._label()}-{split}-{self.image_size}px", self.fingerprint(split, data))
+            hit = _cache.load_entry(stem)
+            if hit is not None:
+                return hit
+        reader, table, selected, n, labels, names, how = self._prepare(split, data)
+        meta = {"where": table.where, "split": split, "split_method": how, "n": n}
+        if selected is not None:
+            meta["indices"] = selected.tolist()
+        if self.cache and stem is None:  # the data's own fingerprint is known only now (hub without a revision)
+            key = hashlib.sha256(f"{self.fingerprint(split, data)}:{reader.fingerprint()}".encode()).hexdigest()[:16]
+            stem = _cache.entry_stem(f"{self._label()}-{split}-{self.image_size}px", key)
+            hit = _cache.load_entry(stem)
+            if hit is not None:
+                return hit
+        rows = self._decoded(table, selected)
+        if n >= 2000:
+            rows = _with_progress(rows, n, f"decoding {n:,} images of {table.where} once")
+        if not self.cache:
+            arr = np.empty((n, *shape), dtype=np.uint8)
+            for j, img in rows:
+                arr[j] = img
+            return ImageSet(arr, labels, names, {**meta, "cache": None})
+        return _cache.write_entry(stem, n, shape, rows, labels, names, meta)
+
+    def peek(self, split: str, data: str | Path | None = None, n: int = 16) -> tuple[ImageSet, dict[str, Any]]:
+        """Decode the first ``n`` images of a split (no cache) and validate *all* its labels: what
+        ``lejepa-domains recipes check`` looks at. Returns the sample and facts about the whole split."""
+        data_s = None if data is None else str(data)
+        reader, table, selected, total, labels, names, how = self._prepare(split, data_s)
+        m = min(int(n), total)
+        sel = selected[:m] if selected is not None else np.arange(m)
+        imgs = np.stack([img for _, img in self._decoded(table, sel, limit=m)])
+        info = {"where": table.where, "split": split, "rows": total, "columns": table.columns,
+                "split_method": how, "class_names": names,
+                "label_counts": (np.bincount(labels, minlength=self.num_classes or 0).tolist()
+                                 if labels is not None and len(labels) else None)}
+        return ImageSet(imgs, None if labels is None else labels[:m], names, info), info
+
+
+def _with_progress(rows: Iterator[tuple[int, np.ndarray]], n: int, what: str) -> Iterator[tuple[int, np.ndarray]]:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    console = Console(stderr=True)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=console, transient=True, disable=not console.is_terminal) as progress:
+        task = progress.add_task(what, total=n)
+        for j, img in rows:
+            yield j, img
+            if j % 256 == 0:
+                progress.update(task, completed=j + 1)
+    console.print(f"{what}: done (cached; later runs read the memory map)", highlight=False)
+
+
+# ---------------------------------------------------------------------------------------------------- hub
+
+def _offline() -> bool:
+    try:
+        from huggingface_hub import constants
+
+        if constants.HF_HUB_OFFLINE:
+            return True
+    except ImportError:  # pragma: no cover
+        pass
+    return os.environ.get("HF_DATASETS_OFFLINE", "") in ("1", "true", "TRUE", "yes")
+
+
+def _is_network_error(e: BaseException) -> bool:
+    names = {c.__name__ for c in type(e).__mro__}
+    net = {"ConnectionError", "LocalEntryNotFoundError", "OfflineModeIsEnabled", "Timeout", "ReadTimeout",
+           "ConnectTimeout", "HTTPError", "SSLError", "ProxyError", "gaierror", "MaxRetryError", "ConnectError"}
+    return bool(names & net) or "network" in str(e).lower() or "reach" in str(e).lower()
+
+
+def hub_error(e: BaseException, what: str, fix: str) -> UserError:
+    """The one-line error for a failed hub access (no traceback)."""
+    kind = type(e).__name__
+    if _offline() or _is_network_error(e):
+        return OfflineError(f"{what} is not reachable (offline, HF_HUB_OFFLINE=1 or no network) and not in the local "
+                            f"Hugging Face cache; {fix}")
+    if kind in ("DatasetNotFoundError", "RepositoryNotFoundError", "GatedRepoError", "EntryNotFoundError",
+                "FileNotFoundError", "DataFilesNotFoundError"):
+        return DataError(f"{what} was not found on the hub ({kind}: {str(e).splitlines()[0] if str(e) else ''}); "
+                         f"check the id/config/revision, log in for gated data, or {fix}")
+    return DataError(f"{what} could not be loaded ({kind}: {str(e).splitlines()[0] if str(e) else ''}); {fix}")
+
+
+class HFSource(TableSource):
+    """A dataset on the Hugging Face hub, loaded with ``datasets.load_dataset(hub_id, config, revision=revision)``.
+
+    Offline, or for a dataset that is not in the local 🤗 cache, the load fails with a one-line
+    :class:`~lejepa_domains.errors.OfflineError` telling the user to pass ``--data PATH`` (a local copy).
+    """
+
+    kind = "hf-hub"
+
+    def __init__(self, hub_id: str, config: str | None = None, revision: str | None = None, **kwargs: Any):
+        if not hub_id or not isinstance(hub_id, str):
+            raise UserError(f"HFSource needs a hub dataset id such as 'timm/eurosat-rgb', got {hub_id!r}")
+        self.hub_id, self.config, self.revision = hub_id, config, revision
+        super().__init__(**kwargs)
+
+    def _where_default(self) -> dict[str, Any]:
+        return {"hub_id": self.hub_id, "config": self.config, "revision": self.revision}
+
+    def _label(self) -> str:
+        return self.hub_id.replace("/", "__") + (f"__{self.config}" if self.config else "")
+
+    def _default_data_fingerprint(self) -> str | None:
+        return f"revision:{self.revision}" if self.revision else None
+
+    def _fix(self) -> str:
+        return (f"on a machine with network access run `python -c \"import datasets; datasets.load_dataset("
+                f"'{self.hub_id}'{', ' + repr(self.config) if self.config else ''}).save_to_disk('DIR')\"` (or download "
+                "its parquet files), copy DIR here and pass --data DIR")
+
+    def _open(self, data: str | None) -> Reader:
+        if data is not None:
+            return open_local(data, h5_keys=self.h5_keys)
+        return open_hub(self.hub_id, self.config, self.revision, fix=self._fix())
+
+
+def open_hub(hub_id: str, config: str | None = None, revision: str | None = None, *, fix: str = "pass --data PATH"
+             ) -> Reader:
+    from .formats import HFDatasetReader
+
+    try:
+        import datasets
+
+        dd = datasets.load_dataset(hub_id, config, revision=revision)
+    except UserError:
+        raise
+    except Exception as e:  # noqa: BLE001 - every hub failure becomes one clear line
+        raise hub_error(e, f"Hugging Face dataset {hub_id!r}" + (f" (config {config!r})" if config else ""),
+                        fix) from None
+    where = f"hub dataset {hub_id}" + (f" ({config})" if config else "")
+    if isinstance(dd, dict):
+        return HFDatasetReader(dict(dd), where)
+    return HFDatasetReader({UNSPLIT: dd}, where, unsplit=True)
+
+
+class MedMNISTSource(TableSource):
+    """A MedMNIST 2D subset from its official ``.npz`` layout.
+
+    Without ``--data`` it fetches ``data/{flag}.npz`` (28 px only) from the hub mirror ``albertvillanova/medmnist-v2``
+    at a pinned commit with ``huggingface_hub.hf_hub_download`` (the mirror's loading script is not run: 🤗 datasets
+    ≥ 4 no longer executes dataset scripts). ``--data`` accepts the official file (``{flag}.npz`` or, for
+    MedMNIST+, ``{flag}_{size}.npz`` from Zenodo record 10519652), a folder holding it, or any other local layout.
+    """
+
+    kind = "medmnist"
+
+    def __init__(self, flag: str, *, size: int = 28, hub_id: str = MEDMNIST_HUB_ID,
+                 revision: str | None = MEDMNIST_REVISION, image_size: int | None = None, **kwargs: Any):
+        if size not in (28, 64, 128, 224):
+            raise UserError(f"MedMNIST sizes are 28, 64, 128 and 224, got {size}")
+        self.flag, self.size, self.hub_id, self.revision = flag, int(size), hub_id, revision
+        super().__init__(image_size=image_size or size, **kwargs)
+
+    def _where_default(self) -> dict[str, Any]:
+        return {"flag": self.flag, "size": self.size, "hub_id": self.hub_id, "revision": self.revision}
+
+    def _label(self) -> str:
+        return f"medmnist-{self.flag}{'' if self.size == 28 else f'_{self.size}'}"
+
+    def _default_data_fingerprint(self) -> str | None:
+        return f"revision:{self.revision}" if self.revision else None
+
+    def _filenames(self) -> list[str]:
+        return [f"{self.flag}_{self.size}.npz"] + ([f"{self.flag}.npz"] if self.size == 28 else [])
+
+    def _open(self, data: str | None) -> Reader:
+        from .formats import NpzReader
+
+        if data is not None:
+            p = Path(data).expanduser()
+            if p.is_dir():
+                for name in self._filenames():
+                    if (p / name).is_file():
+                        return NpzReader(p / name)
+            return open_local(p, h5_keys=self.h5_keys)
+        zenodo = (f"download {self._filenames()[0]} from https://zenodo.org/records/10519652 (or "
+                  f"{self.hub_id}/data/{self.flag}.npz for 28 px) and pass --data FILE")
+        if self.size != 28:
+            raise DataError(f"MedMNIST+ {self.flag} at {self.size} px is not on the hub mirror {self.hub_id} (28 px "
+                            f"only); {zenodo}")
+        try:
+            from huggingface_hub import hf_hub_download
+
+            path = hf_hub_download(self.hub_id, f"data/{self.flag}.npz", repo_type="dataset", revision=self.revision)
+        except Exception as e:  # noqa: BLE001
+            raise hub_error(e, f"MedMNIST file data/{self.flag}.npz of {self.hub_id}", zenodo) from None
+        return NpzReader(Path(path))
+
+
+class LocalSource(TableSource):
+    """A local copy at ``path`` (any layout of :func:`~lejepa_domains.data.formats.open_local`); ``--data``
+    overrides the path."""
+
+    kind = "local"
+
+    def __init__(self, path: str | Path, **kwargs: Any):
+        self.path = str(Path(path).expanduser())
+        super().__init__(**kwargs)
+
+    def _where_default(self) -> dict[str, Any]:
+        return {"path": self.path}
+
+    def _label(self) -> str:
+        return Path(self.path).stem or "local"
+
+    def _default_data_fingerprint(self) -> str | None:
+        return path_fingerprint(self.path)
+
+    def _open(self, data: str | None) -> Reader:
+        return open_local(data if data is not None else self.path, h5_keys=self.h5_keys)
