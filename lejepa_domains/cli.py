@@ -100,6 +100,47 @@ def recipes_show(name: str = typer.Argument(..., help="Recipe name or path.")) -
     print_recipe(name)
 
 
+@recipes_app.command("new")
+def recipes_new(
+    name: str = typer.Argument(..., help="Recipe name: writes NAME.py (recipe) and NAME.md (data-card stub)."),
+    hf: Optional[str] = typer.Option(None, "--hf", help="Hugging Face dataset id (reachable or already cached)."),
+    data: Optional[str] = typer.Option(None, "--data", help="Local copy: save_to_disk folder, parquet/arrow files, "
+                                       "ImageFolder tree, MedMNIST .npz or Galaxy10 .h5."),
+    out: Path = typer.Option(Path("."), "--out", help="Folder for NAME.py and NAME.md."),
+    config: Optional[str] = typer.Option(None, "--config", help="Hub dataset config."),
+    revision: Optional[str] = typer.Option(None, "--revision", help="Hub commit to pin."),
+    image_column: Optional[str] = typer.Option(None, "--image-column", help="Image column (default: inferred)."),
+    label_column: Optional[str] = typer.Option(None, "--label-column", help="Label column (default: inferred)."),
+    force: bool = typer.Option(False, "--force", help="Overwrite existing NAME.py / NAME.md."),
+) -> None:
+    """Write a recipe and a data-card stub for a new dataset, inferred from the data."""
+    from .recipe_tools import new_recipe, print_new
+
+    print_new(new_recipe(name, hf=hf, data=data, out=out, config=config, revision=revision,
+                         image_column=image_column, label_column=label_column, force=force))
+
+
+@recipes_app.command("check")
+def recipes_check(
+    recipe: str = typer.Argument(..., help="Recipe file (or built-in name) to check."),
+    data: Optional[str] = typer.Option(None, "--data", help="Local copy of the data instead of the recipe's source."),
+    out: Path = typer.Option(Path("."), "--out", help="Folder for NAME-views.png."),
+    samples: int = typer.Option(6, "--samples", help="Images shown in the PNG grid."),
+) -> None:
+    """Load a few samples, validate the recipe, measure normalisation, save a PNG of the views."""
+    from .recipe_tools import check_recipe, print_check
+
+    print_check(check_recipe(recipe, data=data, out=out, samples=samples))
+
+
+@app.command("card")
+def card(name: str = typer.Argument(..., help="Recipe name, recipe file or card .md file.")) -> None:
+    """Print a recipe's data card."""
+    from .recipe_tools import print_card
+
+    print_card(name)
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     """Console-script entry point: user errors become one red line and exit code 2, never a traceback."""
     try:

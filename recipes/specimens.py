@@ -7,13 +7,12 @@ from lejepa_domains.data.sources import SPECIMENS, SkimageSpecimens
 
 
 def augment() -> list:
-    # Specimen patches (microscopy, astronomy, textures) have no preferred orientation: flips and 90° rotations are
-    # free. Mild colour jitter and blur; no grayscale (colour carries stain/physics information).
+    # Specimen patches (microscopy, astronomy, textures) have no preferred orientation: a horizontal flip and a 90°
+    # rotation (together all 8 symmetries of the square) are free. Mild colour jitter and blur; no grayscale (colour carries stain/physics information).
     # Acquisition varies in exposure and stain/white balance, so views vary gamma, brightness, contrast and
     # per-channel gain: the representation should not care.
     return [
         A.HorizontalFlip(p=0.5),
-        A.VerticalFlip(p=0.5),
         A.RandomRotate90(p=1.0),
         A.RandomGamma(gamma_limit=(60, 160), p=0.8),
         A.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.3, hue=0.02, p=0.8),
@@ -43,7 +42,7 @@ recipe = Recipe(
     backbone="resnet10t",
     proj_hidden=(512, 512),
     proj_dim=64,
-    train=TrainConfig(epochs=12, batch_size=64, lr=2e-3, weight_decay=5e-4, lam=0.05, schedule="constant",
+    train=TrainConfig(epochs=10, batch_size=64, lr=2e-3, weight_decay=5e-4, lam=0.05, schedule="constant",
                       warmup_epochs=1, num_slices=256, num_workers=0),
     licence="BSD-3-Clause (scikit-image data; see the data card for each image's origin)",
     citation="van der Walt et al., scikit-image: image processing in Python, PeerJ 2014",

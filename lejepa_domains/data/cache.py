@@ -61,7 +61,7 @@ def load_entry(stem: Path) -> ImageSet | None:
         return None
     try:
         meta = json.loads(meta_p.read_text(encoding="utf-8"))
-        images = np.load(img_p, mmap_mode="r", allow_pickle=False)
+        images = np.load(img_p, mmap_mode="c", allow_pickle=False)  # copy-on-write: writable, file untouched
         labels = np.load(lab_p, allow_pickle=False) if meta.get("labelled") else None
     except (OSError, ValueError, json.JSONDecodeError):
         return None

@@ -43,8 +43,9 @@ SPLIT_ALIASES = {
     "validation": ("validation", "val", "valid", "dev"),
     "test": ("test", "testing"),
 }
-LAYOUTS = ("a save_to_disk folder (dataset_dict.json), parquet/arrow files named by split (train-00000-of-00001.parquet)"
-           ", an ImageFolder tree (SPLIT/CLASS/image.png), a MedMNIST .npz or a Galaxy10 .h5 file")
+LAYOUTS = ("a save_to_disk folder (dataset_dict.json), parquet/arrow files named by split "
+           "(train-00000-of-00001.parquet), an ImageFolder tree (SPLIT/CLASS/image.png), a MedMNIST .npz or a "
+           "Galaxy10 .h5 file")
 
 
 @dataclass
@@ -75,6 +76,12 @@ class Reader:
 
     def table(self, split: str, image_column: str | None, label_column: str | None) -> SplitTable:
         raise NotImplementedError
+
+    tabular = False  # True when image/label columns are chosen by name (hub, parquet, save_to_disk)
+
+    def column_kinds(self, split: str) -> dict[str, str]:
+        """column → image | binary | classlabel | int | float | string | list | other (for `recipes new`)."""
+        return {"image": "image", "label": "int"}
 
 
 def resolve_split(requested: str, available: Sequence[str], where: str) -> str:
@@ -132,10 +139,59 @@ def _feature_kind(feature: Any) -> str:
     return type(feature).__name__
 
 
+def _kind_of_dtype(dtype: str) -> str:
+    d = str(dtype)
+    if d.startswith(("int", "uint")) or d == "bool":
+        return "int"
+    if d.startswith("float"):
+        return "float"
+    if d in ("string", "large_string"):
+        return "string"
+    if d in ("binary", "large_binary"):
+        return "binary"
+    return "other"
+
+
+def _kind_of_feature(feature: Any) -> str:
+    """Kind of a 🤗 feature object, or of its JSON form in parquet metadata."""
+    t = feature.get("_type") if isinstance(feature, dict) else type(feature).__name__
+    if t == "Image":
+        return "image"
+    if t == "ClassLabel":
+        return "classlabel"
+    if t == "Value":
+        return _kind_of_dtype(feature.get("dtype") if isinstance(feature, dict) else feature.dtype)
+    if t in ("Sequence", "List", "LargeList") or isinstance(feature, list):
+        return "list"
+    return "other"
+
+
+def _kind_of_arrow(t: Any) -> str:
+    import pyarrow as pa
+
+    if pa.types.is_struct(t) and any(t.field(i).name == "bytes" for i in range(t.num_fields)):
+        return "image"
+    if pa.types.is_integer(t) or pa.types.is_boolean(t):
+        return "int"
+    if pa.types.is_floating(t):
+        return "float"
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return "string"
+    if pa.types.is_binary(t) or pa.types.is_large_binary(t):
+        return "binary"
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        return "list"
+    return "other"
+
+
 class HFDatasetReader(Reader):
     """A 🤗 ``Dataset``/``DatasetDict`` (from the hub or ``load_from_disk``)."""
 
     kind = "hf-datasets"
+    tabular = True
+
+    def column_kinds(self, split: str) -> dict[str, str]:
+        return {k: _kind_of_feature(v) for k, v in self.data[split].features.items()}
 
     def __init__(self, datasets_by_split: dict[str, Any], where: str, unsplit: bool = False):
         self.data = datasets_by_split
@@ -218,6 +274,19 @@ class ParquetReader(Reader):
     """Parquet (``*.parquet``) or Arrow IPC (``*.arrow``) files, split by file name or folder."""
 
     kind = "parquet"
+    tabular = True
+
+    def column_kinds(self, split: str) -> dict[str, str]:
+        schema = self._schema_and_rows(self.files[split][0])[0]
+        kinds = {name: _kind_of_arrow(schema.field(name).type) for name in schema.names}
+        meta = schema.metadata or {}
+        if b"huggingface" in meta:
+            try:
+                feats = json.loads(meta[b"huggingface"])["info"]["features"]
+                kinds.update({k: _kind_of_feature(v) for k, v in feats.items() if k in kinds})
+            except (KeyError, ValueError, TypeError):
+                pass
+        return kinds
 
     def __init__(self, root: Path, files: list[Path]):
         self.root = root
@@ -315,25 +384,40 @@ class ParquetReader(Reader):
                 base = int(offsets[k])
                 if selected is not None and np.searchsorted(selected, base) == np.searchsorted(selected, base + n):
                     continue  # no selected row in this file
-                batches = handle.iter_batches(batch_size=64, columns=[image_column]) if f.suffix == ".parquet" \
-                    else handle.select([image_column]).to_batches(max_chunksize=64)
-                i = base
-                for batch in batches:
-                    col = batch.column(0)
-                    for j in range(len(col)):
-                        if want is None or i in want:
-                            raw = col[j].as_py()
-                            if isinstance(raw, dict) and raw.get("bytes") is None and raw.get("path"):
-                                p = Path(raw["path"])
-                                raw = dict(raw, path=str(p if p.is_absolute() else f.parent / p))
-                            elif isinstance(raw, str):
-                                p = Path(raw)
-                                raw = str(p if p.is_absolute() else f.parent / p)
-                            yield i, raw
-                        i += 1
+                if f.suffix == ".parquet":
+                    groups = list(range(handle.num_row_groups))
+                    rg_n = [handle.metadata.row_group(g).num_rows for g in groups]
+                    rg_start = base + np.concatenate([[0], np.cumsum(rg_n)[:-1]]).astype(int)
+                    if selected is not None:  # read only the row groups that hold selected rows
+                        keep = [g for g in groups if np.searchsorted(selected, rg_start[g])
+                                != np.searchsorted(selected, rg_start[g] + rg_n[g])]
+                    else:
+                        keep = groups
+                    pieces = [(int(rg_start[g]), handle.iter_batches(batch_size=64, columns=[image_column],
+                                                                     row_groups=[g])) for g in keep]
+                else:
+                    pieces = [(base, handle.select([image_column]).to_batches(max_chunksize=64))]
+                for i, batches in pieces:
+                    for batch in batches:
+                        col = batch.column(0)
+                        for j in range(len(col)):
+                            if want is None or i in want:
+                                yield i, _resolve_raw(col[j].as_py(), f.parent)
+                            i += 1
 
         return SplitTable(split, n_total, where, cols, labels, names, rows, row_where,
                           {"files": [str(f) for f in files], "class_label": names is not None})
+
+
+def _resolve_raw(raw: Any, folder: Path) -> Any:
+    """Image paths stored relative to a parquet/arrow file are relative to its folder."""
+    if isinstance(raw, dict) and raw.get("bytes") is None and raw.get("path"):
+        p = Path(raw["path"])
+        return dict(raw, path=str(p if p.is_absolute() else folder / p))
+    if isinstance(raw, str):
+        p = Path(raw)
+        return str(p if p.is_absolute() else folder / p)
+    return raw
 
 
 # ------------------------------------------------------------------------------------------------ ImageFolder
@@ -351,6 +435,9 @@ class ImageFolderReader(Reader):
     """``root/SPLIT/CLASS/*.png`` (class = folder name; class ids in sorted order of the names over all splits)."""
 
     kind = "imagefolder"
+
+    def column_kinds(self, split: str) -> dict[str, str]:
+        return {"image": "image", "label": "classlabel"}
 
     def __init__(self, root: Path):
         self.root = root
@@ -528,6 +615,10 @@ class H5Reader(Reader):
                 for s in range(0, len(idx), 256):
                     chunk = idx[s:s + 256]
                     lo, hi = int(chunk[0]), int(chunk[-1]) + 1
+                    if hi - lo > 2 * len(chunk):  # sparse selection: read rows one by one
+                        for i in chunk.tolist():
+                            yield int(i), ds[int(i)]
+                        continue
                     block = ds[lo:hi]  # one contiguous read, then pick
                     for i in chunk.tolist():
                         yield int(i), block[i - lo]

@@ -108,7 +108,8 @@ class TableSource(Source):
     def describe(self) -> dict[str, Any]:
         return {"kind": self.kind, **self._where_default(), "image_size": self.image_size, "channels": self.channels,
                 "image_column": self.image_column, "label_column": self.label_column,
-                "num_classes": self.num_classes, "split_map": self.split_map, "carve": self.carve,
+                "num_classes": self.num_classes, "class_names": self.class_names, "split_map": self.split_map,
+                "carve": self.carve,
                 "unsplit": self.unsplit, "convert": self.convert, "resize": self.resize, "h5_keys": list(self.h5_keys)}
 
     def _default_data_fingerprint(self) -> str | None:
@@ -135,14 +136,14 @@ class TableSource(Source):
 
     def _select(self, reader: Reader, split: str) -> tuple[SplitTable, np.ndarray | None, dict[str, Any]]:
         """(table, selected rows or None for all, how the split was made)."""
-        if reader.unsplit:
+        if reader.unsplit or (self.unsplit is not None and len(reader.splits) == 1):
             if self.unsplit is None:
                 raise DataError(f"{reader.where} has no splits and the recipe gives no unsplit= fractions to cut it; "
                                 f"expected splits such as {split!r}")
             fr, seed = self.unsplit["fractions"], self.unsplit["seed"]
             if split not in fr:
                 raise DataError(f"split {split!r} is not one of the unsplit fractions {sorted(fr)}")
-            table = reader.table(UNSPLIT, self.image_column, self.label_column)
+            table = reader.table(reader.splits[0], self.image_column, self.label_column)
             strat = table.labels if table.labels is not None else np.zeros(table.n, np.int64)
             parts = stratified_split(strat, fr, seed=seed)
             return table, parts[split], {"method": f"stratified cut of unsplit data {fr}", "seed": seed}
@@ -181,7 +182,8 @@ class TableSource(Source):
         self._check_labels(table)
         n = table.n if selected is None else len(selected)
         if n == 0:
-            raise DataError(f"split {split!r} of {table.where} is empty; expected at least one image")
+            how_txt = "" if how.get("method") == "official" else f", made as: {how.get('method')}"
+            raise DataError(f"split {split!r} is empty ({table.where}{how_txt}); expected at least one image")
         labels = None
         if table.labels is not None:
             labels = table.labels if selected is None else table.labels[selected]
@@ -256,18 +258,20 @@ class TableSource(Source):
         return _cache.write_entry(stem, n, shape, rows, labels, names, meta)
 
     def peek(self, split: str, data: str | Path | None = None, n: int = 16) -> tuple[ImageSet, dict[str, Any]]:
-        """Decode the first ``n`` images of a split (no cache) and validate *all* its labels: what
+        """Decode ``n`` images spread evenly over a split (no cache) and validate *all* its labels: what
         ``lejepa-domains recipes check`` looks at. Returns the sample and facts about the whole split."""
         data_s = None if data is None else str(data)
         reader, table, selected, total, labels, names, how = self._prepare(split, data_s)
         m = min(int(n), total)
-        sel = selected[:m] if selected is not None else np.arange(m)
+        spread = np.unique(np.linspace(0, total - 1, m).round().astype(int))  # evenly over the split (all classes)
+        sel = selected[spread] if selected is not None else spread
+        m = len(sel)
         imgs = np.stack([img for _, img in self._decoded(table, sel, limit=m)])
         info = {"where": table.where, "split": split, "rows": total, "columns": table.columns,
                 "split_method": how, "class_names": names,
                 "label_counts": (np.bincount(labels, minlength=self.num_classes or 0).tolist()
                                  if labels is not None and len(labels) else None)}
-        return ImageSet(imgs, None if labels is None else labels[:m], names, info), info
+        return ImageSet(imgs, None if labels is None else labels[spread], names, info), info
 
 
 def _with_progress(rows: Iterator[tuple[int, np.ndarray]], n: int, what: str) -> Iterator[tuple[int, np.ndarray]]:
@@ -282,7 +286,7 @@ def _with_progress(rows: Iterator[tuple[int, np.ndarray]], n: int, what: str) ->
             yield j, img
             if j % 256 == 0:
                 progress.update(task, completed=j + 1)
-    console.print(f"{what}: done (cached; later runs read the memory map)", highlight=False)
+    console.print(f"{what}: done", highlight=False)
 
 
 # ---------------------------------------------------------------------------------------------------- hub
@@ -343,9 +347,10 @@ class HFSource(TableSource):
         return f"revision:{self.revision}" if self.revision else None
 
     def _fix(self) -> str:
+        cfg = f", {self.config!r}" if self.config else ""
         return (f"on a machine with network access run `python -c \"import datasets; datasets.load_dataset("
-                f"'{self.hub_id}'{', ' + repr(self.config) if self.config else ''}).save_to_disk('DIR')\"` (or download "
-                "its parquet files), copy DIR here and pass --data DIR")
+                f"'{self.hub_id}'{cfg}).save_to_disk('DIR')\"` (or download its parquet files), copy DIR here and "
+                "pass --data DIR")
 
     def _open(self, data: str | None) -> Reader:
         if data is not None:
