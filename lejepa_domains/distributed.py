@@ -67,8 +67,8 @@ def wrap_ddp(model: nn.Module, device: torch.device) -> nn.Module:
     from torch.nn.parallel import DistributedDataParallel as DDP
 
     if device.type == "cuda":
-        return DDP(model, device_ids=[device.index], broadcast_buffers=False)
-    return DDP(model, broadcast_buffers=False)
+        return DDP(model, device_ids=[device.index])
+    return DDP(model)
 
 
 def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:

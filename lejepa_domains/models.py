@@ -33,14 +33,21 @@ def create_backbone(name: str, in_chans: int = 3, **kwargs: Any) -> nn.Module:
 
 
 class Projector(nn.Module):
-    """MLP ``F → hidden… → out``: Linear + BatchNorm1d + GELU per hidden layer, then a plain Linear."""
+    """MLP ``F → hidden… → out``: Linear + norm + GELU per hidden layer, then a plain Linear.
 
-    def __init__(self, in_dim: int, hidden: Sequence[int] = (2048, 2048), out_dim: int = 64):
+    ``norm``: "bn" (BatchNorm1d, the default of the LeJEPA examples), "ln" (LayerNorm: per-sample, so DDP runs are
+    exactly equivalent to one process on the global batch) or "none".
+    """
+
+    def __init__(self, in_dim: int, hidden: Sequence[int] = (2048, 2048), out_dim: int = 64, norm: str = "bn"):
         super().__init__()
+        if norm not in ("bn", "ln", "none"):
+            raise UserError(f"projector norm must be 'bn', 'ln' or 'none', got {norm!r}")
         layers: list[nn.Module] = []
         d = in_dim
         for h in hidden:
-            layers += [nn.Linear(d, h), nn.BatchNorm1d(h), nn.GELU()]
+            n = nn.BatchNorm1d(h) if norm == "bn" else nn.LayerNorm(h) if norm == "ln" else nn.Identity()
+            layers += [nn.Linear(d, h), n, nn.GELU()]
             d = h
         layers.append(nn.Linear(d, out_dim))
         self.net = nn.Sequential(*layers)
@@ -78,7 +85,7 @@ class LeJEPAModel(nn.Module):
 def build_model(recipe) -> LeJEPAModel:
     backbone = create_backbone(recipe.backbone, in_chans=recipe.channels, **dict(recipe.backbone_kwargs))
     feat = backbone.num_features
-    return LeJEPAModel(backbone, Projector(feat, tuple(recipe.proj_hidden), recipe.proj_dim))
+    return LeJEPAModel(backbone, Projector(feat, tuple(recipe.proj_hidden), recipe.proj_dim, recipe.proj_norm))
 
 
 def weights_hash(state_dict: dict[str, torch.Tensor]) -> str:

@@ -107,6 +107,7 @@ class Recipe:
     backbone_kwargs: dict[str, Any] = field(default_factory=dict)
     proj_hidden: Sequence[int] = (2048, 2048)
     proj_dim: int = 64
+    proj_norm: str = "bn"  # "bn", "ln" or "none" (see models.Projector)
     train: TrainConfig = field(default_factory=TrainConfig)
     licence: str = "unknown"
     citation: str = ""

@@ -93,12 +93,18 @@ def print_recipes() -> None:
     t = Table(title="built-in recipes")
     for col in ("name", "source", "size", "classes", "image", "backbone", "licence"):
         t.add_column(col)
+    import re
+
     for info in list_recipes():
         f = info.fields
         src = str(f.get("source", ""))
+        m = re.match(r"\s*(\w+)\(\s*(['\"][^'\"]*['\"])?", src)
+        if m:  # class name and first argument, e.g. HFSource 'timm/eurosat-rgb'
+            src = m.group(1) + (f" {m.group(2)}" if m.group(2) else "")
+        lic = re.split(r"\s*[(;]", str(f.get("licence", "")))[0]
         img = f"{f.get('image_size', '?')}px × {f.get('channels', 3)}ch"
-        t.add_row(info.name, src[:48], str(f.get("size", "")), str(f.get("num_classes", "")), img,
-                  str(f.get("backbone", "")), str(f.get("licence", ""))[:40])
+        t.add_row(info.name, src, str(f.get("size", "")), str(f.get("num_classes", "")), img,
+                  str(f.get("backbone", "")), lic)
     out_console.print(t)
 
 

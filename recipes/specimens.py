@@ -47,5 +47,5 @@ recipe = Recipe(
     licence="BSD-3-Clause (scikit-image data; see the data card for each image's origin)",
     citation="van der Walt et al., scikit-image: image processing in Python, PeerJ 2014",
     homepage="https://scikit-image.org/docs/stable/api/skimage.data.html",
-    size="train 4,800 / val 800 / test 1,600 patches",
+    size="train 3,330 / val 468 / test 954 patches",
 )
