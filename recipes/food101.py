@@ -1,9 +1,8 @@
 """Food-101 (ETH Zurich): 101,000 food photographs, 101 classes; the natural-image control with DINO-style views."""
 
-import albumentations as A
-
 from lejepa_domains import Recipe, TrainConfig
 from lejepa_domains.data.hub import HFSource
+from lejepa_domains.data.views import default_augment
 
 CLASSES = sorted("""apple_pie baby_back_ribs baklava beef_carpaccio beef_tartare beet_salad beignets bibimbap
 bread_pudding breakfast_burrito bruschetta caesar_salad cannoli caprese_salad carrot_cake ceviche cheesecake
@@ -21,13 +20,7 @@ takoyaki tiramisu tuna_tartare waffles""".split(), key=lambda s: s.replace("_", 
 
 def augment() -> list:
     # Natural photographs: the DINO / LeJEPA multi-crop recipe (flip, strong colour jitter, grayscale, blur, solarize).
-    return [
-        A.HorizontalFlip(p=0.5),
-        A.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1, p=0.8),
-        A.ToGray(p=0.2),
-        A.GaussianBlur(sigma_limit=(0.1, 2.0), p=0.5),
-        A.Solarize(threshold_range=(0.5, 0.5), p=0.2),
-    ]
+    return default_augment()
 
 
 recipe = Recipe(
