@@ -486,7 +486,9 @@ def _sample(recipe, split: str, data, n: int):
     from .data.sources import ImageSet
 
     info = {"rows": len(s), "label_counts": (np.bincount(s.labels).tolist() if s.labels is not None else None)}
-    return ImageSet(np.asarray(s.images[:m]), None if s.labels is None else s.labels[:m], s.class_names, info), info
+    # a seeded random subset, not the first rows: splits are often sorted by class
+    idx = np.sort(np.random.default_rng(0).choice(len(s), size=m, replace=False))
+    return ImageSet(np.asarray(s.images[idx]), None if s.labels is None else s.labels[idx], s.class_names, info), info
 
 
 def check_recipe(recipe_ref, *, data: str | Path | None = None, out: str | Path = ".", samples: int = 6,
@@ -594,10 +596,16 @@ def _views_png(r, sample, path: Path, rows: int, seed: int) -> Path:
         ax.set_xticks([])
         ax.set_yticks([])
 
+    # one row per class first (so the grid shows the variety of the data), then further samples
+    picks: list[int] = []
+    if sample.labels is not None:
+        for c in dict.fromkeys(int(v) for v in sample.labels):
+            picks.append(int(np.flatnonzero(sample.labels == c)[0]))
+    picks = (picks + [i for i in range(len(sample)) if i not in picks])[:n]
     fig, axes = plt.subplots(n, cols, figsize=(1.6 * cols, 1.6 * n), squeeze=False)
-    for i in range(n):
-        g, loc, y = ds[i]
-        show(axes[i, 0], np.asarray(sample.images[i], dtype=np.float32) / 255.0)
+    for i, idx in enumerate(picks):
+        g, loc, y = ds[idx]
+        show(axes[i, 0], np.asarray(sample.images[idx], dtype=np.float32) / 255.0)
         label = sample.class_names[y] if sample.class_names is not None and 0 <= y < len(sample.class_names) else y
         axes[i, 0].set_ylabel(str(label)[:18], fontsize=7)
         for j in range(r.n_global):
