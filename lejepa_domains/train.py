@@ -394,6 +394,7 @@ def pretrain(recipe: str | Path | Recipe = "specimens", *, out: str | Path | Non
             sums = torch.zeros(5, device=dev)  # loss, invariance, sigreg, probe_loss, probe_correct
             n_steps = n_probe = n_images = 0
             embs: list[torch.Tensor] = []
+            n_emb = 0
             wait = busy = 0.0
             t_epoch = time.perf_counter()
             t_prev = time.perf_counter()
@@ -415,8 +416,9 @@ def pretrain(recipe: str | Path | Recipe = "specimens", *, out: str | Path | Non
                     n_steps += 1
                     n_probe += m.probe_count
                     sums += torch.stack([m.loss, m.invariance, m.sigreg, m.probe_loss, m.probe_correct.float()])
-                    if sum(e.shape[0] for e in embs) < cfg.rankme_samples:
-                        embs.append(m.emb.cpu())
+                    if n_emb < cfg.rankme_samples:  # kept on the device: no host copy inside the loop
+                        embs.append(m.emb.clone())  # a copy, so the step's (V, B, F) tensor can be freed
+                        n_emb += m.emb.shape[0]
                 else:
                     bad_in_row += 1
                     skipped += 1
@@ -445,7 +447,7 @@ def pretrain(recipe: str | Path | Recipe = "specimens", *, out: str | Path | Non
             # ---- end of epoch: health figures, probe on val, metrics line, checkpoint, backbone export
             s = (D.all_reduce_mean(sums) / max(1, n_steps)).tolist()
             elapsed = time.perf_counter() - t_epoch
-            z = torch.cat(embs) if embs else torch.zeros(0, feat_dim)
+            z = torch.cat(embs).cpu() if embs else torch.zeros(0, feat_dim)
             rankme = effective_rank(z) if len(z) > 1 else float("nan")
             record: dict[str, Any] = {
                 "epoch": epoch + 1, "step": global_step, "loss": s[0], "invariance": s[1], "sigreg": s[2],
