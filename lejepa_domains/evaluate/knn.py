@@ -39,8 +39,11 @@ def _as_tensor(x, device, dtype=torch.float32) -> torch.Tensor:
 
 
 def _group_size(n: int, k: int) -> int:
-    """Largest group size B in {64, 32, 16, 8} keeping the candidate set (k·B) under a quarter of ``n``; 1 = plain."""
-    for b in (64, 32, 16, 8):
+    """Group size B for the prefilter: 16 (else 8) while the candidate set (k·B) stays under a quarter of ``n``;
+    1 = plain ``topk``. Measured on a 1024 × 50,000 block (2 CPU threads): B = 16 took 16 ms for k = 20 and 51 ms for
+    k = 200, vs 30 / 86 ms with B = 64 / 32 and 45 / 79 ms for a plain ``torch.topk`` (strided max-reductions over
+    many slices cost more than they save)."""
+    for b in (16, 8):
         if k * b * 4 <= n:
             return b
     return 1
