@@ -43,13 +43,18 @@ def pretrain(
     tensorboard: bool = typer.Option(False, "--tensorboard", help="Also log to TensorBoard (needs tensorboard)."),
     init_from: Optional[Path] = typer.Option(None, "--init-from", help="Start a new run from another run's backbone "
                                              "weights (not a resume)."),
+    checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", help="Also checkpoint every N steps "
+                                                   "inside epochs (0: at epoch ends only)."),
+    skip_bad_samples: bool = typer.Option(False, "--skip-bad-samples", help="Skip (and log and count) images that "
+                                          "cannot be decoded instead of stopping."),
 ) -> None:
     """Pretrain a backbone from scratch with LeJEPA on a recipe's data."""
     from .train import pretrain as run
 
     run(recipe, out=out, epochs=epochs, batch_size=batch_size, lr=lr, lam=lam, schedule=schedule, device=device,
         seed=seed, resume=resume, data=data, num_workers=num_workers, num_slices=num_slices, precision=precision,
-        compile=compile or None, overwrite=overwrite, tensorboard=tensorboard, init_from=init_from)
+        compile=compile or None, overwrite=overwrite, tensorboard=tensorboard, init_from=init_from,
+        checkpoint_every=checkpoint_every, skip_bad_samples=skip_bad_samples or None)
 
 
 @app.command("eval")

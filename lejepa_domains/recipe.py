@@ -38,6 +38,7 @@ class TrainConfig:
     num_workers: int = 0  # DataLoader worker processes producing views; 0 = in the main process
     grad_clip: float = 0.0  # 0 disables clipping
     max_bad_steps: int = 20  # stop after this many consecutive non-finite steps (each one is skipped)
+    checkpoint_every: int = 0  # also checkpoint every N optimisation steps inside epochs; 0 = at epoch ends only
     precision: str = "auto"  # "auto" (bf16 autocast on CUDA, fp32 on CPU), "bf16", "fp32"
     channels_last: bool = True
     compile: bool = False
@@ -56,6 +57,7 @@ class TrainConfig:
             (self.warmup_epochs >= 0, f"warmup_epochs must be >= 0, got {self.warmup_epochs}"),
             (self.num_slices >= 1, f"--num-slices must be >= 1, got {self.num_slices}"),
             (self.num_workers >= 0, f"--num-workers must be >= 0, got {self.num_workers}"),
+            (self.checkpoint_every >= 0, f"--checkpoint-every must be >= 0, got {self.checkpoint_every}"),
             (self.precision in ("auto", "bf16", "fp32"), f"--precision must be auto, bf16 or fp32, got {self.precision!r}"),
         ]
         for ok, msg in checks:

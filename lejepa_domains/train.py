@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import platform
 import random
 import shutil
@@ -248,12 +247,15 @@ def pretrain(recipe: str | Path | Recipe = "specimens", *, out: str | Path | Non
              resume: str | Path | None = None, data: str | None = None, num_workers: int | None = None,
              num_slices: int | None = None, precision: str | None = None, compile: bool | None = None,
              overwrite: bool = False, progress: bool = True, tensorboard: bool = False,
-             init_from: str | Path | None = None, max_steps: int | None = None, **overrides: Any) -> RunResult:
+             init_from: str | Path | None = None, max_steps: int | None = None,
+             skip_bad_samples: bool | None = None, **overrides: Any) -> RunResult:
     """Pretrain a backbone from scratch with LeJEPA on a recipe's data (the Python API of ``lejepa-domains pretrain``).
 
     Args mirror the CLI flags; ``None`` keeps the recipe's default. ``overrides`` may set any other
     :class:`~lejepa_domains.recipe.TrainConfig` field (e.g. ``weight_decay=1e-4``, ``warmup_epochs=0``).
     ``max_steps`` stops after that many optimisation steps in total (smoke tests, benchmarks).
+    ``skip_bad_samples`` leaves out images that cannot be decoded (corrupt or truncated bytes; each is logged and they
+    are listed and counted in config.json) instead of stopping at the first one (the default).
     ``init_from`` starts a *new* run from the backbone weights of another run folder (or a ``backbone.safetensors``
     file); optimiser, schedule and counters start fresh. It is separate from ``resume``, which continues a run.
 
@@ -271,6 +273,7 @@ def pretrain(recipe: str | Path | Recipe = "specimens", *, out: str | Path | Non
         if epochs is not None:
             cfg = replace(cfg, epochs=epochs)
         data = saved.get("data", data)
+        skip_bad_samples = saved.get("skip_bad_samples", {}).get("enabled", False)
         cfg.validate()
         ckpt = torch.load(run_dir / CHECKPOINT, map_location="cpu", weights_only=False)
     else:
@@ -290,8 +293,12 @@ def pretrain(recipe: str | Path | Recipe = "specimens", *, out: str | Path | Non
         else None
 
     # ---- data (loaded and validated before anything is written)
-    train_set = recipe_obj.source.load(recipe_obj.splits["train"], data)
-    val_set = recipe_obj.source.load(recipe_obj.splits["val"], data) if "val" in recipe_obj.splits else None
+    skip_bad = bool(skip_bad_samples)
+    train_set = recipe_obj.source.load(recipe_obj.splits["train"], data, skip_bad_samples=skip_bad)
+    val_set = (recipe_obj.source.load(recipe_obj.splits["val"], data, skip_bad_samples=skip_bad)
+               if "val" in recipe_obj.splits else None)
+    skipped_samples = {name: list(s.meta.get("skipped", [])) for name, s in (("train", train_set), ("val", val_set))
+               if s is not None}
     if train_set.images.shape[-1] != recipe_obj.channels:
         raise UserError(f"recipe {recipe_obj.name!r} declares {recipe_obj.channels} channel(s) but the train split "
                         f"has {train_set.images.shape[-1]}")
@@ -350,9 +357,12 @@ def pretrain(recipe: str | Path | Recipe = "specimens", *, out: str | Path | Non
         start_epoch, skip_batches, global_step = ckpt["epoch"], ckpt["batch_in_epoch"], ckpt["step"]
         set_rng_state(ckpt["rng"][min(ctx.rank, len(ckpt["rng"]) - 1)])
         if (run_dir / METRICS).is_file():
-            history = [json.loads(line) for line in (run_dir / METRICS).read_text().splitlines() if line.strip()]
-            history = [h for h in history if h["epoch"] < start_epoch]
+            history = _read_metrics(run_dir / METRICS)
+            history = [h for h in history if h["epoch"] <= start_epoch]  # 1-based numbers of finished epochs
             best_val = max([h.get("probe_val_acc", -1.0) for h in history] + [-1.0])
+            if ctx.is_main:  # drop lines of epochs the checkpoint does not hold (a partial epoch, a kill after the
+                # metrics line but before its checkpoint): the file keeps one line per epoch
+                atomic_write_bytes(run_dir / METRICS, "".join(json.dumps(h) + "\n" for h in history).encode())
     train_model: nn.Module = D.wrap_ddp(model, dev) if ctx.world_size > 1 else model
     if cfg.compile:
         train_model = torch.compile(train_model)  # shares parameters with `model`, which checkpoints use
@@ -360,6 +370,8 @@ def pretrain(recipe: str | Path | Recipe = "specimens", *, out: str | Path | Non
     config = {"recipe": recipe_obj.describe(), "train": asdict(cfg), "data": data, "device": str(dev),
               "world_size": ctx.world_size, "precision": "bf16" if amp_dtype else "fp32",
               "steps_per_epoch": steps_per_epoch, "versions": _versions(),
+              "skip_bad_samples": {"enabled": skip_bad, "count": sum(len(v) for v in skipped_samples.values()),
+                                   "samples": skipped_samples},
               "created": datetime.now().isoformat(timespec="seconds")}
     if ctx.is_main and resume is None:
         atomic_write_bytes(run_dir / CONFIG, json.dumps(config, indent=2, default=str).encode())
@@ -369,7 +381,10 @@ def pretrain(recipe: str | Path | Recipe = "specimens", *, out: str | Path | Non
                         num_workers=cfg.num_workers, pin_memory=dev.type == "cuda", drop_last=True,
                         persistent_workers=cfg.num_workers > 0, prefetch_factor=4 if cfg.num_workers > 0 else None)
 
+    last_saved = {"step": global_step} if ckpt is not None else None  # what checkpoint.pt holds now
+
     def save_checkpoint(epoch: int, batch_in_epoch: int) -> None:
+        nonlocal last_saved
         rngs = D.all_gather_object(rng_state())
         if not ctx.is_main:
             return
@@ -377,8 +392,12 @@ def pretrain(recipe: str | Path | Recipe = "specimens", *, out: str | Path | Non
                  "sched": sched.state_dict(), "probe": probe.state_dict() if probe else None,
                  "probe_opt": probe_opt.state_dict() if probe_opt else None, "epoch": epoch,
                  "batch_in_epoch": batch_in_epoch, "step": global_step, "rng": rngs, "config": config}
-        with atomic_path(run_dir / CHECKPOINT) as tmp:
-            torch.save(state, tmp)
+        try:
+            with atomic_path(run_dir / CHECKPOINT) as tmp:
+                torch.save(state, tmp)
+        except OSError as e:  # full disk, quota, read-only or vanished folder: the temporary file is already removed
+            raise _write_error(run_dir / CHECKPOINT, e, last_saved, run_dir) from None
+        last_saved = {"step": global_step}
 
     from .show import TrainProgress, print_run_summary
 
@@ -438,6 +457,9 @@ def pretrain(recipe: str | Path | Recipe = "specimens", *, out: str | Path | Non
                                wait=wait / max(1e-9, wait + busy), epoch=epoch + 1, epochs=cfg.epochs)
                 if stop.raised is not None or (max_steps is not None and global_step >= max_steps):
                     break
+                if cfg.checkpoint_every and global_step % cfg.checkpoint_every == 0 \
+                        and batch_in_epoch < steps_per_epoch:  # epoch ends checkpoint anyway, after their metrics
+                    save_checkpoint(epoch, batch_in_epoch)
             skip_batches = 0
             finished_epoch = batch_in_epoch >= steps_per_epoch
             if stop.raised is not None and not finished_epoch:
@@ -453,7 +475,7 @@ def pretrain(recipe: str | Path | Recipe = "specimens", *, out: str | Path | Non
                 "epoch": epoch + 1, "step": global_step, "loss": s[0], "invariance": s[1], "sigreg": s[2],
                 "rankme": rankme, "lr": opt.param_groups[0]["lr"], "images_per_s": n_images * ctx.world_size / elapsed,
                 "data_wait_share": wait / max(1e-9, wait + busy), "epoch_seconds": elapsed,
-                "skipped_steps": skipped,
+                "skipped_steps": skipped, "skipped_samples": len(skipped_samples.get("train", [])),
             }
             if probe is not None and n_probe:
                 record["probe_train_loss"] = s[3]
@@ -475,8 +497,11 @@ def pretrain(recipe: str | Path | Recipe = "specimens", *, out: str | Path | Non
             val_acc = record.get("probe_val_acc")
             if ctx.is_main and val_acc is not None and val_acc > best_val:
                 best_val = val_acc  # keep the best epoch by online probe next to the last one
-                shutil.copyfile(run_dir / CHECKPOINT, run_dir / ".best.tmp")
-                os.replace(run_dir / ".best.tmp", run_dir / BEST)
+                try:
+                    with atomic_path(run_dir / BEST) as tmp:
+                        shutil.copyfile(run_dir / CHECKPOINT, tmp)
+                except OSError as e:
+                    raise _write_error(run_dir / BEST, e, last_saved, run_dir) from None
             if ctx.is_main:
                 result.backbone = export_backbone(model.backbone, run_dir, recipe_obj, {"epoch": epoch + 1, "step": global_step})
             if stop.raised is not None:
@@ -491,6 +516,31 @@ def pretrain(recipe: str | Path | Recipe = "specimens", *, out: str | Path | Non
         print_run_summary(result, recipe_obj, interrupted=interrupted)
     D.teardown(ctx)
     return result
+
+
+def _read_metrics(path: Path) -> list[dict[str, Any]]:
+    """The lines of metrics.jsonl; a line cut short by a kill or a full disk is dropped (its epoch is re-run)."""
+    out = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(rec, dict) and "epoch" in rec:
+            out.append(rec)
+    return out
+
+
+def _write_error(target: Path, e: OSError, last_saved: dict[str, Any] | None, run_dir: Path) -> UserError:
+    """One clear line for a checkpoint that could not be written (the previous one is untouched: atomic writes)."""
+    import errno as _errno
+
+    why = e.strerror or str(e)
+    if e.errno in (_errno.ENOSPC, getattr(_errno, "EDQUOT", _errno.ENOSPC)):
+        why += " (the disk or quota is full)"
+    prev = (f"the previous checkpoint {run_dir / CHECKPOINT} (step {last_saved['step']}) is intact; free space, then "
+            f"continue with --resume {run_dir}") if last_saved is not None else "no checkpoint had been written yet"
+    return UserError(f"could not write {target}: {why}; {prev}")
 
 
 def _read_init_weights(path: str | Path) -> dict[str, torch.Tensor]:

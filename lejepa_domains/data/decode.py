@@ -17,12 +17,17 @@ import numpy as np
 
 from ..errors import DataError
 
-__all__ = ["decode_image", "fit_image", "RESIZE_MODES", "CONVERSIONS", "image_mode_of"]
+__all__ = ["decode_image", "fit_image", "RESIZE_MODES", "CONVERSIONS", "image_mode_of", "BadSampleError"]
 
 RESIZE_MODES = ("stretch", "center-crop")
 CONVERSIONS = (None, "RGB", "L")
 
 _SIXTEEN_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I", "F", "I;32", "F;32"}
+
+
+class BadSampleError(DataError):
+    """One sample is unreadable (corrupt or truncated bytes, a missing image): skippable with --skip-bad-samples.
+    Mismatches that hold for the whole data (channels, bit depth) are plain :class:`DataError`: they always stop."""
 
 
 def _expected(channels: int) -> str:
@@ -43,9 +48,9 @@ def _pil_open(raw: Any, where: str):
             raise DataError(f"{where}: expected encoded image bytes or a file, got {type(raw).__name__}")
         return img
     except FileNotFoundError:
-        raise DataError(f"{where}: image file {raw} does not exist") from None
+        raise BadSampleError(f"{where}: image file {raw} does not exist") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-        raise DataError(f"{where}: corrupt or unreadable image ({type(e).__name__}: {e}); expected a PNG/JPEG/TIFF "
+        raise BadSampleError(f"{where}: corrupt or unreadable image ({type(e).__name__}: {e}); expected a PNG/JPEG/TIFF "
                         "image") from None
 
 
@@ -90,7 +95,7 @@ def _from_pil(img, where: str, channels: int, convert: str | None) -> np.ndarray
     except DataError:
         raise
     except (OSError, ValueError, SyntaxError) as e:  # truncated / corrupt data surfaces on load()
-        raise DataError(f"{where}: corrupt or unreadable image ({type(e).__name__}: {e}); expected a PNG/JPEG/TIFF "
+        raise BadSampleError(f"{where}: corrupt or unreadable image ({type(e).__name__}: {e}); expected a PNG/JPEG/TIFF "
                         "image") from None
     if arr.ndim == 2:
         arr = arr[:, :, None]
@@ -127,11 +132,11 @@ def decode_image(raw: Any, where: str, *, channels: int = 3, convert: str | None
     if convert not in CONVERSIONS:
         raise DataError(f"convert must be one of {CONVERSIONS}, got {convert!r}")
     if raw is None:
-        raise DataError(f"{where}: missing image (null value)")
+        raise BadSampleError(f"{where}: missing image (null value)")
     if isinstance(raw, dict):
         data, path = raw.get("bytes"), raw.get("path")
         if data is None and not path:
-            raise DataError(f"{where}: missing image (neither bytes nor path)")
+            raise BadSampleError(f"{where}: missing image (neither bytes nor path)")
         raw = data if data is not None else path
     if isinstance(raw, np.ndarray):
         return _from_array(raw, where, channels, convert)

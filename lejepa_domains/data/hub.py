@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import hashlib
 import os
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Iterator
@@ -64,6 +65,7 @@ class TableSource(Source):
     """
 
     kind = "table"
+    supports_skip = True
 
     def __init__(self, *, image_size: int, channels: int = 3, image_column: str = "image",
                  label_column: str | None = "label", num_classes: int | None = None,
@@ -228,22 +230,64 @@ class TableSource(Source):
             if close is not None:
                 close()
 
-    def _load(self, split: str, data: str | None) -> ImageSet:
+    def _scan_bad(self, table: SplitTable, selected: np.ndarray | None) -> list[tuple[int, str]]:
+        """(position in the selection, message) of every row that cannot be decoded (--skip-bad-samples)."""
+
+        def check(item: tuple[int, Any]) -> str | None:
+            try:
+                self._decode_one(item, table)
+            except _decode.BadSampleError as e:
+                return str(e)
+            return None
+
+        bad: list[tuple[int, str]] = []
+        it = table.rows(selected)
+        k = 0
+        with ThreadPoolExecutor(max_workers=_decode_workers()) as ex:
+            while True:
+                chunk = [item for _, item in zip(range(128), it)]
+                if not chunk:
+                    break
+                for msg in ex.map(check, chunk):
+                    if msg is not None:
+                        bad.append((k, msg))
+                    k += 1
+        return bad
+
+    def _load(self, split: str, data: str | None, skip_bad: bool = False) -> ImageSet:
         fp = self._data_fingerprint(data)
         shape = (self.image_size, self.image_size, self.channels)
         stem = None
+        mode = "-skipbad" if skip_bad else ""  # an entry without the bad rows never serves a run that must stop
         if self.cache and fp is not None:
-            stem = _cache.entry_stem(f"{self._label()}-{split}-{self.image_size}px", self.fingerprint(split, data))
+            stem = _cache.entry_stem(f"{self._label()}-{split}-{self.image_size}px{mode}",
+                                     self.fingerprint(split, data))
             hit = _cache.load_entry(stem)
             if hit is not None:
                 return hit
         reader, table, selected, n, labels, names, how = self._prepare(split, data)
+        skipped: list[str] = []
+        if skip_bad:  # a first pass finds the unreadable rows; the normal pass then decodes the others
+            bad = self._scan_bad(table, selected)
+            if bad:
+                skipped = [msg for _, msg in bad]
+                for msg in skipped:
+                    print(f"skipped bad sample: {msg}", file=sys.stderr)
+                keep = np.setdiff1d(np.arange(n), [k for k, _ in bad])
+                if not len(keep):
+                    raise DataError(f"split {split!r} of {table.where}: all {n} images are unreadable (first: "
+                                    f"{skipped[0]})")
+                selected = (np.arange(n) if selected is None else selected)[keep]
+                labels = None if labels is None else labels[keep]
+                n = len(selected)
         meta = {"where": table.where, "split": split, "split_method": how, "n": n}
+        if skip_bad:
+            meta["skipped"] = skipped
         if selected is not None:
             meta["indices"] = selected.tolist()
         if self.cache and stem is None:  # the data's own fingerprint is known only now (hub without a revision)
             key = hashlib.sha256(f"{self.fingerprint(split, data)}:{reader.fingerprint()}".encode()).hexdigest()[:16]
-            stem = _cache.entry_stem(f"{self._label()}-{split}-{self.image_size}px", key)
+            stem = _cache.entry_stem(f"{self._label()}-{split}-{self.image_size}px{mode}", key)
             hit = _cache.load_entry(stem)
             if hit is not None:
                 return hit

@@ -55,12 +55,19 @@ class Source:
         blob = json.dumps({"source": self.describe(), "split": split, "data": data}, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
-    def load(self, split: str, data: str | Path | None = None) -> ImageSet:
+    #: True where :meth:`_load` takes ``skip_bad=True`` (sources decoding files that may hold corrupt images)
+    supports_skip = False
+
+    def load(self, split: str, data: str | Path | None = None, *, skip_bad_samples: bool = False) -> ImageSet:
+        """The decoded split. ``skip_bad_samples``: leave out images that cannot be decoded (corrupt or truncated
+        bytes), each named in ``meta["skipped"]``, instead of stopping at the first (the default). Sources held in
+        memory (scikit-learn, scikit-image) have nothing to skip."""
         data_s = str(data) if data is not None else None
-        key = self.fingerprint(split, data_s)
+        skip = bool(skip_bad_samples) and self.supports_skip
+        key = self.fingerprint(split, data_s) + ("+skip" if skip else "")
         cached = _MEMO.get(key)
         if cached is None:
-            cached = self._load(split, data_s)
+            cached = self._load(split, data_s, skip_bad=True) if skip else self._load(split, data_s)
             if len(cached) == 0:
                 raise DataError(f"split {split!r} of {self.describe().get('kind', type(self).__name__)} is empty")
             if cached.images.dtype != np.uint8:
