@@ -43,10 +43,18 @@ def _isolated(tmp_path, monkeypatch):
     sources._MEMO.clear()
 
 
+THREADS = 2  # CPU float sums depend on the thread count: the reference, the CLI child and the resume share it
+
+
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     """The uninterrupted run every interrupted one must reproduce."""
-    return pretrain(TINY, out=tmp_path_factory.mktemp("ref") / "run", device="cpu", progress=False, **ARGS)
+    prev = torch.get_num_threads()
+    torch.set_num_threads(THREADS)  # module fixtures run before conftest's per-test thread setting
+    try:
+        return pretrain(TINY, out=tmp_path_factory.mktemp("ref") / "run", device="cpu", progress=False, **ARGS)
+    finally:
+        torch.set_num_threads(prev)
 
 
 def _ckpt(run_dir: Path) -> dict:
@@ -66,7 +74,8 @@ def _no_temp_files(folder: Path) -> bool:
 
 
 def _start_cli(out: Path) -> subprocess.Popen:
-    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": str(THREADS),
+           "MKL_NUM_THREADS": str(THREADS)}
     return subprocess.Popen([sys.executable, "-m", "lejepa_domains", "pretrain", TINY, "--out", str(out), *CLI_ARGS],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
@@ -93,6 +102,7 @@ def _wait_for_mid_epoch_checkpoint(proc: subprocess.Popen, out: Path, timeout: f
 
 
 def _assert_resume_matches(out: Path, ref, start: dict) -> None:
+    torch.set_num_threads(THREADS)
     resumed = pretrain(resume=out, device="cpu", progress=False)
     assert resumed.final["step"] == ref.final["step"] == 30
     got, want = _backbone(out), _backbone(ref.run_dir)
