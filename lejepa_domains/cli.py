@@ -78,13 +78,16 @@ def eval_(
     bootstrap: int = typer.Option(1000, "--bootstrap", help="Bootstrap resamples for the 95% CIs."),
     seed: int = typer.Option(0, "--seed", help="Seed of support sets, carved val split and bootstrap."),
     no_plots: bool = typer.Option(False, "--no-plots", help="Skip the PNG plots."),
+    skip_bad_samples: Optional[bool] = typer.Option(None, "--skip-bad-samples/--no-skip-bad-samples",
+                                                    help="Leave out undecodable images (default: as the run did)."),
 ) -> None:
     """Frozen-backbone evaluation: kNN, linear and few-shot probes of a run vs DINOv2 / random / pixels."""
     from .evaluate.run import evaluate as run
 
     run(recipe, checkpoint=checkpoint, baselines=tuple(baseline or ()), weights=list(weights) if weights else None,
         out=out, device=device, data=data, dinov2_size=dinov2_size, dinov2_pool=dinov2_pool, batch_size=batch_size,
-        cache_dir=cache_dir, use_cache=not no_cache, n_boot=bootstrap, seed=seed, plots=not no_plots)
+        cache_dir=cache_dir, use_cache=not no_cache, n_boot=bootstrap, seed=seed, plots=not no_plots,
+        skip_bad_samples=skip_bad_samples)
 
 
 @recipes_app.callback()

@@ -189,13 +189,12 @@ def test_full_disk_while_checkpointing_one_error_previous_checkpoint_intact_then
 
 # ------------------------------------------------------------------------------------------------ skip bad samples
 
-def _grey_parquet(root: Path, bad_rows: dict[int, bytes]) -> Path:
-    for k, (split, n) in enumerate({"train": 40, "val": 16}.items()):
+def _grey_parquet(root: Path, bad_rows: dict[int, bytes], bad_test_rows: dict[int, bytes] | None = None) -> Path:
+    for k, (split, n) in enumerate({"train": 40, "val": 16, "test": 16}.items()):
         imgs, labels = class_images(n, 2, 16, 1, seed=k)
         enc = [encode(x) for x in imgs]
-        if split == "train":
-            for i, b in bad_rows.items():
-                enc[i] = b
+        for i, b in (bad_rows if split == "train" else bad_test_rows or {} if split == "test" else {}).items():
+            enc[i] = b
         write_parquet(root / f"{split}.parquet", enc, labels.tolist())
     return root
 
@@ -214,7 +213,7 @@ def _recipe_file(tmp_path: Path, data: Path) -> Path:
 
 def test_skip_bad_samples_logs_counts_and_trains_default_stops(tmp_path, capsys):
     truncated = encode(np.full((16, 16), 7, np.uint8))[:40]
-    data = _grey_parquet(tmp_path / "pq", {5: b"not an image at all", 9: truncated})
+    data = _grey_parquet(tmp_path / "pq", {5: b"not an image at all", 9: truncated}, {3: b"garbage"})
     recipe = _recipe_file(tmp_path, data)
     code = 0
     try:
@@ -234,6 +233,16 @@ def test_skip_bad_samples_logs_counts_and_trains_default_stops(tmp_path, capsys)
     assert [s.split(":")[0] for s in cfg["skip_bad_samples"]["samples"]["train"]] == [
         f"row 5 of file {data / 'train.parquet'}", f"row 9 of file {data / 'train.parquet'}"]
     assert res.final["skipped_samples"] == 2 and res.final["step"] == 38 // 16
+
+    # the evaluation follows the run's setting: every split skips its bad images, and the report counts them
+    from lejepa_domains import evaluate
+
+    rep = evaluate(str(recipe), checkpoint=res.run_dir, baselines=["random"], out=tmp_path / "eval", device="cpu",
+                   plots=False, quiet=True, n_boot=50, shots=(1,), n_sets=2, use_cache=False)
+    assert rep["checkpoint"]["skipped_bad_samples"] == 2
+    assert rep["splits"]["skipped_bad_samples"] == {"enabled": True, "train": 2, "test": 1, "val": 0}
+    assert rep["splits"]["train"] == 38 and rep["splits"]["test"] == 15
+    capsys.readouterr()
 
     # the cache built while skipping never serves a run that must stop at bad samples
     sources._MEMO.clear()

@@ -39,6 +39,13 @@ def _run_recipe_name(run: Path) -> str | None:
     return str(meta["recipe"]) if isinstance(meta, dict) and meta.get("recipe") else None
 
 
+def _skipped_in_run(run_cfg: Any) -> int | None:
+    """How many undecodable training images the pretraining run skipped (``--skip-bad-samples``), if recorded."""
+    if not isinstance(run_cfg, dict) or not isinstance(run_cfg.get("skip_bad_samples"), dict):
+        return None
+    return int(run_cfg["skip_bad_samples"].get("count", 0))
+
+
 def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text())
@@ -129,9 +136,9 @@ def _weights_for(weights, dinos: list[str]) -> dict[str, str]:
 
 # ------------------------------------------------------------------------------------------------------------ data
 
-def _load_split(recipe, role: str, data) -> Any:
+def _load_split(recipe, role: str, data, skip_bad_samples: bool = False) -> Any:
     split = recipe.splits[role]
-    ds = recipe.source.load(split, data=data)
+    ds = recipe.source.load(split, data=data, skip_bad_samples=skip_bad_samples)
     where = f"recipe {recipe.name!r}, {role} split {split!r}"
     if ds.labels is None:
         raise DataError(f"{where} has no labels; the frozen-backbone evaluation needs labelled train, val and test "
@@ -185,9 +192,12 @@ def evaluate(recipe=None, checkpoint=None, baselines: Sequence[str] = (), weight
              shots: Sequence[int] = DEFAULT_SHOTS, n_sets: int = DEFAULT_SETS, fewshot_C: float = DEFAULT_FEWSHOT_C,
              n_boot: int = 1000, seed: int = 0, dinov2_size: int = 224, dinov2_pool: str = "cls",
              pixels_size: int = 32, val_fraction: float = 0.1, plots: bool = True, quiet: bool = False,
-             console=None) -> dict:
+             console=None, skip_bad_samples: bool | None = None) -> dict:
     """Evaluate a LeJEPA run and/or baselines with frozen features; write ``report.json``, ``report.md`` and plots
-    to ``out`` and return the report dict. See the README's "Evaluation protocol" for every fixed choice."""
+    to ``out`` and return the report dict. See the README's "Evaluation protocol" for every fixed choice.
+
+    ``skip_bad_samples`` leaves out undecodable images of every split (each logged, counted in the report); ``None``
+    follows the pretraining run's own setting."""
     from rich.console import Console
 
     from ..recipe import load_recipe
@@ -264,12 +274,15 @@ def evaluate(recipe=None, checkpoint=None, baselines: Sequence[str] = (), weight
         cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
 
     # ---- data
-    train = _load_split(rec, "train", data)
-    test = _load_split(rec, "test", data)
+    if skip_bad_samples is None:
+        skip_bad_samples = bool(isinstance(run_cfg, dict) and isinstance(run_cfg.get("skip_bad_samples"), dict)
+                                and run_cfg["skip_bad_samples"].get("enabled"))
+    train = _load_split(rec, "train", data, skip_bad_samples)
+    test = _load_split(rec, "test", data, skip_bad_samples)
     y_train = np.asarray(train.labels, dtype=np.int64)
     y_test = np.asarray(test.labels, dtype=np.int64)
     if "val" in rec.splits:
-        val = _load_split(rec, "val", data)
+        val = _load_split(rec, "val", data, skip_bad_samples)
         y_val = np.asarray(val.labels, dtype=np.int64)
         val_info = {"source": "official", "split": rec.splits["val"]}
         fit_idx = None
@@ -424,9 +437,14 @@ def evaluate(recipe=None, checkpoint=None, baselines: Sequence[str] = (), weight
         "checkpoint": None if run_dir is None else {"path": str(run_dir), "source": checkpoint_source,
                                                     "recipe": (ck_meta or {}).get("recipe"),
                                                     "weights_sha256_16": models.get(REFERENCE, {}).get(
-                                                        "encoder", {}).get("weights_sha256_16")},
+                                                        "encoder", {}).get("weights_sha256_16"),
+                                                    # images pretraining left out with --skip-bad-samples
+                                                    "skipped_bad_samples": _skipped_in_run(run_cfg)},
         "splits": {"train": int(len(y_train)), "val": int(len(y_val)), "test": int(len(y_test)),
-                   "val_source": val_info},
+                   "val_source": val_info,
+                   "skipped_bad_samples": {"enabled": bool(skip_bad_samples),
+                                           **{n: len(d.meta.get("skipped", [])) for n, d in
+                                              (("train", train), ("test", test), ("val", val)) if d is not None}}},
         "protocol": protocol,
         "reference": REFERENCE if REFERENCE in models else None,
         "models": models,
