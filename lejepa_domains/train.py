@@ -486,8 +486,11 @@ def pretrain(recipe: str | Path | Recipe = "specimens", *, out: str | Path | Non
             record["collapse_warning"] = collapse
             history.append(record)
             if ctx.is_main:
-                with open(run_dir / METRICS, "a", encoding="utf-8") as f:
-                    f.write(json.dumps(record) + "\n")
+                try:
+                    with open(run_dir / METRICS, "a", encoding="utf-8") as f:
+                        f.write(json.dumps(record) + "\n")
+                except OSError as e:  # a cut-short line is ignored on resume
+                    raise _write_error(run_dir / METRICS, e, last_saved, run_dir) from None
                 if writer is not None:
                     for k, v in record.items():
                         if isinstance(v, (int, float)) and k != "epoch":
@@ -503,7 +506,11 @@ def pretrain(recipe: str | Path | Recipe = "specimens", *, out: str | Path | Non
                 except OSError as e:
                     raise _write_error(run_dir / BEST, e, last_saved, run_dir) from None
             if ctx.is_main:
-                result.backbone = export_backbone(model.backbone, run_dir, recipe_obj, {"epoch": epoch + 1, "step": global_step})
+                try:  # atomic: the previous export stays whole if this one fails
+                    result.backbone = export_backbone(model.backbone, run_dir, recipe_obj,
+                                                      {"epoch": epoch + 1, "step": global_step})
+                except OSError as e:
+                    raise _write_error(run_dir / "backbone.safetensors", e, last_saved, run_dir) from None
             if stop.raised is not None:
                 interrupted = True
                 break

@@ -387,3 +387,25 @@ def test_soak_many_short_epochs_with_resume_memory_flat(tmp_path):
     print(f"\nsoak: {cycles} cycles in {elapsed:.0f} s; RSS after warm-up {rss[warmup - 1]:.0f} MB, "
           f"max later {max(rss[warmup:]):.0f} MB, last {rss[-1]:.0f} MB, growth {growth:.1f} MB")
     assert growth < 50, f"RSS grew by {growth:.1f} MB over {cycles - warmup} resumed cycles: {rss}"
+
+
+def test_full_disk_while_exporting_the_backbone_is_one_clear_error(tmp_path, monkeypatch):
+    import lejepa_domains.train as T
+
+    real = T.export_backbone
+    calls = {"n": 0}
+
+    def flaky(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(*a, **k)
+
+    monkeypatch.setattr(T, "export_backbone", flaky)
+    out = tmp_path / "run"
+    with pytest.raises(UserError, match=r"could not write .*backbone.safetensors: No space left on device "
+                                        r"\(the disk or quota is full\); the previous checkpoint"):
+        pretrain(TINY, out=out, device="cpu", progress=False, epochs=2, batch_size=32, num_slices=32)
+    meta = json.loads((out / "backbone.json").read_text())
+    assert meta["epoch"] == 1  # the first export is whole
+    assert not list(out.glob(".*.tmp"))
