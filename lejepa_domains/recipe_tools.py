@@ -7,7 +7,6 @@ Library functions; the CLI (:mod:`lejepa_domains.cli`) only parses arguments and
 from __future__ import annotations
 
 import math
-import os
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from .errors import DataError, UserError
+from .utils import atomic_path, atomic_write_bytes
 
 __all__ = ["new_recipe", "check_recipe", "print_card", "print_new", "print_check", "NewRecipe", "CheckReport",
            "infer_dataset"]
@@ -448,15 +448,10 @@ def new_recipe(name: str, *, hf: str | None = None, data: str | Path | None = No
     out.mkdir(parents=True, exist_ok=True)
     text = _recipe_text(name, inf, hf, None if data is None else str(data), config, revision)
     compile(text, str(py), "exec")  # a template bug must never leave an unloadable recipe behind
-    _atomic_write(py, text)
-    _atomic_write(md, _card_text(name, inf, hf, None if data is None else str(data), config, revision))
+    atomic_write_bytes(py, text.encode("utf-8"))
+    atomic_write_bytes(md, _card_text(name, inf, hf, None if data is None else str(data), config, revision)
+                       .encode("utf-8"))
     return NewRecipe(py, md, inf)
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 # ---------------------------------------------------------------------------------------------------- checking
@@ -617,10 +612,9 @@ def _views_png(r, sample, path: Path, rows: int, seed: int) -> Path:
         axes[0, j].set_title(t, fontsize=8)
     fig.suptitle(f"{r.name}: {r.global_size}px global / {r.local_size}px local views", fontsize=9)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.png")
-    fig.savefig(tmp, dpi=100)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
-    os.replace(tmp, path)
     return path
 
 

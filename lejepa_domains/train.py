@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader, Sampler
 from . import distributed as D
 from .data.views import EvalDataset, MultiCropDataset, collate_views
 from .errors import UserError
-from .models import LeJEPAModel, build_model, export_backbone
+from .models import build_model, export_backbone
 from .objective import LeJEPALoss, LossOutput
 from .recipe import Recipe, TrainConfig, load_recipe
 from .utils import atomic_path, atomic_write_bytes, effective_rank, resolve_device, seed_everything
