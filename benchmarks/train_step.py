@@ -7,6 +7,15 @@ steady-state throughput is compared (the first ``--warmup`` steps of each run ar
     python benchmarks/train_step.py --recipe specimens --steps 30 --repeats 3
 
 Also prints the SIGReg share of a step (forward+backward of the loss on the step's projections vs the whole step).
+
+``--config vits|resnet18`` instead measures one full training step (``lejepa_domains.train.train_step``: forward of
+2 × 224 px + 8 × 96 px views, LeJEPA loss, backward, AdamW, online probe) of ViT-S/16 (``vit_small_patch16_224``) or
+ResNet-18 with the default projector (2048-2048-64) and 1024 SIGReg slices, on random views, on the device given
+(bf16 autocast on CUDA, fp32 on CPU); it reports images/s, the SIGReg forward+backward share of the step, and the
+time the device-side view generation (``--views device``) adds per batch of 256 px images:
+
+    python benchmarks/train_step.py --config resnet18 --batch-size 16 --steps 3
+    python benchmarks/train_step.py --config vits --batch-size 8 --steps 3 --device cuda
 """
 
 from __future__ import annotations
@@ -24,7 +33,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import torch  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
-from lejepa_domains import load_recipe, pretrain  # noqa: E402
+from lejepa_domains import Recipe, TrainConfig, load_recipe, pretrain  # noqa: E402
 from lejepa_domains.data.views import MultiCropDataset, collate_views  # noqa: E402
 from lejepa_domains.models import build_model  # noqa: E402
 from lejepa_domains.sigreg import epps_pulley  # noqa: E402
@@ -94,6 +103,70 @@ def sigreg_share(recipe, batch_size: int, num_slices: int, reps: int = 5) -> tup
     return statistics.median(full[1:]), statistics.median(sig[1:])
 
 
+PRESETS = {  # timm backbones of the usual SSL comparisons; ViT locals at 96 px need dynamic image sizes
+    "vits": dict(backbone="vit_small_patch16_224", backbone_kwargs={"dynamic_img_size": True}),
+    "resnet18": dict(backbone="resnet18", backbone_kwargs={}),
+}
+
+
+def _sync(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
+def preset_step(name: str, batch: int, steps: int, warmup: int, num_slices: int, device: str) -> dict:
+    """Median wall time of a full training step at a preset configuration, of SIGReg fwd+bwd alone, and of the
+    device-side views of one batch."""
+    from torch import nn
+
+    from lejepa_domains.data.device_views import DeviceMultiCrop
+    from lejepa_domains.objective import LeJEPALoss
+    from lejepa_domains.train import param_groups, train_step
+    from lejepa_domains.utils import resolve_device
+
+    dev = resolve_device(device)
+    recipe = Recipe(name=f"bench-{name}", source=None, num_classes=10, image_size=256, global_size=224,
+                    local_size=96, n_global=2, n_local=8, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
+                    train=TrainConfig(num_slices=num_slices), **PRESETS[name])
+    torch.manual_seed(0)
+    model = build_model(recipe).to(dev)
+    if dev.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    amp = torch.bfloat16 if dev.type == "cuda" else None
+    loss_fn = LeJEPALoss(num_slices=num_slices).to(dev)
+    opt = torch.optim.AdamW(param_groups(model, 0.05), lr=5e-4)
+    probe = nn.Linear(model.backbone.num_features, 10).to(dev)
+    probe_opt = torch.optim.AdamW(probe.parameters(), lr=1e-3)
+    g = torch.randn(2, batch, 3, 224, 224, device=dev)
+    loc = torch.randn(8, batch, 3, 96, 96, device=dev)
+    y = torch.randint(0, 10, (batch,), device=dev)
+    with torch.no_grad(), torch.autocast(dev.type, dtype=amp or torch.float32, enabled=amp is not None):
+        proj = model(g, loc)[1].float()  # (10, B, 64): what SIGReg sees in a step
+    views = DeviceMultiCrop(recipe, seed=0)
+    imgs = torch.randint(0, 256, (batch, 256, 256, 3), dtype=torch.uint8, device=dev)
+
+    def timed(fn) -> float:
+        _sync(dev)
+        t = time.perf_counter()
+        fn()
+        _sync(dev)
+        return time.perf_counter() - t
+
+    full, sig, vt = [], [], []
+    for i in range(warmup + steps):  # interleaved, so a busy machine slows all three alike
+        a = timed(lambda: train_step(model, loss_fn, opt, g, loc, y, 2, probe=probe, probe_opt=probe_opt,
+                                     amp_dtype=amp))
+        p = proj.detach().clone().requires_grad_()
+        b = timed(lambda: loss_fn.sigreg(p).backward())
+        c = timed(lambda: views(imgs, step=i))
+        if i >= warmup:
+            full.append(a)
+            sig.append(b)
+            vt.append(c)
+    return {"step": statistics.median(full), "sigreg": statistics.median(sig), "views": statistics.median(vt),
+            "device": str(dev), "steps": full}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--recipe", default="specimens")
@@ -102,7 +175,23 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=None)
     ap.add_argument("--num-slices", type=int, default=None)
+    ap.add_argument("--config", choices=sorted(PRESETS), default=None,
+                    help="measure one full step at a preset (224/96 px, 2+8 views) instead of the recipe comparison")
+    ap.add_argument("--device", default="cpu", help="with --config: cpu, cuda or auto")
     args = ap.parse_args()
+    if args.config:
+        bs, ns = args.batch_size or 16, args.num_slices or 1024
+        print(f"config={args.config} ({PRESETS[args.config]['backbone']}) batch={bs} views=2x224px+8x96px "
+              f"slices={ns} device={args.device} torch threads={torch.get_num_threads()}")
+        r = preset_step(args.config, bs, args.steps, args.warmup, ns, args.device)
+        print(f"full training step (fwd+loss+bwd+AdamW+probe): median {1000 * r['step']:.0f} ms over {args.steps} "
+              f"steps ({', '.join(f'{1000 * x:.0f}' for x in r['steps'])}) = {bs / r['step']:.1f} images/s on "
+              f"{r['device']}")
+        print(f"SIGReg forward+backward {1000 * r['sigreg']:.2f} ms = {100 * r['sigreg'] / r['step']:.2f} % of the "
+              f"step (target <= 5 %)")
+        print(f"device-side views of the batch (256 px uint8 -> 2x224 + 8x96) {1000 * r['views']:.0f} ms = "
+              f"{100 * r['views'] / r['step']:.1f} % of the step")
+        return
     recipe = load_recipe(args.recipe)
     bs = args.batch_size or recipe.train.batch_size
     ns = args.num_slices or recipe.train.num_slices

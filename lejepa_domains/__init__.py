@@ -9,7 +9,7 @@ from .recipe import Recipe, TrainConfig, list_recipes, load_recipe  # noqa: E402
 
 __version__ = "0.1.0"
 
-__all__ = ["Recipe", "TrainConfig", "load_recipe", "list_recipes", "pretrain", "evaluate", "UserError", "DataError",
+__all__ = ["Recipe", "TrainConfig", "load_recipe", "list_recipes", "pretrain", "evaluate", "ablate", "UserError", "DataError",
            "OfflineError", "__version__"]
 
 
@@ -25,3 +25,10 @@ def evaluate(recipe=None, **kwargs):
     from .evaluate.run import evaluate as _evaluate
 
     return _evaluate(recipe, **kwargs)
+
+
+def ablate(recipe="specimens", study="heuristics", budget="tiny", **kwargs):
+    """Run an ablation study and write its combined report (see :func:`lejepa_domains.ablation.runner.ablate`)."""
+    from .ablation.runner import ablate as _ablate
+
+    return _ablate(recipe, study, budget, **kwargs)

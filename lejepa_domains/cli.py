@@ -20,6 +20,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 recipes_app = typer.Typer(no_args_is_help=False, invoke_without_command=True, help="List and inspect recipes.")
 app.add_typer(recipes_app, name="recipes")
 err_console = Console(stderr=True)
+_ARGV: Optional[List[str]] = None  # the arguments main() was called with
 
 
 @app.command()
@@ -38,7 +39,12 @@ def pretrain(
     num_workers: Optional[int] = typer.Option(None, "--num-workers", help="DataLoader worker processes."),
     num_slices: Optional[int] = typer.Option(None, "--num-slices", help="SIGReg random directions per step."),
     precision: Optional[str] = typer.Option(None, "--precision", help="auto (bf16 on CUDA), bf16 or fp32."),
-    compile: bool = typer.Option(False, "--compile", help="torch.compile the backbone."),
+    compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the model (a run "
+                                           "may be resumed with or without it)."),
+    views: Optional[str] = typer.Option(None, "--views", help="cpu (albumentations in the DataLoader) or device "
+                                        "(batched views on the training device; built-in augmentations)."),
+    devices: Optional[int] = typer.Option(None, "--devices", help="Run N processes on this machine (one per GPU, "
+                                          "or gloo processes on CPU) by re-launching through torchrun."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run in --out."),
     tensorboard: bool = typer.Option(False, "--tensorboard", help="Also log to TensorBoard (needs tensorboard)."),
     init_from: Optional[Path] = typer.Option(None, "--init-from", help="Start a new run from another run's backbone "
@@ -49,11 +55,20 @@ def pretrain(
                                           "cannot be decoded instead of stopping."),
 ) -> None:
     """Pretrain a backbone from scratch with LeJEPA on a recipe's data."""
+    if devices is not None:
+        from .launch import launch, pretrain_preflight
+
+        code = launch(devices, _ARGV or sys.argv[1:], device=device, preflight=pretrain_preflight(
+            recipe, resume, epochs=epochs, batch_size=batch_size, lr=lr, lam=lam, schedule=schedule, seed=seed,
+            num_workers=num_workers, num_slices=num_slices, precision=precision, compile=compile, views=views,
+            checkpoint_every=checkpoint_every))
+        if code is not None:
+            sys.exit(code)  # torchrun's exit code (0 when every process succeeded)
     from .train import pretrain as run
 
     run(recipe, out=out, epochs=epochs, batch_size=batch_size, lr=lr, lam=lam, schedule=schedule, device=device,
         seed=seed, resume=resume, data=data, num_workers=num_workers, num_slices=num_slices, precision=precision,
-        compile=compile or None, overwrite=overwrite, tensorboard=tensorboard, init_from=init_from,
+        compile=compile, views=views, overwrite=overwrite, tensorboard=tensorboard, init_from=init_from,
         checkpoint_every=checkpoint_every, skip_bad_samples=skip_bad_samples or None)
 
 
@@ -71,6 +86,8 @@ def eval_(
     data: Optional[str] = typer.Option(None, "--data", help="Local copy of the data (default: the run's)."),
     dinov2_size: int = typer.Option(224, "--dinov2-size", help="DINOv2 input side (multiple of 14)."),
     dinov2_pool: str = typer.Option("cls", "--dinov2-pool", help="cls or cls+mean (CLS ⊕ mean patch token)."),
+    adapter: Optional[str] = typer.Option(None, "--adapter", help="How DINOv2 takes non-RGB data: auto, "
+                                          "bands:A,B,C (indices or band names), mean or pca."),
     batch_size: int = typer.Option(256, "--batch-size", help="Images per feature-extraction batch."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Feature cache (default: "
                                              "~/.cache/lejepa-domains/features)."),
@@ -87,7 +104,38 @@ def eval_(
     run(recipe, checkpoint=checkpoint, baselines=tuple(baseline or ()), weights=list(weights) if weights else None,
         out=out, device=device, data=data, dinov2_size=dinov2_size, dinov2_pool=dinov2_pool, batch_size=batch_size,
         cache_dir=cache_dir, use_cache=not no_cache, n_boot=bootstrap, seed=seed, plots=not no_plots,
-        skip_bad_samples=skip_bad_samples)
+        skip_bad_samples=skip_bad_samples, adapter=adapter)
+
+
+@app.command("ablate")
+def ablate(
+    recipe: Optional[str] = typer.Argument(None, help="Recipe name or path (with --list: show its grids)."),
+    study: Optional[str] = typer.Option(None, "--study", help="lambda, views, heuristics, regularizer, slices, "
+                                        "masking or schedule (see --list)."),
+    budget: str = typer.Option("tiny", "--budget", help="tiny (smoke run), small, full (paper-scale grid); toy: "
+                               "tests only."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Root folder (default: runs/ablate-RECIPE); the study "
+                                       "writes OUT/STUDY/."),
+    seeds: Optional[int] = typer.Option(None, "--seeds", help="Seeds per variant (default: the budget's)."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
+    data: Optional[str] = typer.Option(None, "--data", help="Local copy of the data instead of the recipe's source."),
+    list_: bool = typer.Option(False, "--list", help="Show the studies, their grids and the budgets, then exit."),
+) -> None:
+    """Ablation study: a small grid of pretraining runs, each evaluated by the standard protocol; one report."""
+    if list_:
+        from rich.console import Console as _Console
+
+        from .ablation.report import print_studies
+        from .recipe import load_recipe
+
+        print_studies(_Console(), load_recipe(recipe) if recipe else None)
+        return
+    if recipe is None or study is None:
+        raise UserError("ablate needs RECIPE and --study NAME (e.g. `lejepa-domains ablate specimens --study "
+                        "heuristics --budget tiny`); `lejepa-domains ablate --list` shows the studies")
+    from .ablation import ablate as run
+
+    run(recipe, study, budget, out=out, seeds=seeds, device=device, data=data)
 
 
 @recipes_app.callback()
@@ -151,6 +199,8 @@ def card(name: str = typer.Argument(..., help="Recipe name, recipe file or card 
 
 def main(argv: Optional[List[str]] = None) -> None:
     """Console-script entry point: user errors become one red line and exit code 2, never a traceback."""
+    global _ARGV
+    _ARGV = list(argv) if argv is not None else sys.argv[1:]  # `--devices` re-launches this command line
     try:
         app(args=argv, standalone_mode=False)
     except UserError as e:

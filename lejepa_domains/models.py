@@ -118,7 +118,11 @@ def export_backbone(backbone: nn.Module, out_dir: str | Path, recipe, extra: dic
         "channels": recipe.channels,
         "mean": list(recipe.mean),
         "std": list(recipe.std),
-        "pixel_scale": 255.0,
+        # stored value type and its scaling to floats before mean/std (see lejepa_domains.data.pixels); pixel_scale
+        # is the linear divisor (255 for 8-bit images), null for asinh / none scaling
+        "pixel_scale": recipe.pixel_scaling.pixel_max if recipe.pixel_scaling.kind == "linear" else None,
+        "pixels": recipe.pixel_scaling.describe(),
+        "band_names": list(recipe.band_names) if getattr(recipe, "band_names", None) else None,
         "recipe": recipe.name,
         "weights_sha256_16": weights_hash(sd),
         **(extra or {}),

@@ -42,9 +42,21 @@ class TrainConfig:
     precision: str = "auto"  # "auto" (bf16 autocast on CUDA, fp32 on CPU), "bf16", "fp32"
     channels_last: bool = True
     compile: bool = False
+    views: str = "cpu"  # "cpu": albumentations in DataLoader workers; "device": batched torch ops on the training device
     seed: int = 0
     log_every: int = 10  # steps between progress-bar refreshes of the loss figures
     rankme_samples: int = 2048  # embeddings kept per epoch to compute the effective rank
+    # ---- ablation switches (`lejepa-domains ablate`); the defaults are LeJEPA itself
+    regularizer: str = "sigreg"  # sigreg | vicreg | spectral_entropy (NOT SIGReg) | none (collapses)
+    resample_slices: bool = True  # False: one fixed set of SIGReg directions drawn once from the seed
+    target: str = "online"  # centre of the global views: online (LeJEPA) | stopgrad | ema (EMA teacher)
+    ema_momentum: float = 0.996  # target = m · target + (1 − m) · online, after every step (target="ema")
+    method: str = "multicrop"  # multicrop (LeJEPA) | masking (I-JEPA-style blocks on ViT patch tokens)
+    mask_targets: int = 4  # masking: target blocks per image
+    mask_target_scale: tuple[float, float] = (0.15, 0.2)  # masking: area of each target block (fraction of patches)
+    mask_context_scale: tuple[float, float] = (0.85, 1.0)  # masking: area of the context block before removing targets
+    predictor_depth: int = 2  # masking: transformer blocks of the predictor
+    predictor_dim: int = 0  # masking: predictor width; 0 = half the backbone width
 
     def validate(self) -> "TrainConfig":
         checks: list[tuple[bool, str]] = [
@@ -59,6 +71,20 @@ class TrainConfig:
             (self.num_workers >= 0, f"--num-workers must be >= 0, got {self.num_workers}"),
             (self.checkpoint_every >= 0, f"--checkpoint-every must be >= 0, got {self.checkpoint_every}"),
             (self.precision in ("auto", "bf16", "fp32"), f"--precision must be auto, bf16 or fp32, got {self.precision!r}"),
+            (self.views in ("cpu", "device"), f"--views must be 'cpu' or 'device', got {self.views!r}"),
+            (self.regularizer in ("sigreg", "vicreg", "spectral_entropy", "none"),
+             f"regularizer must be sigreg, vicreg, spectral_entropy or none, got {self.regularizer!r}"),
+            (self.target in ("online", "stopgrad", "ema"),
+             f"target must be online, stopgrad or ema, got {self.target!r}"),
+            (0.0 <= self.ema_momentum < 1.0, f"ema_momentum must be in [0, 1), got {self.ema_momentum}"),
+            (self.method in ("multicrop", "masking"), f"method must be multicrop or masking, got {self.method!r}"),
+            (self.mask_targets >= 1, f"mask_targets must be >= 1, got {self.mask_targets}"),
+            (all(0 < s <= 1 for s in (*self.mask_target_scale, *self.mask_context_scale))
+             and self.mask_target_scale[0] <= self.mask_target_scale[1]
+             and self.mask_context_scale[0] <= self.mask_context_scale[1],
+             f"mask scales must satisfy 0 < low <= high <= 1, got {self.mask_target_scale}, {self.mask_context_scale}"),
+            (self.predictor_depth >= 1 and self.predictor_dim >= 0,
+             f"predictor_depth must be >= 1 and predictor_dim >= 0, got {self.predictor_depth}, {self.predictor_dim}"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -73,11 +99,18 @@ class Recipe:
     Attributes:
         name: registry name (``lejepa-domains pretrain NAME``).
         source: a :class:`lejepa_domains.data.sources.Source`; ``source.load(split, data=PATH|None)`` returns an
-            :class:`~lejepa_domains.data.sources.ImageSet` of uint8 (N, H, W, C) images at ``image_size``.
+            :class:`~lejepa_domains.data.sources.ImageSet` of (N, H, W, C) images at ``image_size`` whose dtype is
+            the recipe's ``dtype`` (uint8, uint16 or float32).
         splits: role → source split name, roles ``train`` (pretraining), ``val`` (probe selection) and ``test``.
         image_size: side of the stored (square) images and of the evaluation input.
-        channels: image channels (the backbone is built with ``in_chans=channels``).
-        mean, std: per-channel normalisation on the [0, 1] scale.
+        channels: image channels, any count >= 1 (the backbone is built with ``in_chans=channels``).
+        dtype: value type of the stored images: ``"uint8"`` (default), ``"uint16"`` or ``"float32"``.
+        scaling, pixel_max, softening: how stored values become floats before normalisation (see
+            :mod:`lejepa_domains.data.pixels`): ``"linear"`` (x / pixel_max; pixel_max defaults to 255, 65535 or 1
+            by dtype), ``"asinh"`` (asinh(x / softening), astronomy fluxes) or ``"none"`` (physical units as stored).
+        band_names: optional names of the channels (e.g. Sentinel-2 bands), usable in ``--adapter bands:B04,B03,B02``.
+        rgb_bands: optional 3 channel indices forming a natural-colour composite (view grids, DINOv2 adapter).
+        mean, std: per-channel normalisation of the scaled values ([0, 1] scale for 8-bit images).
         global_size, local_size: view sides in pixels; n_global, n_local: views per image.
         global_augment, local_augment: callables returning a list of albumentations transforms applied *after* the
             random resized crop (crop, normalisation and tensor conversion are added by the framework).
@@ -97,6 +130,12 @@ class Recipe:
     splits: dict[str, str] = field(default_factory=lambda: {"train": "train", "val": "val", "test": "test"})
     mean: Sequence[float] = (0.5, 0.5, 0.5)
     std: Sequence[float] = (0.25, 0.25, 0.25)
+    dtype: str = "uint8"  # value type of the stored images: uint8 | uint16 | float32
+    scaling: str = "linear"  # linear (x / pixel_max) | asinh (asinh(x / softening)) | none
+    pixel_max: float | None = None  # linear scaling divisor; None = 255 (uint8), 65535 (uint16), 1 (float32)
+    softening: float = 1.0  # asinh scaling: the value where the stretch turns from linear to logarithmic
+    band_names: Sequence[str] | None = None
+    rgb_bands: Sequence[int] | None = None
     global_size: int = 224
     local_size: int = 98
     n_global: int = 2
@@ -135,6 +174,15 @@ class Recipe:
                             f"got {len(self.mean)} and {len(self.std)}")
         if any(s <= 0 for s in self.std):
             raise UserError(f"{where}: std values must be > 0, got {tuple(self.std)}")
+        from .data.pixels import validate_scaling
+
+        validate_scaling(where, self.dtype, self.scaling, self.pixel_max, self.softening)
+        if self.band_names is not None and len(self.band_names) != self.channels:
+            raise UserError(f"{where}: {len(self.band_names)} band_names for channels={self.channels}")
+        if self.rgb_bands is not None and (len(self.rgb_bands) != 3 or any(
+                not 0 <= int(b) < self.channels for b in self.rgb_bands)):
+            raise UserError(f"{where}: rgb_bands must be 3 channel indices in [0, {self.channels - 1}], got "
+                            f"{tuple(self.rgb_bands)}")
         if self.num_classes < 1:
             raise UserError(f"{where}: num_classes must be >= 1, got {self.num_classes}")
         if self.class_names is not None and len(self.class_names) != self.num_classes:
@@ -150,6 +198,18 @@ class Recipe:
                 raise UserError(f"{where}: {label} must satisfy 0 < low <= high <= 1, got {(lo, hi)}")
         if self.proj_dim < 1:
             raise UserError(f"{where}: proj_dim must be >= 1, got {self.proj_dim}")
+
+    @property
+    def pixel_scaling(self):
+        """The :class:`~lejepa_domains.data.pixels.PixelScaling` of this recipe (dtype + scaling)."""
+        from .data.pixels import PixelScaling
+
+        return PixelScaling.of(self)
+
+    @property
+    def is_rgb_like(self) -> bool:
+        """8-bit RGB or grey images with the 8-bit scaling: colour jitter and grey conversion make sense."""
+        return self.channels in (1, 3) and self.pixel_scaling.is_uint8_default
 
     @property
     def card_name(self) -> str:

@@ -50,6 +50,7 @@ class Inferred:
     std: list[float]
     n_stats: int
     notes: list[str] = field(default_factory=list)
+    pixels: dict[str, Any] = field(default_factory=dict)  # recipe dtype/scaling keywords when not 8-bit RGB/grey
 
 
 def _pick_column(kinds: dict[str, str], wanted: tuple[str, ...], names: tuple[str, ...]) -> str | None:
@@ -88,6 +89,43 @@ def _raw_facts(raw: Any) -> tuple[str, tuple[int, int]]:
     finally:
         if not isinstance(raw, Image.Image):
             img.close()
+
+
+def _array_facts(raw: Any) -> tuple[int, str, tuple[int, int]] | None:
+    """(channels, dtype, (h, w)) of a sample that is *not* an 8-bit 1/3-channel image — an array, a multi-page/16-bit TIFF, a
+    FITS file, a .npy file, a 16-bit PNG — or None for ordinary 8-bit images (decoded by Pillow)."""
+    from .data.decode import _FITS_SUFFIXES, _TIFF_MAGIC, _read_scientific
+
+    if isinstance(raw, dict):
+        raw = raw.get("bytes") if raw.get("bytes") is not None else raw.get("path")
+    arr = None
+    png = False
+    if isinstance(raw, (np.ndarray, list)):
+        arr = np.asarray(raw)
+    elif isinstance(raw, (bytes, bytearray, memoryview, str, Path)):
+        if isinstance(raw, (str, Path)):
+            name = str(raw).lower()
+            try:
+                with open(raw, "rb") as fh:
+                    head = fh.read(16)
+            except OSError:
+                return None
+        else:
+            name, head = "", bytes(raw[:16])
+        if head.startswith(_TIFF_MAGIC) or head.startswith((b"SIMPLE  =", b"\x93NUMPY")) or \
+                name.endswith((".tif", ".tiff", ".npy", *_FITS_SUFFIXES)) or head.startswith(b"\x89PNG"):
+            arr = _read_scientific(raw, "sample")
+            png = head.startswith(b"\x89PNG")
+    if arr is None or (png and arr.dtype == np.uint8):  # 8-bit PNGs (RGBA, palette…) keep the Pillow path
+        return None
+    c = 1 if arr.ndim == 2 else int(arr.shape[2])
+    if arr.dtype == np.uint8 and c in (1, 3):
+        return None
+    if arr.dtype.kind in "iub" and arr.dtype.itemsize <= 2:
+        dtype = "uint8" if arr.dtype == np.uint8 else "uint16"
+    else:
+        dtype = "float32"
+    return c, dtype, (int(arr.shape[0]), int(arr.shape[1]))
 
 
 def _roles(splits: list[str], unsplit: bool) -> tuple[dict[str, str], dict[str, Any]]:
@@ -210,14 +248,37 @@ def infer_dataset(*, hf: str | None = None, data: str | Path | None = None, conf
     pick = np.unique(np.linspace(0, t0.n - 1, m).round().astype(int)) if m else np.zeros(0, int)
     modes: Counter = Counter()
     native: list[tuple[int, int]] = []
+    facts: list[tuple[int, str] | None] = []
     for row, raw in t0.rows(pick):
         try:
-            mode, hw = _raw_facts(raw)
+            fact = _array_facts(raw)
+            if fact is not None:  # N-channel / 16-bit / float: shape from the array itself
+                mode, hw = f"{fact[0]}ch;{fact[1]}", fact[2]
+                facts.append(fact[:2])
+            else:
+                mode, hw = _raw_facts(raw)
+                facts.append(None)
         except DataError as e:
             raise DataError(f"{t0.row_where(row)}: {str(e).split(': ', 1)[-1]}") from None
         modes[mode] += 1
         native.append(hw)
-    sixteen = [md for md in modes if ";16" in md or md.startswith(("I", "F")) or ";" in md]
+    pixels: dict[str, Any] = {}
+    if any(f is not None for f in facts):
+        kinds = {f for f in facts if f is not None}
+        if None in facts or len({c for c, _ in kinds}) > 1:
+            raise DataError(f"{t0.where}: the sampled images mix channel counts / value types ({dict(modes)}); "
+                            "expected one kind of image per dataset")
+        c_sci = next(iter(kinds))[0]
+        dtype = "float32" if any(d == "float32" for _, d in kinds) else "uint16" if any(
+            d == "uint16" for _, d in kinds) else "uint8"
+        pixels = {"dtype": dtype, "scaling": "none" if dtype == "float32" else "linear"}
+        if dtype == "uint16":
+            notes.append("uint16 data is scaled by x / 65535 by default: set pixel_max to the sensor's or product's "
+                         "real maximum (e.g. 10000 for Sentinel-2 L1C) and say so in the card")
+        if dtype == "float32":
+            notes.append("float data is used as stored (scaling='none'); for astronomical fluxes consider "
+                         "scaling='asinh' with a softening near the noise level, then re-run `recipes check`")
+    sixteen = [md for md in modes if ";16" in md or md.startswith(("I", "F")) or ";" in md] if not pixels else []
     if sixteen:
         raise DataError(f"{t0.where}: sample images are {sorted(sixteen)} (16-bit/float); this toolkit stores uint8 — "
                         "scale them to 8 bits deliberately (and say how in the data card) first")
@@ -225,7 +286,9 @@ def infer_dataset(*, hf: str | None = None, data: str | Path | None = None, conf
     alpha = sum(v for md, v in modes.items() if md in ("RGBA", "LA", "PA"))
     colour = sum(modes.values()) - grey
     convert = None
-    if grey and not colour:
+    if pixels:
+        channels = c_sci
+    elif grey and not colour:
         channels = 1
         if alpha:
             convert = "L"
@@ -254,20 +317,29 @@ def infer_dataset(*, hf: str | None = None, data: str | Path | None = None, conf
         kw["convert"] = convert
     if resize != "stretch":
         kw["resize"] = resize
+    if pixels and pixels["dtype"] != "uint8":
+        kw["dtype"] = pixels["dtype"]
 
     # normalisation statistics from decoded samples, through the same code path as training
     src = (HFSource(hf, config, revision, cache=False, **kw) if hf is not None
            else LocalSource(str(Path(data).expanduser().resolve()), cache=False, **kw))
     sample, _ = src.peek("train", None, n=min(samples, 256))
-    x = np.asarray(sample.images, dtype=np.float64) / 255.0
-    mean = x.mean(axis=(0, 1, 2)).round(3).tolist()
-    std = np.maximum(x.std(axis=(0, 1, 2)), 1e-3).round(3).tolist()
+    if pixels and pixels != {"dtype": "uint8", "scaling": "linear"}:
+        from .data.pixels import PixelScaling
+
+        x = PixelScaling(pixels["dtype"], pixels["scaling"]).numpy(np.asarray(sample.images)).astype(np.float64)
+        mean = [float(f"{v:.4g}") for v in x.mean(axis=(0, 1, 2))]
+        std = [float(f"{max(v, 1e-6):.4g}") for v in x.std(axis=(0, 1, 2))]
+    else:
+        x = np.asarray(sample.images, dtype=np.float64) / 255.0
+        mean = x.mean(axis=(0, 1, 2)).round(3).tolist()
+        std = np.maximum(x.std(axis=(0, 1, 2)), 1e-3).round(3).tolist()
     where = reader.where if hf is None else f"hub dataset {hf}"
     if reader.unsplit:
         sizes = {UNSPLIT: sizes[splits[0]]}
     return Inferred(where, layout, roles, sizes, sizes_by_role, kw, img_col if reader.tabular else None,
                     lab_col if reader.tabular else None, names, counts, channels, size, native, modes, mean, std,
-                    len(sample), notes)
+                    len(sample), notes, pixels)
 
 
 # ---------------------------------------------------------------------------------------------------- writing
@@ -313,9 +385,22 @@ def _recipe_text(name: str, inf: Inferred, hf: str | None, data: str | None, con
         size_txt += " (val carved from train)"
     elif "unsplit" in kw:
         size_txt += " (cut 80/10/10 %)"
+    sci = bool(inf.pixels) and (inf.pixels.get("dtype") != "uint8" or inf.channels not in (1, 3))
     colour = "RGB" if inf.channels == 3 else "grey"
+    if sci:
+        colour = f"{inf.channels}-channel {inf.pixels['dtype']}"
     total = sum(inf.split_sizes.values())
     notes = "".join(f"# NOTE: {n}\n" for n in inf.notes)
+    if sci:  # per-channel operations only: no colour jitter / grey conversion on non-RGB data
+        aug = ["        A.HorizontalFlip(p=0.5),",
+               "        ChannelwiseBrightnessContrast(brightness=0.2, contrast=0.2, p=0.8),",
+               "        A.GaussianBlur(sigma_limit=(0.1, 1.0), p=0.3),"]
+        pix = [f"    dtype={inf.pixels['dtype']!r},", f"    scaling={inf.pixels['scaling']!r},"]
+    else:
+        aug = ["        A.HorizontalFlip(p=0.5),",
+               "        A.RandomBrightnessContrast(brightness_limit=0.2, contrast_limit=0.2, p=0.8),",
+               "        A.GaussianBlur(sigma_limit=(0.1, 1.0), p=0.3),"]
+        pix = []
     lines = [
         f'"""{name}: {total:,} images, {len(inf.class_names)} classes, {inf.image_size}x{inf.image_size} {colour}. '
         'Written by `lejepa-domains recipes new`: edit freely."""',
@@ -324,6 +409,7 @@ def _recipe_text(name: str, inf: Inferred, hf: str | None, data: str | None, con
         "",
         "from lejepa_domains import Recipe, TrainConfig",
         f"from lejepa_domains.data.hub import {cls}",
+        "from lejepa_domains.data.multichannel import ChannelwiseBrightnessContrast" if sci else None,
         "",
         f"# Inferred from {inf.where}.",
         notes.rstrip("\n"),
@@ -335,9 +421,7 @@ def _recipe_text(name: str, inf: Inferred, hf: str | None, data: str | None, con
         "    # symmetries are free, what colour means -- and justify it in the card's 'Why these views'",
         "    # (see the built-in data_cards/*.md).",
         "    return [",
-        "        A.HorizontalFlip(p=0.5),",
-        "        A.RandomBrightnessContrast(brightness_limit=0.2, contrast_limit=0.2, p=0.8),",
-        "        A.GaussianBlur(sigma_limit=(0.1, 1.0), p=0.3),",
+        *aug,
         "    ]",
         "",
         "",
@@ -350,6 +434,7 @@ def _recipe_text(name: str, inf: Inferred, hf: str | None, data: str | None, con
         f"    splits={inf.splits!r},",
         f"    image_size={inf.image_size},",
         f"    channels={inf.channels},",
+        *pix,
         f"    mean={tuple(inf.mean)!r},",
         f"    std={tuple(inf.std)!r},",
         f"    global_size={g},",
@@ -412,7 +497,8 @@ def _card_text(name: str, inf: Inferred, hf: str | None, data: str | None, confi
         "task": f"multi-class classification ({len(inf.class_names)} classes)",
         "image_size": inf.image_size,
         "channels": inf.channels,
-        "value_type": f"uint8; sampled source modes {dict(inf.modes)}",
+        "value_type": (f"{inf.pixels['dtype']}, scaling {inf.pixels['scaling']!r}; sampled source modes "
+                       f"{dict(inf.modes)}" if inf.pixels else f"uint8; sampled source modes {dict(inf.modes)}"),
         "normalisation": {"mean": inf.mean, "std": inf.std,
                           "computed_on": f"{inf.n_stats} decoded training images (recipes new); re-measure with "
                                          "`lejepa-domains recipes check`"},
@@ -515,6 +601,12 @@ def check_recipe(recipe_ref, *, data: str | Path | None = None, out: str | Path 
         checks.append((f"{role}: image size and channels", shape == want,
                        f"{shape[0]}x{shape[1]}, {shape[2]} channel(s)" + ("" if shape == want else
                                                                           f"; the recipe says {want}")))
+        dt_ok = s.images.dtype == np.dtype(r.dtype)
+        checks.append((f"{role}: value type", dt_ok, f"{s.images.dtype}" + ("" if dt_ok else
+                                                                         f"; the recipe says {r.dtype}")))
+        if s.images.dtype.kind == "f":
+            fin = bool(np.isfinite(np.asarray(s.images)).all())
+            checks.append((f"{role}: finite values", fin, "" if fin else "NaN or inf in the sampled images"))
         if lc is not None:
             present = [i for i, c in enumerate(lc) if c]
             ok = len(lc) <= r.num_classes
@@ -542,10 +634,22 @@ def check_recipe(recipe_ref, *, data: str | Path | None = None, out: str | Path 
             warnings.append(f"global_size {r.global_size} > image_size {r.image_size}: views are upsampled")
         if r.local_size >= r.global_size:
             warnings.append(f"local_size {r.local_size} >= global_size {r.global_size}")
-        x = np.asarray(tr.images, dtype=np.float64) / 255.0
-        mean = x.mean(axis=(0, 1, 2)).round(3).tolist()
-        std = np.maximum(x.std(axis=(0, 1, 2)), 1e-3).round(3).tolist()
-        far = max(max(abs(a - b) for a, b in zip(mean, r.mean)), max(abs(a - b) for a, b in zip(std, r.std)))
+        sc = r.pixel_scaling
+        if sc.is_uint8_default:
+            x = np.asarray(tr.images, dtype=np.float64) / 255.0
+            mean = x.mean(axis=(0, 1, 2)).round(3).tolist()
+            std = np.maximum(x.std(axis=(0, 1, 2)), 1e-3).round(3).tolist()
+            far = max(max(abs(a - b) for a, b in zip(mean, r.mean)), max(abs(a - b) for a, b in zip(std, r.std)))
+        else:  # per-channel statistics of the *scaled* values (what the recipe's mean/std normalise), any C
+            x = sc.numpy(np.asarray(tr.images)).astype(np.float64)
+            m64, s64 = x.mean(axis=(0, 1, 2)), x.std(axis=(0, 1, 2))
+            mean = [float(f"{v:.4g}") for v in m64]
+            std = [float(f"{max(v, 1e-6):.4g}") for v in s64]
+            if len(mean) == len(r.mean):  # differences measured in units of the recipe's std
+                far = max(max(abs(a - b) / sd for a, b, sd in zip(mean, r.mean, r.std)),
+                          max(abs(a - b) / sd for a, b, sd in zip(std, r.std, r.std)))
+            else:
+                far = 0.0  # the channel count check above already failed
         if far > 0.05:
             warnings.append(f"measured mean={tuple(mean)}, std={tuple(std)} on {len(x)} training images differ from "
                             f"the recipe's mean={tuple(r.mean)}, std={tuple(r.std)}: consider copying the measured "
@@ -582,8 +686,22 @@ def _views_png(r, sample, path: Path, rows: int, seed: int) -> Path:
     mean = np.asarray(r.mean, dtype=np.float32)
     std = np.asarray(r.std, dtype=np.float32)
 
+    eight_bit = r.pixel_scaling.is_uint8_default
+    if r.channels == 3 or r.channels == 1:
+        bands = None
+    elif r.rgb_bands is not None:
+        bands = [int(b) for b in r.rgb_bands]
+    else:
+        bands = [0]  # first channel as grey
+
+    def display(img):
+        """(H, W, C) values in the recipe's [0, 1] scale (8-bit) or standardised units → what imshow takes."""
+        if not eight_bit:
+            img = img / 4.0 + 0.5  # z-scores −2..2 → 0..1
+        return img if bands is None else img[:, :, bands]
+
     def show(ax, img):
-        img = np.clip(img, 0, 1)
+        img = np.clip(display(img), 0, 1)
         if img.shape[-1] == 1:
             ax.imshow(img[:, :, 0], cmap="gray", vmin=0, vmax=1)
         else:
@@ -600,17 +718,23 @@ def _views_png(r, sample, path: Path, rows: int, seed: int) -> Path:
     fig, axes = plt.subplots(n, cols, figsize=(1.6 * cols, 1.6 * n), squeeze=False)
     for i, idx in enumerate(picks):
         g, loc, y = ds[idx]
-        show(axes[i, 0], np.asarray(sample.images[idx], dtype=np.float32) / 255.0)
+        if eight_bit:
+            show(axes[i, 0], np.asarray(sample.images[idx], dtype=np.float32) / 255.0)
+        else:  # the stored image, scaled and standardised like the views, so both share one display scale
+            show(axes[i, 0], (r.pixel_scaling.numpy(sample.images[idx]) - mean) / std)
         label = sample.class_names[y] if sample.class_names is not None and 0 <= y < len(sample.class_names) else y
         axes[i, 0].set_ylabel(str(label)[:18], fontsize=7)
+        back = (std, mean) if eight_bit else (1.0, 0.0)  # 8-bit: undo the normalisation; else show z-scores
         for j in range(r.n_global):
-            show(axes[i, 1 + j], g[j].numpy().transpose(1, 2, 0) * std + mean)
+            show(axes[i, 1 + j], g[j].numpy().transpose(1, 2, 0) * back[0] + back[1])
         for j in range(n_loc):
-            show(axes[i, 1 + r.n_global + j], loc[j].numpy().transpose(1, 2, 0) * std + mean)
+            show(axes[i, 1 + r.n_global + j], loc[j].numpy().transpose(1, 2, 0) * back[0] + back[1])
     titles = ["image"] + [f"global {j + 1}" for j in range(r.n_global)] + [f"local {j + 1}" for j in range(n_loc)]
     for j, t in enumerate(titles):
         axes[0, j].set_title(t, fontsize=8)
-    fig.suptitle(f"{r.name}: {r.global_size}px global / {r.local_size}px local views", fontsize=9)
+    shown = "" if bands is None else (f"; bands {bands} as RGB" if len(bands) == 3 else
+                                      f"; channel {bands[0]} of {r.channels} as grey")
+    fig.suptitle(f"{r.name}: {r.global_size}px global / {r.local_size}px local views{shown}", fontsize=9)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=100, format="png")

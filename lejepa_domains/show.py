@@ -103,6 +103,8 @@ def print_recipes() -> None:
             src = m.group(1) + (f" {m.group(2)}" if m.group(2) else "")
         lic = re.split(r"\s*[(;]", str(f.get("licence", "")))[0]
         img = f"{f.get('image_size', '?')}px × {f.get('channels', 3)}ch"
+        if f.get("dtype", "uint8") != "uint8":  # value type when not 8-bit (uint16 multispectral, float fluxes)
+            img += f" {f['dtype']}"
         t.add_row(info.name, src, str(f.get("size", "")), str(f.get("num_classes", "")), img,
                   str(f.get("backbone", "")), lic)
     out_console.print(t)

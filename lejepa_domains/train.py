@@ -11,6 +11,7 @@ Everything else here is plumbing: configuration, data loading, logging, checkpoi
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import platform
@@ -33,7 +34,7 @@ from . import distributed as D
 from .data.views import EvalDataset, MultiCropDataset, collate_views
 from .errors import UserError
 from .models import build_model, export_backbone
-from .objective import LeJEPALoss, LossOutput
+from .objective import LeJEPALoss, LossOutput, build_objective
 from .recipe import Recipe, TrainConfig, load_recipe
 from .utils import atomic_path, atomic_write_bytes, effective_rank, resolve_device, seed_everything
 
@@ -62,16 +63,31 @@ class StepMetrics:
 def train_step(model: nn.Module, loss_fn: LeJEPALoss, opt: torch.optim.Optimizer, globals_: torch.Tensor,
                locals_: torch.Tensor, labels: torch.Tensor | None, n_global: int, *, probe: nn.Module | None = None,
                probe_opt: torch.optim.Optimizer | None = None, amp_dtype: torch.dtype | None = None,
-               grad_clip: float = 0.0) -> StepMetrics:
+               grad_clip: float = 0.0, target: str = "online", target_model: nn.Module | None = None,
+               ema_momentum: float = 0.996, masking: bool = False) -> StepMetrics:
     """One LeJEPA optimisation step (plus one online-probe step).
 
     ``globals_`` (G, B, C, H, W), ``locals_`` (L, B, C, h, w), ``labels`` (B,) or None. The only host
     synchronisation is the finiteness check of the loss and gradient norm: a non-finite step is skipped, not applied.
+
+    Ablation switches (defaults = LeJEPA): ``target`` "stopgrad" detaches the centre of the global views, "ema" takes
+    it from ``target_model`` (an EMA copy of the model, updated here after the step); ``masking`` runs the I-JEPA-style
+    variant (``model`` is a :class:`~lejepa_domains.masking.MaskedLeJEPAModel`: its predictive loss replaces the
+    invariance term, and ``proj`` holds the full-image and context views).
     """
     device_type = globals_.device.type
+    prediction = centre = None
     with torch.autocast(device_type=device_type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-        emb, proj = model(globals_, locals_)  # (V, B, F), (V, B, K)
-    out: LossOutput = loss_fn(proj.float(), n_global)  # SIGReg in float32 regardless of autocast
+        if masking:
+            emb, proj, prediction = model(globals_, None, masked=True)  # (2, B, F), (2, B, K), scalar
+        else:
+            emb, proj = model(globals_, locals_)  # (V, B, F), (V, B, K)
+        if target == "stopgrad":
+            centre = proj[:n_global].detach().float().mean(dim=0, keepdim=True)  # (1, B, K), no gradient
+        elif target == "ema":
+            with torch.no_grad():
+                centre = target_model(globals_, None)[1].float().mean(dim=0, keepdim=True)  # teacher's (1, B, K)
+    out: LossOutput = loss_fn(proj.float(), n_global, centre=centre, prediction=prediction)  # SIGReg in float32
 
     opt.zero_grad(set_to_none=True)
     out.loss.backward()
@@ -79,6 +95,8 @@ def train_step(model: nn.Module, loss_fn: LeJEPALoss, opt: torch.optim.Optimizer
     finite = bool(torch.isfinite(out.loss) & torch.isfinite(grad_norm))
     if finite:
         opt.step()
+        if target_model is not None:
+            ema_update(target_model, model, ema_momentum)
     else:
         opt.zero_grad(set_to_none=True)
 
@@ -99,6 +117,25 @@ def train_step(model: nn.Module, loss_fn: LeJEPALoss, opt: torch.optim.Optimizer
         count = y.numel()
     return StepMetrics(out.loss.detach(), out.invariance.detach(), out.sigreg.detach(), probe_loss.detach(), correct,
                        count, feats[0], finite)
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    """The plain module under DDP and/or torch.compile wrappers."""
+    while True:
+        inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
+        if inner is None:
+            return model
+        model = inner
+
+
+@torch.no_grad()
+def ema_update(target: nn.Module, online: nn.Module, momentum: float) -> None:
+    """``target ← m · target + (1 − m) · online`` for parameters; buffers (BatchNorm statistics) are copied."""
+    online = _unwrap(online)
+    for pt, po in zip(target.parameters(), online.parameters()):
+        pt.lerp_(po.detach(), 1.0 - momentum)
+    for bt, bo in zip(target.buffers(), online.buffers()):
+        bt.copy_(bo)
 
 
 # ------------------------------------------------------------------------------------------------- plumbing
@@ -268,10 +305,18 @@ def pretrain(recipe: str | Path | Recipe = "specimens", *, out: str | Path | Non
             raise UserError(f"--resume {run_dir}: no {CONFIG} and {CHECKPOINT} there (not a run folder)")
         saved = json.loads((run_dir / CONFIG).read_text())
         rec_src = saved["recipe"].get("path") or saved["recipe"]["name"]
-        recipe_obj = load_recipe(rec_src)
+        if isinstance(recipe, Recipe):  # the caller's recipe object (e.g. an ablation's view counts), not the file's
+            if recipe.name != saved["recipe"]["name"]:
+                raise UserError(f"--resume {run_dir}: the run was trained on recipe {saved['recipe']['name']!r}, "
+                                f"not {recipe.name!r}")
+            recipe_obj = recipe
+        else:
+            recipe_obj = load_recipe(rec_src)
         cfg = TrainConfig(**saved["train"])
         if epochs is not None:
             cfg = replace(cfg, epochs=epochs)
+        if compile is not None:  # compiling changes speed only: a run may be resumed with or without it
+            cfg = replace(cfg, compile=bool(compile))
         data = saved.get("data", data)
         skip_bad_samples = saved.get("skip_bad_samples", {}).get("enabled", False)
         cfg.validate()
@@ -289,19 +334,21 @@ def pretrain(recipe: str | Path | Recipe = "specimens", *, out: str | Path | Non
     dev = resolve_device(device)
     ctx = D.setup(dev)  # torchrun → process group; otherwise a single process
     dev = ctx.device
+    if ctx.world_size > 1:  # every rank uses rank 0's folder (default names carry a timestamp that may differ)
+        run_dir = Path(D.all_gather_object(str(run_dir))[0])
     amp_dtype = torch.bfloat16 if (cfg.precision == "bf16" or (cfg.precision == "auto" and dev.type == "cuda")) \
         else None
 
     # ---- data (loaded and validated before anything is written)
     skip_bad = bool(skip_bad_samples)
-    train_set = recipe_obj.source.load(recipe_obj.splits["train"], data, skip_bad_samples=skip_bad)
-    val_set = (recipe_obj.source.load(recipe_obj.splits["val"], data, skip_bad_samples=skip_bad)
+    from .data.pixels import load_split
+
+    # checked against the recipe: channel count, value type, NaN/inf in float data (one clear line each)
+    train_set = load_split(recipe_obj, recipe_obj.splits["train"], data, skip_bad_samples=skip_bad)
+    val_set = (load_split(recipe_obj, recipe_obj.splits["val"], data, skip_bad_samples=skip_bad)
                if "val" in recipe_obj.splits else None)
     skipped_samples = {name: list(s.meta.get("skipped", [])) for name, s in (("train", train_set), ("val", val_set))
                if s is not None}
-    if train_set.images.shape[-1] != recipe_obj.channels:
-        raise UserError(f"recipe {recipe_obj.name!r} declares {recipe_obj.channels} channel(s) but the train split "
-                        f"has {train_set.images.shape[-1]}")
     if train_set.labels is not None and len(train_set.labels) and (
             train_set.labels.min() < 0 or train_set.labels.max() >= recipe_obj.num_classes):
         raise UserError(f"train labels must lie in [0, {recipe_obj.num_classes - 1}], found "
@@ -317,7 +364,12 @@ def pretrain(recipe: str | Path | Recipe = "specimens", *, out: str | Path | Non
         raise UserError("--init-from starts a new run and --resume continues one: use only one of them")
     init_state = _read_init_weights(init_from) if init_from is not None else None
     seed_everything(cfg.seed + ctx.rank)
-    model = build_model(recipe_obj)
+    if cfg.method == "masking":
+        from .masking import build_masked_model
+
+        model = build_masked_model(recipe_obj, cfg)
+    else:
+        model = build_model(recipe_obj)
     if init_state is not None:
         _load_init_weights(model.backbone, init_state, init_from)
     if resume is None and ctx.is_main:
@@ -327,15 +379,33 @@ def pretrain(recipe: str | Path | Recipe = "specimens", *, out: str | Path | Non
     model = model.to(dev)
     if cfg.channels_last and dev.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
-    loss_fn = LeJEPALoss(lam=cfg.lam, num_slices=cfg.num_slices, t_max=cfg.t_max, n_points=cfg.n_points,
-                         seed=cfg.seed).to(dev)
+    loss_fn = build_objective(cfg).to(dev)
+    target_model = None  # EMA teacher (ablation `target="ema"` only): a frozen copy updated after every step
+    if cfg.target == "ema":
+        target_model = copy.deepcopy(model).requires_grad_(False)
     opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.999))
     labelled = train_set.labels is not None
     feat_dim = model.backbone.num_features
     probe = nn.Linear(feat_dim, recipe_obj.num_classes).to(dev) if labelled else None
     probe_opt = torch.optim.AdamW(probe.parameters(), lr=cfg.probe_lr, weight_decay=1e-4) if probe else None
 
-    dataset = MultiCropDataset(train_set, recipe_obj, seed=cfg.seed)
+    device_views = None
+    if cfg.views == "device":  # the loader hands over cached images; views are made on `dev` (data/device_views.py)
+        from .data.device_views import DeviceMultiCrop, ImageBatchDataset, collate_images
+
+        dataset, collate = ImageBatchDataset(train_set), collate_images
+        device_views = DeviceMultiCrop(recipe_obj, seed=cfg.seed)
+        custom = sorted({type(t).__name__ for f in (recipe_obj.global_augment, recipe_obj.local_augment) if f
+                         for t in f()})
+        if ctx.is_main and custom:
+            import warnings
+
+            warnings.warn(f"--views device: recipe {recipe_obj.name!r} defines its own augmentations "
+                          f"({', '.join(custom)}), which the device path does not apply: it applies its built-in set "
+                          "(see lejepa_domains/data/device_views.py). Use --views cpu to keep the recipe's.",
+                          stacklevel=2)
+    else:
+        dataset, collate = MultiCropDataset(train_set, recipe_obj, seed=cfg.seed), collate_views
     sampler = EpochSampler(len(train_set), cfg.batch_size, cfg.seed, ctx.rank, ctx.world_size)
     steps_per_epoch = sampler.batches_per_epoch
     total_steps = cfg.epochs * steps_per_epoch
@@ -347,8 +417,10 @@ def pretrain(recipe: str | Path | Recipe = "specimens", *, out: str | Path | Non
     best_val = -1.0
     history: list[dict[str, Any]] = []
     if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
+        model.load_state_dict(_clean_state_dict(ckpt["model"]))
         loss_fn.load_state_dict(ckpt["loss"])
+        if target_model is not None:
+            target_model.load_state_dict(ckpt["ema"])
         opt.load_state_dict(ckpt["opt"])
         sched.load_state_dict(ckpt["sched"])
         if probe is not None and ckpt.get("probe"):
@@ -377,7 +449,7 @@ def pretrain(recipe: str | Path | Recipe = "specimens", *, out: str | Path | Non
         atomic_write_bytes(run_dir / CONFIG, json.dumps(config, indent=2, default=str).encode())
     writer = _tensorboard(run_dir) if (tensorboard and ctx.is_main) else None
 
-    loader = DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, collate_fn=collate_views,
+    loader = DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, collate_fn=collate,
                         num_workers=cfg.num_workers, pin_memory=dev.type == "cuda", drop_last=True,
                         persistent_workers=cfg.num_workers > 0, prefetch_factor=4 if cfg.num_workers > 0 else None)
 
@@ -392,6 +464,8 @@ def pretrain(recipe: str | Path | Recipe = "specimens", *, out: str | Path | Non
                  "sched": sched.state_dict(), "probe": probe.state_dict() if probe else None,
                  "probe_opt": probe_opt.state_dict() if probe_opt else None, "epoch": epoch,
                  "batch_in_epoch": batch_in_epoch, "step": global_step, "rng": rngs, "config": config}
+        if target_model is not None:
+            state["ema"] = target_model.state_dict()
         try:
             with atomic_path(run_dir / CHECKPOINT) as tmp:
                 torch.save(state, tmp)
@@ -407,7 +481,8 @@ def pretrain(recipe: str | Path | Recipe = "specimens", *, out: str | Path | Non
     interrupted = False
     with _StopFlag() as stop, bar:
         for epoch in range(start_epoch, cfg.epochs):
-            dataset.set_epoch(epoch)
+            if device_views is None:
+                dataset.set_epoch(epoch)
             sampler.set_epoch(epoch, skip_batches)
             train_model.train()
             sums = torch.zeros(5, device=dev)  # loss, invariance, sigreg, probe_loss, probe_correct
@@ -419,13 +494,21 @@ def pretrain(recipe: str | Path | Recipe = "specimens", *, out: str | Path | Non
             t_prev = time.perf_counter()
             batch_in_epoch = skip_batches
             skipped = 0
-            for g, loc, y in loader:
+            for batch in loader:
                 t_data = time.perf_counter()
-                g = g.to(dev, non_blocking=True)
-                loc = loc.to(dev, non_blocking=True)
+                if device_views is not None:  # (B, H, W, C) images → views on the device, seeded per batch
+                    imgs, y = batch
+                    g, loc = device_views(imgs.to(dev, non_blocking=True), epoch=epoch, step=batch_in_epoch,
+                                          rank=ctx.rank)
+                else:
+                    g, loc, y = batch
+                    g = g.to(dev, non_blocking=True)
+                    loc = loc.to(dev, non_blocking=True)
                 y_dev = y.to(dev, non_blocking=True) if labelled and bool((y >= 0).all()) else None
                 m = train_step(train_model, loss_fn, opt, g, loc, y_dev, recipe_obj.n_global, probe=probe,
-                               probe_opt=probe_opt, amp_dtype=amp_dtype, grad_clip=cfg.grad_clip)
+                               probe_opt=probe_opt, amp_dtype=amp_dtype, grad_clip=cfg.grad_clip,
+                               target=cfg.target, target_model=target_model, ema_momentum=cfg.ema_momentum,
+                               masking=cfg.method == "masking")
                 sched.step()
                 global_step += 1
                 batch_in_epoch += 1
@@ -523,6 +606,17 @@ def pretrain(recipe: str | Path | Recipe = "specimens", *, out: str | Path | Non
         print_run_summary(result, recipe_obj, interrupted=interrupted)
     D.teardown(ctx)
     return result
+
+
+def _clean_state_dict(state: dict[str, Any]) -> dict[str, Any]:
+    """Drop the key prefixes torch.compile (``_orig_mod.``) and DDP (``module.``) add, should a state dict carry them
+    (the trainer itself always saves the unwrapped model)."""
+    out = {}
+    for k, v in state.items():
+        while k.startswith(("_orig_mod.", "module.")):
+            k = k.split(".", 1)[1]
+        out[k.replace("._orig_mod.", ".")] = v
+    return out
 
 
 def _read_metrics(path: Path) -> list[dict[str, Any]]:

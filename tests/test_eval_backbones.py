@@ -230,7 +230,7 @@ def test_evaluate_end_to_end_report(tmp_path, dino_files, tiny):
     # pixels on digits are a strong baseline, not a copy of the random net
     assert saved["models"]["pixels"]["knn"]["top1"] != saved["models"]["lejepa"]["knn"]["top1"]
     md = (out / "report.md").read_text()
-    assert "| model |" in md and "dinov2 (adapted)" in md and "## Protocol" in md and "T = 0.07" in md
+    assert "| model |" in md and "dinov2 (adapted: grey replicated)" in md and "## Protocol" in md and "T = 0.07" in md
     for png in ["fewshot.png", "pca_lejepa.png", "pca_random.png", "pca_pixels.png", "pca_dinov2.png"]:
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
     support = json.loads((out / "fewshot_support.json").read_text())

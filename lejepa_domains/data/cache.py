@@ -2,7 +2,7 @@
 
 A cache entry is three files sharing one stem, ``<label>-<key>``:
 
-- ``.images.npy``: (N, S, S, C) uint8, written row by row through :func:`numpy.lib.format.open_memmap` (so a split
+- ``.images.npy``: (N, S, S, C) uint8, uint16 or float32 (the dtype is recorded in the ``.json``), written row by row through :func:`numpy.lib.format.open_memmap` (so a split
   larger than memory never needs to fit in memory) and read back with ``mmap_mode="r"``;
 - ``.labels.npy``: (N,) int64 (absent for unlabelled data);
 - ``.json``: class names, provenance and the shape, written last.
@@ -65,7 +65,7 @@ def load_entry(stem: Path) -> ImageSet | None:
         labels = np.load(lab_p, allow_pickle=False) if meta.get("labelled") else None
     except (OSError, ValueError, json.JSONDecodeError):
         return None
-    if list(images.shape) != meta.get("shape") or images.dtype != np.uint8:
+    if list(images.shape) != meta.get("shape") or images.dtype != np.dtype(meta.get("dtype", "uint8")):
         return None
     if labels is not None and labels.shape != (images.shape[0],):
         return None
@@ -81,7 +81,7 @@ def _tmp(path: Path) -> Path:
 
 def write_entry(stem: Path, n: int, image_shape: tuple[int, int, int], rows: Iterable[tuple[int, np.ndarray]],
                 labels: np.ndarray | None, class_names: list[str] | None, meta: dict[str, Any],
-                progress: Callable[[int], None] | None = None) -> ImageSet:
+                progress: Callable[[int], None] | None = None, dtype: Any = np.uint8) -> ImageSet:
     """Write ``n`` images (``rows`` yields ``(j, image)`` for j = 0 … n−1, in order) and return the entry, mapped.
 
     Falls back to an in-memory array (with the same content) when the cache folder cannot be written.
@@ -91,10 +91,10 @@ def write_entry(stem: Path, n: int, image_shape: tuple[int, int, int], rows: Ite
     try:
         stem.parent.mkdir(parents=True, exist_ok=True)
         tmp_img = _tmp(img_p)
-        arr = np.lib.format.open_memmap(tmp_img, mode="w+", dtype=np.uint8, shape=shape)
+        arr = np.lib.format.open_memmap(tmp_img, mode="w+", dtype=np.dtype(dtype), shape=shape)
     except OSError:
         tmp_img = None
-        arr = np.empty(shape, dtype=np.uint8)
+        arr = np.empty(shape, dtype=np.dtype(dtype))
     if tmp_img is not None and hasattr(os, "posix_fallocate"):
         # reserve the space now: writing into a sparse memory map on a full disk kills the process (SIGBUS)
         try:
@@ -108,7 +108,7 @@ def write_entry(stem: Path, n: int, image_shape: tuple[int, int, int], rows: Ite
             if e.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EFBIG):
                 del arr
                 tmp_img.unlink(missing_ok=True)
-                gb = np.prod(shape) / 1e9
+                gb = np.prod(shape) * np.dtype(dtype).itemsize / 1e9
                 raise DataError(f"data cache {stem.parent}: cannot reserve {gb:.2f} GB for the decoded images "
                                 f"({e.strerror}); free space there or point ${ENV_VAR} at a larger disk") from None
     tmps = [t for t in (tmp_img,) if t is not None]
@@ -134,7 +134,8 @@ def write_entry(stem: Path, n: int, image_shape: tuple[int, int, int], rows: Ite
                 np.save(f, np.asarray(labels, dtype=np.int64), allow_pickle=False)
         tmp_meta = _tmp(meta_p)
         tmps.append(tmp_meta)
-        tmp_meta.write_text(json.dumps({"shape": list(shape), "labelled": labels is not None,
+        tmp_meta.write_text(json.dumps({"shape": list(shape), "dtype": np.dtype(dtype).name,
+                                        "labelled": labels is not None,
                                         "class_names": class_names, "meta": meta}, default=str, indent=1),
                             encoding="utf-8")
         os.replace(tmp_img, img_p)

@@ -17,12 +17,19 @@ import numpy as np
 
 from ..errors import DataError
 
-__all__ = ["decode_image", "fit_image", "RESIZE_MODES", "CONVERSIONS", "image_mode_of", "BadSampleError"]
+__all__ = ["decode_image", "fit_image", "RESIZE_MODES", "CONVERSIONS", "image_mode_of", "BadSampleError", "MismatchError",
+           "LAYOUTS", "dtype_accepts"]
 
 RESIZE_MODES = ("stretch", "center-crop")
+LAYOUTS = ("HWC", "CHW")  # how array rows (npz / h5 / 🤗 array columns) hold their channels
 CONVERSIONS = (None, "RGB", "L")
 
 _SIXTEEN_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I", "F", "I;32", "F;32"}
+
+
+class MismatchError(DataError):
+    """The data's channel count or value type is not the recipe's (holds for the whole data; never skipped). Callers
+    that know the recipe prefix the message with its name and split (:func:`lejepa_domains.data.pixels.load_split`)."""
 
 
 class BadSampleError(DataError):
@@ -126,9 +133,140 @@ def _from_array(arr: np.ndarray, where: str, channels: int, convert: str | None)
                     "to the source if a conversion is deliberate (and say so in the data card)")
 
 
-def decode_image(raw: Any, where: str, *, channels: int = 3, convert: str | None = None) -> np.ndarray:
+def dtype_accepts(src: np.dtype, want: str) -> bool:
+    """Whether stored values of dtype ``src`` can feed a recipe of value type ``want`` without loss of meaning:
+    uint8 ← uint8 only; uint16 ← any integer type (each image's values are checked to fit); float32 ← any integer or
+    float type (float64 is rounded to float32)."""
+    src = np.dtype(src)
+    if want == "uint8":
+        return src == np.uint8
+    if want == "uint16":
+        return src.kind in "iu"
+    return src.kind in "iuf"
+
+
+def _to_dtype(arr: np.ndarray, where: str, channels: int, dtype: str) -> np.ndarray:
+    """An (H, W, C) array of any numeric type → the recipe's ``dtype`` (see :func:`dtype_accepts`), NaN/inf refused."""
+    want = np.dtype(dtype)
+    if not dtype_accepts(arr.dtype, dtype):
+        raise MismatchError(f"expected {dtype} pixels, found {arr.dtype} ({where}); change the recipe's dtype or "
+                            "convert the data deliberately")
+    if arr.dtype.kind in "iu" and want.kind == "u" and arr.dtype != want and arr.size:
+        lo, hi = int(arr.min()), int(arr.max())
+        if lo < 0 or hi > np.iinfo(want).max:
+            raise DataError(f"{where}: integer values {lo}..{hi} do not fit {dtype} (0..{np.iinfo(want).max})")
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        n_bad = int((~np.isfinite(arr)).sum())
+        raise BadSampleError(f"{where}: {n_bad} NaN or infinite value(s) in a float image; expected finite values "
+                             "(fill or mask them, or pass --skip-bad-samples to leave such images out)")
+    if arr.dtype.kind == "f" and want.kind == "f" and arr.size:
+        big = float(np.abs(arr).max())
+        if big > np.finfo(np.float32).max:
+            raise BadSampleError(f"{where}: value {big:g} overflows float32")
+    return arr.astype(want, copy=False)
+
+
+def _layout_hwc(arr: np.ndarray, layout: str, where: str) -> np.ndarray:
+    if layout not in LAYOUTS:
+        raise DataError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    if arr.ndim == 3 and layout == "CHW":
+        return np.ascontiguousarray(arr.transpose(1, 2, 0))
+    return arr
+
+
+_TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+_FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fts.gz", ".fz")
+
+
+def _read_tiff(src: Any, where: str) -> np.ndarray:
+    """Multi-page / multi-sample (16-bit) TIFF → (H, W, C): pages or planes become channels."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(src) as tf:
+            series = tf.series[0]
+            arr = series.asarray()
+            axes = series.axes
+    except Exception as e:  # noqa: BLE001 - any failure of the reader is one unreadable sample
+        raise BadSampleError(f"{where}: corrupt or unreadable TIFF ({type(e).__name__}: {e})") from None
+    arr = np.squeeze(arr) if arr.ndim > 3 else arr
+    if arr.ndim == 3 and not axes.endswith("S"):  # (pages/planes, H, W) → (H, W, C)
+        arr = arr.transpose(1, 2, 0)
+    return arr
+
+
+def _read_fits(src: Any, where: str) -> np.ndarray:
+    """The first image HDU of a FITS file (astropy) → (H, W, C); a cube (NAXIS3, NAXIS2, NAXIS1) gives C = NAXIS3."""
+    try:
+        from astropy.io import fits
+    except ImportError:
+        raise DataError(f"{where}: reading FITS files needs astropy: pip install 'lejepa-domains[fits]'") from None
+    try:
+        with fits.open(src, memmap=False) as hdul:
+            data = next((h.data for h in hdul if getattr(h, "data", None) is not None and h.data.ndim >= 2), None)
+            if data is None:
+                raise DataError(f"{where}: FITS file without image data (no HDU holds a 2-D or 3-D array)")
+            arr = np.array(data)
+    except DataError:
+        raise
+    except Exception as e:  # noqa: BLE001
+        raise BadSampleError(f"{where}: corrupt or unreadable FITS file ({type(e).__name__}: {e})") from None
+    arr = arr.astype(arr.dtype.newbyteorder("="), copy=False)  # FITS is big-endian
+    if arr.ndim == 3:
+        arr = arr.transpose(1, 2, 0)
+    return arr
+
+
+def _read_scientific(raw: Any, where: str) -> np.ndarray:
+    """Bytes or a file holding TIFF, FITS, .npy or any PIL-readable image → an array as stored (no 8-bit reduction)."""
+    head = b""
+    name = ""
+    if isinstance(raw, (bytes, bytearray, memoryview)):
+        head = bytes(raw[:16])
+        src: Any = io.BytesIO(bytes(raw))
+    elif isinstance(raw, (str, Path)):
+        p = Path(raw)
+        name = p.name.lower()
+        try:
+            with open(p, "rb") as fh:
+                head = fh.read(16)
+        except FileNotFoundError:
+            raise BadSampleError(f"{where}: image file {raw} does not exist") from None
+        except OSError as e:
+            raise BadSampleError(f"{where}: cannot read {raw} ({e.strerror})") from None
+        src = str(p)
+    else:
+        img = raw  # a PIL image
+        return np.asarray(img)
+    if head.startswith(_TIFF_MAGIC) or name.endswith((".tif", ".tiff")):
+        return _read_tiff(src, where)
+    if head.startswith(b"SIMPLE  =") or name.endswith(_FITS_SUFFIXES):
+        return _read_fits(src, where)
+    if head.startswith(b"\x93NUMPY"):
+        try:
+            return np.load(src, allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise BadSampleError(f"{where}: corrupt .npy ({e})") from None
+    img = _pil_open(raw, where)
+    try:
+        img.load()
+        return np.asarray(img)
+    except (OSError, ValueError, SyntaxError) as e:
+        raise BadSampleError(f"{where}: corrupt or unreadable image ({type(e).__name__}: {e})") from None
+    finally:
+        img.close()
+
+
+def decode_image(raw: Any, where: str, *, channels: int = 3, convert: str | None = None, dtype: str = "uint8",
+                 layout: str = "HWC") -> np.ndarray:
     """Decode ``raw`` (bytes, ``{"bytes", "path"}`` dict as stored by 🤗 datasets, path, PIL image or array) into
-    a uint8 (H, W, C) array with ``channels`` channels. Raises :class:`DataError` naming ``where``."""
+    an (H, W, C) array with ``channels`` channels and the recipe's value type ``dtype``. Raises :class:`DataError`
+    naming ``where``.
+
+    8-bit RGB / grey recipes (``dtype="uint8"``, 1 or 3 channels) decode through Pillow and refuse 16-bit or float
+    pixels. Any other recipe reads the values as stored: TIFF (multi-page or multi-sample, 8/16-bit/float) through
+    tifffile, FITS through astropy (``pip install 'lejepa-domains[fits]'``), ``.npy`` files, 16-bit PNGs through
+    Pillow, and arrays (npz / h5 rows, 🤗 ``Array3D`` columns) in ``layout`` ``"HWC"`` or ``"CHW"``."""
     if convert not in CONVERSIONS:
         raise DataError(f"convert must be one of {CONVERSIONS}, got {convert!r}")
     if raw is None:
@@ -138,10 +276,29 @@ def decode_image(raw: Any, where: str, *, channels: int = 3, convert: str | None
         if data is None and not path:
             raise BadSampleError(f"{where}: missing image (neither bytes nor path)")
         raw = data if data is not None else path
-    if isinstance(raw, np.ndarray):
-        return _from_array(raw, where, channels, convert)
+    scientific = dtype != "uint8" or channels not in (1, 3)
     if isinstance(raw, list):  # 🤗 Array2D/Array3D features come back as nested lists
-        return _from_array(np.asarray(raw), where, channels, convert)
+        raw = np.asarray(raw)
+    if isinstance(raw, np.ndarray):
+        arr = _layout_hwc(raw, layout, where)
+        if not scientific:
+            return _from_array(arr, where, channels, convert)
+    elif scientific:
+        arr = _read_scientific(raw, where)
+    else:
+        arr = None
+    if arr is not None:  # N-channel / 16-bit / float path
+        if arr.ndim == 2:
+            arr = arr[:, :, None]
+        if arr.ndim != 3:
+            raise DataError(f"{where}: image array of shape {arr.shape}; expected (H, W) or (H, W, C)"
+                            + (" (or (C, H, W) with layout='CHW')" if layout == "HWC" else ""))
+        if arr.shape[2] != channels:
+            hint = " — is the array (C, H, W)? set layout='CHW' on the source" \
+                if arr.shape[0] == channels and layout == "HWC" else ""
+            raise MismatchError(f"expected {channels} channel(s), found {arr.shape[2]} ({where}: array of shape "
+                                f"{arr.shape}){hint}")
+        return _to_dtype(arr, where, channels, dtype)
     img = _pil_open(raw, where)
     opened_here = img is not raw
     try:
@@ -152,15 +309,15 @@ def decode_image(raw: Any, where: str, *, channels: int = 3, convert: str | None
 
 
 def fit_image(img: np.ndarray, size: int, mode: str = "stretch") -> np.ndarray:
-    """Resize an (H, W, C) uint8 image to (size, size, C).
+    """Resize an (H, W, C) image (uint8, uint16 or float32; any channel count) to (size, size, C).
 
     ``stretch``: resize both sides (right for square sources). ``center-crop``: resize the shorter side to ``size``
     and cut the central square (no distortion of non-square photographs; loses the borders of the long side).
     """
-    from .sources import resize_uint8
+    from .pixels import resize_any
 
     if mode == "stretch":
-        out = resize_uint8(img, size)
+        out = resize_any(img, size)
     elif mode == "center-crop":
         import cv2
 
@@ -169,13 +326,13 @@ def fit_image(img: np.ndarray, size: int, mode: str = "stretch") -> np.ndarray:
             s = size / min(h, w)
             nh, nw = max(size, round(h * s)), max(size, round(w * s))
             interp = cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR
-            r = cv2.resize(img, (nw, nh), interpolation=interp)
+            r = cv2.resize(img, (nw, nh), interpolation=interp) if img.shape[2] <= 4 else resize_any(img, (nh, nw))
             if r.ndim == 2:
                 r = r[:, :, None]
             y0, x0 = (nh - size) // 2, (nw - size) // 2
             out = r[y0:y0 + size, x0:x0 + size]
         else:
-            out = resize_uint8(img, size)
+            out = resize_any(img, size)
     else:
         raise DataError(f"resize mode must be one of {RESIZE_MODES}, got {mode!r}")
     if out.ndim == 2:

@@ -12,7 +12,9 @@ parquet / arrow        ``*.parquet`` or ``*.arrow`` files named by split (``trai
                        ``test.parquet``, ``data/validation-*.parquet``) or inside split folders
                        (``default/train/0000.parquet``, the hub's ``refs/convert/parquet`` layout)
 ImageFolder            ``root/SPLIT/CLASS/*.png|jpg|…`` (or ``root/CLASS/*`` with no splits)
-MedMNIST ``.npz``      ``train_images``, ``train_labels``, ``val_*``, ``test_*`` (labels (N, 1))
+MedMNIST ``.npz``      ``train_images``, ``train_labels``, ``val_*``, ``test_*`` (labels (N, 1)); or ``images`` (+
+                       ``labels``) without splits; any dtype / channel count, (N, C, H, W) with ``layout="CHW"``
+``.npy`` stack         (N, H, W[, C]) images, labels in ``STEM_labels.npy`` beside it; no splits
 Galaxy10 ``.h5``       ``images`` (N, 256, 256, 3) uint8 and ``ans`` (N,) labels, no splits
 =====================  ===============================================================================================
 """
@@ -33,9 +35,10 @@ import numpy as np
 from ..errors import DataError
 
 __all__ = ["SplitTable", "Reader", "open_local", "resolve_split", "path_fingerprint", "IMAGE_EXTENSIONS",
-           "HFDatasetReader", "ParquetReader", "ImageFolderReader", "NpzReader", "H5Reader", "UNSPLIT"]
+           "HFDatasetReader", "ParquetReader", "ImageFolderReader", "NpzReader", "NpyReader", "H5Reader", "UNSPLIT"]
 
-IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm"}
+IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm",
+                    ".fits", ".fit", ".fts", ".npy"}  # FITS (astropy) and .npy files: N-channel / float recipes
 UNSPLIT = "all"  # the one split of data that comes without splits (Galaxy10 .h5, ImageFolder without split folders)
 SPLIT_ALIASES = {
     "train": ("train", "training"),
@@ -229,6 +232,9 @@ class HFDatasetReader(Reader):
         feat = ds.features[image_column]
         if isinstance(feat, datasets.Image):
             ds_img = ds.select_columns([image_column]).cast_column(image_column, datasets.Image(decode=False))
+        elif _feature_kind(feat) in ("Array2D", "Array3D", "Array4D", "Array5D"):
+            # typed arrays (e.g. 13-band uint16 tiles): numpy rows keep the dtype and avoid nested Python lists
+            ds_img = ds.select_columns([image_column]).with_format("numpy")
         else:
             ds_img = ds.select_columns([image_column])
 
@@ -485,7 +491,10 @@ def _npy_header(fh) -> tuple[tuple[int, ...], bool, np.dtype]:
 
 
 class NpzReader(Reader):
-    """MedMNIST-style ``.npz``: ``{split}_images`` (N, H, W[, C]) uint8 and ``{split}_labels`` (N, 1)."""
+    """MedMNIST-style ``.npz``: ``{split}_images`` (N, H, W[, C]) and ``{split}_labels`` (N, 1) or (N,).
+
+    Any channel count and the value types uint8, uint16, float32 (the recipe's ``dtype``); (N, C, H, W) stacks with
+    ``layout="CHW"`` on the source. A plain ``.npy`` stack is read by :class:`NpyReader`."""
 
     kind = "npz"
 
@@ -499,9 +508,12 @@ class NpzReader(Reader):
             raise DataError(f"file {path}: not a readable .npz archive ({e})") from None
         self.members = members
         self.splits = sorted(k[: -len("_images")] for k in members if k.endswith("_images"))
+        if not self.splits and "images" in members:  # one stack without splits: images (+ labels)
+            self.splits, self.unsplit = [UNSPLIT], True
         if not self.splits:
             raise DataError(f"file {path}: no '<split>_images' arrays (has {sorted(members)}); expected the MedMNIST "
-                            "layout train_images/train_labels/val_images/val_labels/test_images/test_labels")
+                            "layout train_images/train_labels/val_images/val_labels/test_images/test_labels, or "
+                            "'images' (+ 'labels') without splits")
 
     def fingerprint(self) -> str:
         return path_fingerprint(self.path)
@@ -511,17 +523,15 @@ class NpzReader(Reader):
             return _npy_header(fh)
 
     def table(self, split: str, image_column: str | None, label_column: str | None) -> SplitTable:
-        key = f"{split}_images"
+        key = "images" if self.unsplit else f"{split}_images"
         shape, fortran, dtype = self._header(key)
         where = f"{self.where} array {key!r}"
-        if dtype != np.uint8:
-            kind = "16-bit " if dtype in (np.uint16, np.int16) else ""
-            raise DataError(f"{where}: {kind}pixels of dtype {dtype}; expected uint8 images")
+        # the pixel type is checked against the recipe's dtype by the source (info["dtype"])
         if len(shape) not in (3, 4):
             raise DataError(f"{where}: shape {shape}; expected (N, H, W) or (N, H, W, C)")
         labels = None
         if label_column is not None:
-            lkey = f"{split}_labels"
+            lkey = "labels" if self.unsplit else f"{split}_labels"
             if lkey not in self.members:
                 raise DataError(f"{self.where}: missing {lkey!r} (has {sorted(self.members)}); expected MedMNIST "
                                 "labels of shape (N, 1)")
@@ -558,6 +568,50 @@ class NpzReader(Reader):
 
         return SplitTable(split, int(shape[0]), where, [key, f"{split}_labels"], labels, None, rows,
                           lambda i: f"row {i} of {where}", {"shape": list(shape), "dtype": str(dtype)})
+
+
+# ------------------------------------------------------------------------------------------------ .npy stacks
+
+class NpyReader(Reader):
+    """One ``.npy`` image stack (N, H, W[, C]) (or (N, C, H, W) with ``layout="CHW"`` on the source), memory-mapped;
+    labels from ``STEM_labels.npy`` beside it when present. No splits (the recipe's ``unsplit=`` cuts them)."""
+
+    kind = "npy"
+    unsplit = True
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.where = f"file {path}"
+        self.labels_path = path.with_name(path.stem + "_labels.npy")
+        try:
+            self._arr = np.load(path, mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise DataError(f"file {path}: not a readable .npy array ({e})") from None
+        if self._arr.ndim not in (3, 4):
+            raise DataError(f"file {path}: shape {self._arr.shape}; expected (N, H, W), (N, H, W, C) or (N, C, H, W)")
+        self.splits = [UNSPLIT]
+
+    def fingerprint(self) -> str:
+        return path_fingerprint(self.path) + (path_fingerprint(self.labels_path) if self.labels_path.is_file() else "")
+
+    def table(self, split: str, image_column: str | None, label_column: str | None) -> SplitTable:
+        arr = self._arr
+        labels = None
+        if label_column is not None:
+            if not self.labels_path.is_file():
+                raise DataError(f"{self.where}: no labels file {self.labels_path.name} beside it; expected (N,) integer "
+                                "class ids there (or label_column=None for unlabelled pretraining data)")
+            raw = np.load(self.labels_path, allow_pickle=False)
+            labels = _check_label_values(raw, f"file {self.labels_path}", lambda i: f"row {i} of file {self.labels_path}")
+            if len(labels) != len(arr):
+                raise DataError(f"{self.where}: {len(arr)} images but {len(labels)} labels in {self.labels_path.name}")
+
+        def rows(selected: np.ndarray | None) -> Iterator[tuple[int, Any]]:
+            for i in (range(len(arr)) if selected is None else selected.tolist()):
+                yield int(i), np.asarray(arr[i])
+
+        return SplitTable(split, int(len(arr)), self.where, ["images", "labels"], labels, None, rows,
+                          lambda i: f"row {i} of {self.where}", {"shape": list(arr.shape), "dtype": str(arr.dtype)})
 
 
 # ------------------------------------------------------------------------------------------------ Galaxy10 .h5
@@ -598,9 +652,7 @@ class H5Reader(Reader):
             shape, dtype = f[ik].shape, f[ik].dtype
             raw_labels = np.asarray(f[lk][()]) if lk else None
         where = f"{self.where} dataset {ik!r}"
-        if dtype != np.uint8:
-            kind = "16-bit " if dtype in (np.uint16, np.int16) else ""
-            raise DataError(f"{where}: {kind}pixels of dtype {dtype}; expected uint8 images")
+        # the pixel type is checked against the recipe's dtype by the source (info["dtype"])
         labels = None
         if raw_labels is not None:
             labels = _check_label_values(raw_labels, f"{self.where} dataset {lk!r}",
@@ -649,6 +701,8 @@ def open_local(path: str | Path, *, h5_keys: tuple[str, str] = ("images", "ans")
         suffix = p.suffix.lower()
         if suffix == ".npz":
             return NpzReader(p)
+        if suffix == ".npy":
+            return NpyReader(p)
         if suffix in (".h5", ".hdf5"):
             return H5Reader(p, *h5_keys)
         if suffix in (".parquet", ".arrow"):

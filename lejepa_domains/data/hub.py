@@ -46,7 +46,11 @@ class TableSource(Source):
 
     Args:
         image_size: side of the stored square images (the recipe's ``image_size``).
-        channels: 3 (RGB) or 1 (grey); images with other channels are refused unless ``convert`` says otherwise.
+        channels: 3 (RGB) or 1 (grey) for 8-bit encoded images (others are refused unless ``convert`` says
+            otherwise); any count >= 1 for arrays, TIFF stacks and FITS cubes.
+        dtype: value type of the stored images (the recipe's ``dtype``): ``"uint8"`` (default), ``"uint16"`` or
+            ``"float32"``. Non-8-bit data is read as stored (TIFF via tifffile, FITS via astropy, arrays).
+        layout: ``"HWC"`` (default) or ``"CHW"``: how array rows (npz / h5 / 🤗 array columns) hold their channels.
         image_column, label_column: columns of tabular data (hub, parquet, save_to_disk); ``label_column=None`` for
             unlabelled data (pretraining only).
         num_classes: labels must lie in ``[0, num_classes)``; checked on every row.
@@ -72,13 +76,20 @@ class TableSource(Source):
                  class_names: list[str] | None = None, split_map: dict[str, str] | None = None,
                  carve: dict[str, dict[str, Any]] | None = None, unsplit: dict[str, Any] | None = None,
                  convert: str | None = None, resize: str = "stretch", h5_keys: tuple[str, str] = ("images", "ans"),
-                 cache: bool = True):
+                 cache: bool = True, dtype: str = "uint8", layout: str = "HWC"):
         if convert not in _decode.CONVERSIONS:
             raise UserError(f"convert must be one of {_decode.CONVERSIONS}, got {convert!r}")
         if resize not in _decode.RESIZE_MODES:
             raise UserError(f"resize must be one of {_decode.RESIZE_MODES}, got {resize!r}")
-        if channels not in (1, 3):
-            raise UserError(f"channels must be 1 or 3 for encoded images, got {channels}")
+        from .pixels import DTYPES
+
+        if int(channels) < 1:
+            raise UserError(f"channels must be >= 1, got {channels}")
+        if dtype not in DTYPES:
+            raise UserError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+        if layout not in _decode.LAYOUTS:
+            raise UserError(f"layout must be one of {_decode.LAYOUTS}, got {layout!r}")
+        self.dtype, self.layout = dtype, layout
         if int(image_size) < 4:
             raise UserError(f"image_size must be >= 4, got {image_size}")
         for target, spec in (carve or {}).items():
@@ -112,7 +123,10 @@ class TableSource(Source):
                 "image_column": self.image_column, "label_column": self.label_column,
                 "num_classes": self.num_classes, "class_names": self.class_names, "split_map": self.split_map,
                 "carve": self.carve,
-                "unsplit": self.unsplit, "convert": self.convert, "resize": self.resize, "h5_keys": list(self.h5_keys)}
+                "unsplit": self.unsplit, "convert": self.convert, "resize": self.resize, "h5_keys": list(self.h5_keys),
+                # only when not the 8-bit default, so the cache keys of existing recipes do not change
+                **({"dtype": self.dtype} if self.dtype != "uint8" else {}),
+                **({"layout": self.layout} if self.layout != "HWC" else {})}
 
     def _default_data_fingerprint(self) -> str | None:
         """Fingerprint of the default (no ``--data``) location without opening it, or None when unknown."""
@@ -168,6 +182,16 @@ class TableSource(Source):
         name = resolve_split(self.split_map.get(split, split), available, reader.where)
         return reader.table(name, self.image_column, self.label_column), None, {"method": "official", "split": name}
 
+    def _check_dtype(self, table: SplitTable) -> None:
+        """Arrays that declare their dtype (npz, h5) are checked once against the recipe's value type."""
+        src = table.info.get("dtype")
+        if src is None or _decode.dtype_accepts(np.dtype(src), self.dtype):
+            return
+        kind = "16-bit " if np.dtype(src) in (np.uint16, np.int16) else ""
+        hint = "" if self.dtype != "uint8" else (" (set dtype='uint16' or 'float32' with a scaling on the recipe and "
+                                                 "its source to use such data)")
+        raise _decode.MismatchError(f"{table.where}: {kind}pixels of dtype {src}; expected {self.dtype} images{hint}")
+
     def _check_labels(self, table: SplitTable) -> None:
         y = table.labels
         if y is None or self.num_classes is None or not len(y):
@@ -181,6 +205,7 @@ class TableSource(Source):
     def _prepare(self, split: str, data: str | None):
         reader = self._open(data)
         table, selected, how = self._select(reader, split)
+        self._check_dtype(table)
         self._check_labels(table)
         n = table.n if selected is None else len(selected)
         if n == 0:
@@ -204,7 +229,8 @@ class TableSource(Source):
     def _decode_one(self, item: tuple[int, Any], table: SplitTable) -> np.ndarray:
         row, raw = item
         where = table.row_where(row)
-        img = _decode.decode_image(raw, where, channels=self.channels, convert=self.convert)
+        img = _decode.decode_image(raw, where, channels=self.channels, convert=self.convert, dtype=self.dtype,
+                                   layout=self.layout)
         return _decode.fit_image(img, self.image_size, self.resize)
 
     def _decoded(self, table: SplitTable, selected: np.ndarray | None, limit: int | None = None
@@ -295,11 +321,11 @@ class TableSource(Source):
         if n >= 2000:
             rows = _with_progress(rows, n, f"decoding {n:,} images of {table.where} once")
         if not self.cache:
-            arr = np.empty((n, *shape), dtype=np.uint8)
+            arr = np.empty((n, *shape), dtype=np.dtype(self.dtype))
             for j, img in rows:
                 arr[j] = img
             return ImageSet(arr, labels, names, {**meta, "cache": None})
-        return _cache.write_entry(stem, n, shape, rows, labels, names, meta)
+        return _cache.write_entry(stem, n, shape, rows, labels, names, meta, dtype=np.dtype(self.dtype))
 
     def peek(self, split: str, data: str | Path | None = None, n: int = 16) -> tuple[ImageSet, dict[str, Any]]:
         """Decode ``n`` images spread evenly over a split (no cache) and validate *all* its labels: what

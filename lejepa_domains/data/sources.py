@@ -1,6 +1,7 @@
 """Data sources: where a recipe's images come from.
 
-Every source returns an :class:`ImageSet` — decoded, resized uint8 images ``(N, H, W, C)`` plus integer labels — so
+Every source returns an :class:`ImageSet` — decoded, resized images ``(N, H, W, C)`` (uint8, or uint16 / float32 for
+recipes that declare that ``dtype``; any channel count) plus integer labels — so
 later stages never decode again. This module holds the base class and the two offline sources of the core recipes
 (``specimens`` from scikit-image, ``digits`` from scikit-learn).
 """
@@ -24,7 +25,7 @@ __all__ = ["ImageSet", "Source", "SkimageSpecimens", "SklearnDigits", "stratifie
 class ImageSet:
     """Decoded images of one split.
 
-    images: (N, H, W, C) uint8. labels: (N,) int64, or None for unlabelled data. meta: provenance (e.g. patch origin).
+    images: (N, H, W, C) uint8, uint16 or float32 (any C >= 1; the recipe's ``dtype``). labels: (N,) int64, or None for unlabelled data. meta: provenance (e.g. patch origin).
     """
 
     images: np.ndarray
@@ -70,8 +71,9 @@ class Source:
             cached = self._load(split, data_s, skip_bad=True) if skip else self._load(split, data_s)
             if len(cached) == 0:
                 raise DataError(f"split {split!r} of {self.describe().get('kind', type(self).__name__)} is empty")
-            if cached.images.dtype != np.uint8:
-                raise DataError(f"split {split!r}: images must be uint8 after decoding, got {cached.images.dtype}")
+            if cached.images.dtype not in (np.uint8, np.uint16, np.float32):
+                raise DataError(f"split {split!r}: images must be uint8, uint16 or float32 after decoding, got "
+                                f"{cached.images.dtype}")
             _MEMO[key] = cached
         return cached
 

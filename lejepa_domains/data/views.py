@@ -18,7 +18,7 @@ from torch.utils.data import Dataset  # noqa: E402
 from .sources import ImageSet  # noqa: E402
 
 __all__ = ["build_view_transforms", "build_eval_transform", "MultiCropDataset", "EvalDataset", "collate_views",
-           "default_augment"]
+           "default_augment", "recipe_default_augment", "scaled_image"]
 
 
 def default_augment() -> list:
@@ -33,7 +33,24 @@ def default_augment() -> list:
 
 
 def _normalize(recipe) -> list:
-    return [A.Normalize(mean=tuple(recipe.mean), std=tuple(recipe.std), max_pixel_value=255.0)]
+    # 8-bit recipes normalise the uint8 image directly (x / 255); other value types arrive already scaled to float32
+    # by :func:`scaled_image` (see lejepa_domains.data.pixels), so the pixel scale here is 1.
+    pmax = 255.0 if recipe.pixel_scaling.is_uint8_default else 1.0
+    return [A.Normalize(mean=tuple(recipe.mean), std=tuple(recipe.std), max_pixel_value=pmax)]
+
+
+def scaled_image(img: np.ndarray, scaling) -> np.ndarray:
+    """The image as the view pipeline takes it: uint8 as stored for the 8-bit default, else float32 scaled values."""
+    return img if scaling.is_uint8_default else scaling.numpy(img)
+
+
+def recipe_default_augment(recipe) -> list:
+    """:func:`default_augment` for 8-bit RGB/grey recipes, else the multichannel default (no colour operations)."""
+    if recipe.is_rgb_like:
+        return default_augment()
+    from .multichannel import default_augment_multichannel
+
+    return default_augment_multichannel()
 
 
 def build_view_transforms(recipe) -> tuple[A.Compose, A.Compose]:
@@ -41,9 +58,9 @@ def build_view_transforms(recipe) -> tuple[A.Compose, A.Compose]:
 
     Output of each: ``{"image": float32 (H, W, C)}``.
     """
-    g_aug = recipe.global_augment() if recipe.global_augment else default_augment()
+    g_aug = recipe.global_augment() if recipe.global_augment else recipe_default_augment(recipe)
     l_aug = recipe.local_augment() if recipe.local_augment else (
-        recipe.global_augment() if recipe.global_augment else default_augment())
+        recipe.global_augment() if recipe.global_augment else recipe_default_augment(recipe))
     g = A.Compose([A.RandomResizedCrop(size=(recipe.global_size, recipe.global_size), scale=tuple(recipe.global_scale),
                                        p=1.0), *g_aug, *_normalize(recipe)])
     loc = A.Compose([A.RandomResizedCrop(size=(recipe.local_size, recipe.local_size), scale=tuple(recipe.local_scale),
@@ -72,6 +89,7 @@ class MultiCropDataset(Dataset):
         self.global_tf, self.local_tf = build_view_transforms(recipe)
         self.seed = int(seed)
         self.epoch = 0
+        self.scaling = recipe.pixel_scaling
         c = recipe.channels
         self._empty_local = torch.zeros(0, c, recipe.local_size, recipe.local_size)
 
@@ -82,7 +100,7 @@ class MultiCropDataset(Dataset):
         return len(self.data)
 
     def __getitem__(self, i: int):
-        img = self.data.images[i]
+        img = scaled_image(self.data.images[i], self.scaling)
         seed = int(np.random.SeedSequence([self.seed, self.epoch, int(i)]).generate_state(1)[0])
         self.global_tf.set_random_seed(seed)
         self.local_tf.set_random_seed(seed ^ 0x5BD1E995)
@@ -109,11 +127,12 @@ class EvalDataset(Dataset):
     def __init__(self, data: ImageSet, recipe, size: int | None = None):
         self.data = data
         self.tf = build_eval_transform(recipe, size)
+        self.scaling = recipe.pixel_scaling
 
     def __len__(self) -> int:
         return len(self.data)
 
     def __getitem__(self, i: int):
-        x = _to_chw(self.tf(image=self.data.images[i])["image"])
+        x = _to_chw(self.tf(image=scaled_image(self.data.images[i], self.scaling))["image"])
         y = int(self.data.labels[i]) if self.data.labels is not None else -1
         return x, y

@@ -8,8 +8,10 @@
   ``global_pool="avg"`` is never used (it swaps the pretrained final norm for an untrained one). Weights come from
   ``--weights FILE`` (timm safetensors / .pth, or Meta's original checkpoint, through timm's
   ``pretrained_cfg_overlay=dict(file=...)`` and its DINOv2 key conversion), else from the local Hugging Face cache,
-  else from the hub when online. Images whose channel count is not 3 are adapted: 1 channel is replicated to RGB,
-  2 channels become (c0, c1, c0), more than 3 keep the first three; the report marks such runs "adapted".
+  else from the hub when online. Images that are not 8-bit RGB are adapted by a documented channel adapter
+  (:mod:`lejepa_domains.evaluate.adapter`, ``--adapter auto|bands:A,B,C|mean|pca``; by default 1 channel is replicated,
+  2 become (c0, c1, c0), more than 3 keep the first three or the recipe's ``rgb_bands``); the report marks such runs
+  "adapted: …".
 - ``random``: the same architecture as the LeJEPA backbone (else the recipe's) at a seeded random init: the floor any
   pretraining must clear.
 - ``pixels``: the raw image, resized to at most ``pixels_size`` per side (antialiased bilinear), normalised with the
@@ -127,8 +129,16 @@ def lejepa_encoder(run_dir: str | Path, recipe, name: str = "lejepa") -> tuple[E
     identity = {"kind": "lejepa", "timm_name": meta["timm_name"], "timm_kwargs": meta["timm_kwargs"],
                 "weights_sha256_16": _weights_hash(model)}
     provenance = {"checkpoint": str(meta_path.parent), "checkpoint_recipe": meta.get("recipe")}
+    from ..data.pixels import PixelScaling
+
+    ck_sc = PixelScaling.from_dict(meta.get("pixels"))  # absent in backbone.json of 8-bit runs before 0.1
+    if ck_sc != recipe.pixel_scaling:
+        raise UserError(f"checkpoint {meta_path.parent} was trained on {ck_sc.text()} pixels but recipe "
+                        f"{recipe.name!r} declares {recipe.pixel_scaling.text()}; evaluate it with the recipe it was "
+                        "trained on")
     enc = Encoder(name=name, model=model, size=recipe.image_size, mean=tuple(meta["mean"]), std=tuple(meta["std"]),
-                  interpolation="bilinear", identity=identity, provenance=provenance)
+                  interpolation="bilinear", identity=identity, provenance=provenance,
+                  scaling=None if ck_sc.is_uint8_default else ck_sc.describe())
     return enc, meta
 
 
@@ -152,7 +162,13 @@ def random_encoder(recipe, timm_name: str | None = None, timm_kwargs: dict[str, 
     identity = {"kind": "random", "timm_name": timm_name, "timm_kwargs": kwargs, "seed": seed,
                 "weights_sha256_16": _weights_hash(model)}
     return Encoder(name=name, model=model, size=recipe.image_size, mean=tuple(recipe.mean), std=tuple(recipe.std),
-                   interpolation="bilinear", identity=identity)
+                   interpolation="bilinear", identity=identity, scaling=_scaling(recipe))
+
+
+def _scaling(recipe) -> dict | None:
+    """The Encoder's ``scaling``: None for 8-bit images (x / 255, the historical transform), else the recipe's."""
+    sc = recipe.pixel_scaling
+    return None if sc.is_uint8_default else sc.describe()
 
 
 def pixels_encoder(recipe, pixels_size: int = 32, name: str = "pixels") -> Encoder:
@@ -160,7 +176,7 @@ def pixels_encoder(recipe, pixels_size: int = 32, name: str = "pixels") -> Encod
     identity = {"kind": "pixels", "size": size}
     notes = [] if size == recipe.image_size else [f"images resized to {size}×{size} before flattening"]
     return Encoder(name=name, model=None, size=size, mean=tuple(recipe.mean), std=tuple(recipe.std),
-                   interpolation="bilinear", identity=identity, notes=notes)
+                   interpolation="bilinear", identity=identity, notes=notes, scaling=_scaling(recipe))
 
 
 # ------------------------------------------------------------------------------------------------------------ DINOv2
@@ -233,9 +249,17 @@ def dinov2_weights_source(name: str, weights: str | Path | None) -> tuple[Path |
 
 
 def dinov2_encoder(name: str, recipe, weights: str | Path | None = None, img_size: int = 224,
-                   pool: str = "cls") -> Encoder:
-    """DINOv2 encoder (see the module docstring). Never lets a hub error through: offline → :class:`OfflineError`."""
+                   pool: str = "cls", adapter: str | None = None, train_images=None, seed: int = 0) -> Encoder:
+    """DINOv2 encoder (see the module docstring). Never lets a hub error through: offline → :class:`OfflineError`.
+
+    ``adapter``: how the recipe's channels become RGB (:mod:`lejepa_domains.evaluate.adapter`; default ``auto``);
+    ``train_images`` (N, H, W, C) as stored are needed by ``adapter="pca"``.
+    """
     import timm
+
+    from .adapter import plan_adapter
+
+    plan = plan_adapter(adapter, recipe, train_images=train_images, seed=seed)  # bad specs fail before loading
 
     if name not in DINOV2_ARCHS:
         raise UserError(f"unknown DINOv2 baseline {name!r}; expected one of {sorted(DINOV2_ARCHS)}")
@@ -258,10 +282,11 @@ def dinov2_encoder(name: str, recipe, weights: str | Path | None = None, img_siz
             raise OfflineError(_offline_message(name, arch, f"{type(e).__name__}: {_one_line(e, 120)}")) from None
         raise UserError(f"--weights {wpath} does not fit {arch} (baseline {name!r}): {_load_error(e)}") from None
     model.eval().requires_grad_(False)
-    cmap, note = channel_adaptation(recipe.channels, 3)
     identity = {"kind": "dinov2", "timm_name": f"{arch}.{DINOV2_TAG}", "timm_kwargs": kwargs,
                 "weights_sha256_16": _weights_hash(model)}
-    return Encoder(name=name, model=model, size=int(img_size), mean=IMAGENET_MEAN, std=IMAGENET_STD,
-                   interpolation="bicubic", channel_map=cmap, features_fn=_vit_features(pool), pool=pool,
-                   identity=identity, provenance={"weights": source}, notes=[note] if note else [],
-                   adapted=note is not None)
+    sc = recipe.pixel_scaling
+    return Encoder(name=name, model=model, size=int(img_size), mean=plan.mean, std=plan.std,
+                   interpolation="bicubic", channel_map=plan.channel_map, features_fn=_vit_features(pool), pool=pool,
+                   identity=identity, provenance={"weights": source}, notes=[plan.note] if plan.note else [],
+                   adapted=plan.label is not None, scaling=None if sc.is_uint8_default else sc.describe(),
+                   pre_norm=plan.pre_norm, channel_mix=plan.channel_mix, adapter=plan.label)

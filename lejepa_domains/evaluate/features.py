@@ -1,7 +1,8 @@
 """Frozen feature extraction, shared by every backbone and protocol, with an on-disk cache.
 
 An :class:`Encoder` bundles a frozen model (or none, for raw pixels) with its input transform. Extraction streams the
-uint8 images of a split in batches: each batch is copied to the device, converted to float, channel-adapted,
+stored images of a split (uint8, uint16 or float32, any channel count) in batches: each batch is copied to the
+device, converted to float and scaled (x / 255 for 8-bit images, else the recipe's scaling), channel-adapted,
 resized, normalised and encoded in eval mode under ``torch.inference_mode()`` (fp32); only the features come back to
 the host. Nothing but the split's uint8 array (already in memory as the data source's ``ImageSet``) and one batch of
 float images exist at any time.
@@ -51,6 +52,13 @@ class Encoder:
         provenance: where the weights came from (paths); reported, not part of the cache key.
         notes: human-readable remarks shown in the report (e.g. how channels were adapted).
         adapted: True when the input had to be adapted to the model (channel replication/selection).
+        scaling: how stored pixel values become floats (``PixelScaling.describe()``); None = uint8 / 255, the 8-bit
+            default. Any channel count and the value types uint8, uint16 and float32 are accepted.
+        pre_norm: ``(mean, std)`` per recipe channel applied right after scaling and before channel mapping (the
+            DINOv2 adapter of non-8-bit data standardises every band first); None = none.
+        channel_mix: a fixed (C', C) matrix mapping the recipe's C channels to C' model channels (``--adapter mean``
+            or ``pca``); applied after ``pre_norm``, instead of ``channel_map``.
+        adapter: short label of the channel adapter (``bands 3,2,1``, ``pca``), shown in the report.
     """
 
     name: str
@@ -66,30 +74,59 @@ class Encoder:
     provenance: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     adapted: bool = False
+    scaling: dict[str, Any] | None = None
+    pre_norm: tuple[Sequence[float], Sequence[float]] | None = None
+    channel_mix: list[list[float]] | None = None
+    adapter: str | None = None
 
     def transform_description(self) -> dict[str, Any]:
-        return {"size": int(self.size), "interpolation": self.interpolation, "mean": [float(m) for m in self.mean],
-                "std": [float(s) for s in self.std], "channel_map": self.channel_map, "pool": self.pool,
-                "input_range": "uint8/255", "precision": "fp32"}
+        out = {"size": int(self.size), "interpolation": self.interpolation, "mean": [float(m) for m in self.mean],
+               "std": [float(s) for s in self.std], "channel_map": self.channel_map, "pool": self.pool,
+               "input_range": "uint8/255", "precision": "fp32"}
+        # keys below appear only when used, so the cache keys of 8-bit runs stay what they were
+        if self.scaling is not None:
+            out["input_range"] = dict(self.scaling)
+        if self.pre_norm is not None:
+            out["pre_norm"] = {"mean": [float(m) for m in self.pre_norm[0]],
+                               "std": [float(s) for s in self.pre_norm[1]]}
+        if self.channel_mix is not None:
+            out["channel_mix"] = [[float(v) for v in row] for row in self.channel_mix]
+        return out
 
     def key_fields(self) -> dict[str, Any]:
         return {**self.identity, "transform": self.transform_description()}
 
     def describe(self) -> dict[str, Any]:
-        return {**self.identity, **self.provenance, "transform": self.transform_description(),
-                "adapted": self.adapted, "notes": list(self.notes)}
+        out = {**self.identity, **self.provenance, "transform": self.transform_description(),
+               "adapted": self.adapted, "notes": list(self.notes)}
+        if self.adapter is not None:
+            out["adapter"] = self.adapter
+        return out
 
     def preprocess(self, batch: torch.Tensor) -> torch.Tensor:
-        """uint8 (B, H, W, C) on the target device → float32 (B, C', size, size), normalised."""
-        x = batch.permute(0, 3, 1, 2).float().div_(255.0)
-        if self.channel_map is not None:
+        """(B, H, W, C) uint8 / uint16 / float32 on the target device → float32 (B, C', size, size), normalised."""
+        if self.scaling is None:
+            x = batch.permute(0, 3, 1, 2).float().div_(255.0)
+        else:
+            from ..data.pixels import PixelScaling
+
+            x = PixelScaling.from_dict(self.scaling).torch(batch.permute(0, 3, 1, 2))
+        if self.pre_norm is not None:
+            pm = torch.as_tensor(list(self.pre_norm[0]), dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+            ps = torch.as_tensor(list(self.pre_norm[1]), dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+            x = (x - pm) / ps
+        if self.channel_mix is not None:
+            w = torch.as_tensor(self.channel_mix, dtype=x.dtype, device=x.device)  # (C', C)
+            x = torch.einsum("oc,bchw->bohw", w, x)
+        elif self.channel_map is not None:
             x = x[:, self.channel_map]
         if x.shape[-2:] != (self.size, self.size):
             down = x.shape[-1] > self.size or x.shape[-2] > self.size
             x = torch.nn.functional.interpolate(x, size=(self.size, self.size), mode=self.interpolation,
                                                 align_corners=False, antialias=down)
-            if self.interpolation == "bicubic":
-                x = x.clamp_(0.0, 1.0)
+            if self.interpolation == "bicubic" and self.scaling is None and self.pre_norm is None \
+                    and self.channel_mix is None:
+                x = x.clamp_(0.0, 1.0)  # 8-bit images live in [0, 1]; scaled scientific values have no fixed range
         mean = torch.as_tensor(list(self.mean), dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
         std = torch.as_tensor(list(self.std), dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
         return (x - mean) / std
@@ -129,7 +166,7 @@ def extract_features(encoder: Encoder, images: np.ndarray, *, device: torch.devi
                      batch_size: int = 256, cache_dir: str | Path | None = None, recipe_name: str = "",
                      split: str = "", source_fingerprint: str = "", log: Callable[[str], None] | None = None
                      ) -> tuple[np.ndarray, dict]:
-    """Features (N, F) float32 of ``images`` (N, H, W, C) uint8, from the cache when the key matches.
+    """Features (N, F) float32 of ``images`` (N, H, W, C) uint8/uint16/float32, from the cache when the key matches.
 
     Returns ``(features, info)``; ``info`` has ``cached`` (bool), ``key``, ``seconds`` and ``path``.
     """
@@ -153,7 +190,10 @@ def extract_features(encoder: Encoder, images: np.ndarray, *, device: torch.devi
         model.eval().to(device)
     chunks: list[np.ndarray] = []
     for i in range(0, n, batch_size):
-        batch = torch.from_numpy(np.ascontiguousarray(images[i:i + batch_size])).to(device, non_blocking=True)
+        block = np.ascontiguousarray(images[i:i + batch_size])
+        if block.dtype == np.uint16:  # torch's uint16 is a limited dtype on accelerators: ship exact int32 values
+            block = block.astype(np.int32)
+        batch = torch.from_numpy(block).to(device, non_blocking=True)
         with torch.inference_mode():
             f = encoder.encode(encoder.preprocess(batch))
         chunks.append(f.float().cpu().numpy())

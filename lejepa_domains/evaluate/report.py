@@ -75,7 +75,10 @@ def _p(p: float | None, n_boot: int) -> str:
 
 
 def _label(name: str, entry: dict) -> str:
-    return f"{name} (adapted)" if entry.get("encoder", {}).get("adapted") else name
+    enc = entry.get("encoder", {})
+    if not enc.get("adapted"):
+        return name
+    return f"{name} (adapted: {enc['adapter']})" if enc.get("adapter") else f"{name} (adapted)"
 
 
 def render_markdown(report: dict) -> str:

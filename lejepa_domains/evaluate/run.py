@@ -138,7 +138,9 @@ def _weights_for(weights, dinos: list[str]) -> dict[str, str]:
 
 def _load_split(recipe, role: str, data, skip_bad_samples: bool = False) -> Any:
     split = recipe.splits[role]
-    ds = recipe.source.load(split, data=data, skip_bad_samples=skip_bad_samples)
+    from ..data.pixels import load_split
+
+    ds = load_split(recipe, split, data, skip_bad_samples=skip_bad_samples, check_finite=False)
     where = f"recipe {recipe.name!r}, {role} split {split!r}"
     if ds.labels is None:
         raise DataError(f"{where} has no labels; the frozen-backbone evaluation needs labelled train, val and test "
@@ -147,8 +149,9 @@ def _load_split(recipe, role: str, data, skip_bad_samples: bool = False) -> Any:
     if len(y) and (y.min() < 0 or y.max() >= recipe.num_classes):
         raise DataError(f"{where}: labels must be in [0, {recipe.num_classes - 1}] (num_classes={recipe.num_classes}),"
                         f" found {int(y.min())}..{int(y.max())}")
-    if ds.images.shape[-1] != recipe.channels:
-        raise DataError(f"{where}: images have {ds.images.shape[-1]} channel(s), the recipe says {recipe.channels}")
+    from ..data.pixels import check_pixels
+
+    check_pixels(ds.images, where)  # NaN / inf in float data
     return ds
 
 
@@ -192,12 +195,13 @@ def evaluate(recipe=None, checkpoint=None, baselines: Sequence[str] = (), weight
              shots: Sequence[int] = DEFAULT_SHOTS, n_sets: int = DEFAULT_SETS, fewshot_C: float = DEFAULT_FEWSHOT_C,
              n_boot: int = 1000, seed: int = 0, dinov2_size: int = 224, dinov2_pool: str = "cls",
              pixels_size: int = 32, val_fraction: float = 0.1, plots: bool = True, quiet: bool = False,
-             console=None, skip_bad_samples: bool | None = None) -> dict:
+             console=None, skip_bad_samples: bool | None = None, adapter: str | None = None) -> dict:
     """Evaluate a LeJEPA run and/or baselines with frozen features; write ``report.json``, ``report.md`` and plots
     to ``out`` and return the report dict. See the README's "Evaluation protocol" for every fixed choice.
 
     ``skip_bad_samples`` leaves out undecodable images of every split (each logged, counted in the report); ``None``
-    follows the pretraining run's own setting."""
+    follows the pretraining run's own setting. ``adapter``: how the DINOv2 baselines take non-RGB data
+    (``auto``, ``bands:A,B,C``, ``mean``, ``pca``; see :mod:`lejepa_domains.evaluate.adapter`)."""
     from rich.console import Console
 
     from ..recipe import load_recipe
@@ -273,6 +277,11 @@ def evaluate(recipe=None, checkpoint=None, baselines: Sequence[str] = (), weight
     if use_cache:
         cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
 
+    if dinos and (adapter or "auto") != "pca":  # a bad --adapter fails before any data is loaded
+        from .adapter import plan_adapter
+
+        plan_adapter(adapter, rec)
+
     # ---- data
     if skip_bad_samples is None:
         skip_bad_samples = bool(isinstance(run_cfg, dict) and isinstance(run_cfg.get("skip_bad_samples"), dict)
@@ -317,7 +326,8 @@ def evaluate(recipe=None, checkpoint=None, baselines: Sequence[str] = (), weight
                 log(f"[yellow]eval:[/] the checkpoint was pretrained on recipe {ck_meta.get('recipe')!r}; "
                     f"evaluating it on recipe {rec.name!r}")
         elif name in DINOV2_ARCHS:
-            enc = dinov2_encoder(name, rec, weights=weights_map.get(name), img_size=dinov2_size, pool=dinov2_pool)
+            enc = dinov2_encoder(name, rec, weights=weights_map.get(name), img_size=dinov2_size, pool=dinov2_pool,
+                                 adapter=adapter, train_images=train.images, seed=seed)
         elif name == "random":
             if ck_meta is not None:
                 enc = random_encoder(rec, ck_meta["timm_name"], ck_meta["timm_kwargs"], seed=seed)
@@ -425,7 +435,8 @@ def evaluate(recipe=None, checkpoint=None, baselines: Sequence[str] = (), weight
         "diagnostics": "RankMe on ≤4096 train features; SIGReg statistic (mean Epps-Pulley over 1024 fixed unit "
                        "directions) on 2048 z-scored train features; Gaussian floor ≈ 1.06",
         "val": val_info,
-        "dinov2": {"img_size": dinov2_size, "pool": dinov2_pool, "resize": "bicubic", "normalisation": "ImageNet"},
+        "dinov2": {"img_size": dinov2_size, "pool": dinov2_pool, "resize": "bicubic", "normalisation": "ImageNet",
+                   "adapter": adapter or "auto"},
         "pixels": {"max_side": pixels_size, "resize": "antialiased bilinear", "normalisation": "recipe mean/std"},
     }
     report = {
