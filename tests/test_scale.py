@@ -1,6 +1,5 @@
 """Scale and speed (issue 5): `--devices` (torchrun launcher), `--compile`, device-side multi-crop views."""
 
-import functools
 import json
 import os
 import subprocess
