@@ -385,6 +385,15 @@ def test_adapter_errors(tmp_path):
             plan_adapter(spec, r)
 
 
+def test_adapter_without_dinov2_is_refused_before_any_work(tmp_path):
+    from lejepa_domains import evaluate
+
+    r = make_recipe(write_npz(tmp_path / "a.npz", 4, "float32"), 4, "float32")
+    with pytest.raises(UserError, match="only applies to a DINOv2 baseline"):
+        evaluate(r, baselines=["random"], adapter="mean", out=tmp_path / "eval", device="cpu")
+    assert not (tmp_path / "eval").exists()
+
+
 def test_wrong_channel_count_is_one_clear_cli_error(tmp_path, capsys, monkeypatch):
     from lejepa_domains.cli import main
 

@@ -277,6 +277,9 @@ def evaluate(recipe=None, checkpoint=None, baselines: Sequence[str] = (), weight
     if use_cache:
         cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
 
+    if adapter is not None and not dinos:
+        raise UserError(f"--adapter {adapter!r} only applies to a DINOv2 baseline (add --baseline dinov2), "
+                        f"got baselines {names}")
     if dinos and (adapter or "auto") != "pca":  # a bad --adapter fails before any data is loaded
         from .adapter import plan_adapter
 
