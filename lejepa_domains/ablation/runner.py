@@ -201,7 +201,7 @@ def _evaluate_one(rec_v, run_dir: Path, device: str, data, budget: Budget, cache
         except ValueError:
             pass
     rep = evaluate(rec_v, checkpoint=run_dir, out=run_dir / "eval", device=device, data=data, cache_dir=cache_dir,
-                   n_boot=budget.n_boot, plots=False, quiet=True)
+                   n_boot=budget.n_boot, plots=False, quiet=True, **budget.eval_kwargs)
     return json.loads(report_path.read_text()) if report_path.is_file() else rep, False
 
 

@@ -7,8 +7,8 @@ options changed; everything not listed in a variant is the recipe's own setting.
 ==========  ==============================================  =======  =============================================
 budget      length of one run (at compute factor 1)         seeds    meant for
 ==========  ==============================================  =======  =============================================
-``toy``     4 optimisation steps                             1        tests: proves the plumbing, numbers mean nothing
-``tiny``    1 epoch                                          1        a smoke run: a few CPU minutes on ``specimens``
+``toy``     4 optimisation steps (lighter few-shot)          1        tests: proves the plumbing, numbers mean nothing
+``tiny``    1 epoch                                          1        a smoke run: ≈ 3.6 CPU-minutes per run on specimens
 ``small``   half the recipe's epochs (≥ 2)                   2        a first answer with seed-to-seed intervals
 ``full``    the recipe's epochs                              3        the paper-scale grid
 ==========  ==============================================  =======  =============================================
@@ -65,6 +65,7 @@ class Budget:
     epochs: Callable[[int], float] | None = None  # recipe epochs → run epochs
     n_boot: int = 1000  # bootstrap resamples of the evaluation's test-set intervals
     description: str = ""
+    eval_kwargs: dict[str, Any] = field(default_factory=dict)  # toy only: a lighter few-shot protocol
 
     def base_steps(self, recipe_epochs: int, steps_per_epoch: int) -> int:
         """Optimisation steps of one run at compute factor 1."""
@@ -74,10 +75,12 @@ class Budget:
 
 
 BUDGETS: dict[str, Budget] = {
-    "toy": Budget("toy", seeds=1, steps=4, n_boot=100,
-                  description="4 steps per run, 1 seed: proves the plumbing (tests); the numbers mean nothing"),
+    "toy": Budget("toy", seeds=1, steps=4, n_boot=100, eval_kwargs={"shots": (1, 5), "n_sets": 2},
+                  description="4 steps per run, 1 seed, few-shot at 1 and 5 shots only: proves the plumbing "
+                              "(tests); the numbers mean nothing"),
     "tiny": Budget("tiny", seeds=1, epochs=lambda e: 1.0, n_boot=1000,
-                   description="1 epoch per run, 1 seed: a smoke run (a few CPU minutes on specimens)"),
+                   description="1 epoch per run, 1 seed: a smoke run (on specimens ≈ 3.6 CPU-minutes per run, "
+                               "training and evaluation)"),
     "small": Budget("small", seeds=2, epochs=lambda e: max(2.0, math.floor(e / 2)), n_boot=1000,
                     description="half the recipe's epochs (at least 2), 2 seeds"),
     "full": Budget("full", seeds=3, epochs=lambda e: float(e), n_boot=1000,
@@ -175,7 +178,9 @@ STUDIES: dict[str, Study] = {s.name: s for s in (
                          "different method, not SIGReg)", _regularizer, plot_collapse=True),
     Study("slices", "How many random SIGReg directions, and does redrawing them every step matter?", _slices),
     Study("masking", "I-JEPA-style masked prediction (context/target blocks, small predictor, no EMA) vs multi-crop "
-                     "views, both with SIGReg", _masking, requires=_needs_vit),
+                     "views, both with SIGReg", _masking, requires=_needs_vit,
+          compute_note="same number of steps on the same batches, not compute-matched: masking encodes each global "
+                       "view twice (full image and context block) plus the predictor, and makes no local views"),
     Study("schedule", "Constant learning rate vs warm-up + cosine", _schedule),
 )}
 
