@@ -109,5 +109,4 @@ class LeJEPALoss(nn.Module):
 def build_objective(cfg) -> LeJEPALoss:
     """The training objective a :class:`~lejepa_domains.recipe.TrainConfig` asks for (λ, slices, regulariser)."""
     return LeJEPALoss(lam=cfg.lam, num_slices=cfg.num_slices, t_max=cfg.t_max, n_points=cfg.n_points, seed=cfg.seed,
-                      regularizer=getattr(cfg, "regularizer", "sigreg"),
-                      resample_slices=getattr(cfg, "resample_slices", True))
+                      regularizer=cfg.regularizer, resample_slices=cfg.resample_slices)
