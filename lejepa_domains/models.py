@@ -1,24 +1,19 @@
-"""Backbone (timm) + projector, and the portable backbone export (``backbone.safetensors`` + ``backbone.json``).
+"""Backbone (timm) + projector: the network LeJEPA trains.
 
-The exported pair is all anyone needs to rebuild the frozen encoder with timm alone::
-
-    import json, timm, safetensors.torch
-    meta = json.load(open("backbone.json"))
-    model = timm.create_model(meta["timm_name"], pretrained=False, **meta["timm_kwargs"])
-    model.load_state_dict(safetensors.torch.load_file("backbone.safetensors"))
+The portable backbone export (``backbone.safetensors`` + ``backbone.json``) belongs to the run folder:
+:func:`lejepa_domains.runs.export_backbone` / :func:`~lejepa_domains.runs.load_backbone` (also importable from here).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 from torch import nn
 
 from .errors import UserError
+from .runs import export_backbone, load_backbone  # noqa: F401  (public names kept here too)
 
 __all__ = ["create_backbone", "Projector", "LeJEPAModel", "export_backbone", "load_backbone", "weights_hash"]
 
@@ -98,58 +93,3 @@ def weights_hash(state_dict: dict[str, torch.Tensor]) -> str:
         h.update(str(t.dtype).encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()[:16]
-
-
-def export_backbone(backbone: nn.Module, out_dir: str | Path, recipe, extra: dict[str, Any] | None = None) -> dict:
-    """Write ``backbone.safetensors`` and ``backbone.json`` (timm name and kwargs, input size, channels, normalisation)
-    atomically into ``out_dir``. Returns the metadata."""
-    from safetensors.torch import save_file
-
-    from .utils import atomic_write_bytes, atomic_path
-
-    out_dir = Path(out_dir)
-    sd = {k: v.detach().to("cpu").contiguous() for k, v in backbone.state_dict().items()}
-    meta = {
-        "format": "lejepa-domains/backbone-v1",
-        "timm_name": recipe.backbone,
-        "timm_kwargs": {"num_classes": 0, "in_chans": recipe.channels, **dict(recipe.backbone_kwargs)},
-        "num_features": int(getattr(backbone, "num_features", 0)),
-        "input_size": [recipe.channels, recipe.image_size, recipe.image_size],
-        "channels": recipe.channels,
-        "mean": list(recipe.mean),
-        "std": list(recipe.std),
-        # stored value type and its scaling to floats before mean/std (see lejepa_domains.data.pixels); pixel_scale
-        # is the linear divisor (255 for 8-bit images), null for asinh / none scaling
-        "pixel_scale": recipe.pixel_scaling.pixel_max if recipe.pixel_scaling.kind == "linear" else None,
-        "pixels": recipe.pixel_scaling.describe(),
-        "band_names": list(recipe.band_names) if getattr(recipe, "band_names", None) else None,
-        "recipe": recipe.name,
-        "weights_sha256_16": weights_hash(sd),
-        **(extra or {}),
-    }
-    with atomic_path(out_dir / "backbone.safetensors") as tmp:
-        save_file(sd, str(tmp), metadata={"timm_name": recipe.backbone})
-    atomic_write_bytes(out_dir / "backbone.json", json.dumps(meta, indent=2).encode())
-    return meta
-
-
-def load_backbone(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
-    """Rebuild an exported backbone from a run folder (or a ``backbone.json`` path) with timm alone."""
-    import timm
-    from safetensors.torch import load_file
-
-    p = Path(path)
-    meta_path = p / "backbone.json" if p.is_dir() else p
-    if not meta_path.is_file():
-        raise UserError(f"no backbone.json in {p} (expected a run folder written by `lejepa-domains pretrain`)")
-    meta = json.loads(meta_path.read_text())
-    weights = meta_path.with_name("backbone.safetensors")
-    if not weights.is_file():
-        raise UserError(f"{weights} is missing next to {meta_path}")
-    model = timm.create_model(meta["timm_name"], pretrained=False, **meta["timm_kwargs"])
-    sd = load_file(str(weights), device=str(map_location))
-    missing, unexpected = model.load_state_dict(sd, strict=False)
-    if missing or unexpected:
-        raise UserError(f"{weights} does not fit {meta['timm_name']}: missing {list(missing)[:3]}, "
-                        f"unexpected {list(unexpected)[:3]}")
-    return model.eval(), meta
