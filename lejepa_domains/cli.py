@@ -55,21 +55,18 @@ def pretrain(
                                           "cannot be decoded instead of stopping."),
 ) -> None:
     """Pretrain a backbone from scratch with LeJEPA on a recipe's data."""
+    options = {k: v for k, v in locals().items() if v is not None and k not in ("recipe", "devices")}
+    if not skip_bad_samples:  # the flag only switches skipping on; off is the default
+        options.pop("skip_bad_samples")
     if devices is not None:
         from .launch import launch, pretrain_preflight
 
-        code = launch(devices, _ARGV or sys.argv[1:], device=device, preflight=pretrain_preflight(
-            recipe, resume, epochs=epochs, batch_size=batch_size, lr=lr, lam=lam, schedule=schedule, seed=seed,
-            num_workers=num_workers, num_slices=num_slices, precision=precision, compile=compile, views=views,
-            checkpoint_every=checkpoint_every))
+        code = launch(devices, _ARGV or sys.argv[1:], device=device, preflight=pretrain_preflight(recipe, **options))
         if code is not None:
             sys.exit(code)  # torchrun's exit code (0 when every process succeeded)
     from .train import pretrain as run
 
-    run(recipe, out=out, epochs=epochs, batch_size=batch_size, lr=lr, lam=lam, schedule=schedule, device=device,
-        seed=seed, resume=resume, data=data, num_workers=num_workers, num_slices=num_slices, precision=precision,
-        compile=compile, views=views, overwrite=overwrite, tensorboard=tensorboard, init_from=init_from,
-        checkpoint_every=checkpoint_every, skip_bad_samples=skip_bad_samples or None)
+    run(recipe, **options)
 
 
 @app.command("eval")

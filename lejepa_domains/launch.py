@@ -113,19 +113,20 @@ def launch(n: int, argv: Sequence[str], device: str = "auto",
             signal.signal(sig, handler)
 
 
-def pretrain_preflight(recipe: str, resume: str | os.PathLike | None = None, **train: object) -> Callable[[], None]:
-    """A check of ``pretrain``'s recipe / resume folder and training flags, run before anything is launched."""
+def pretrain_preflight(recipe: str, resume: str | os.PathLike | None = None, **options: object) -> Callable[[], None]:
+    """A check of ``pretrain``'s recipe / resume folder and training options, run before anything is launched.
+    ``options`` are ``pretrain``'s keyword arguments; the TrainConfig fields among them are validated."""
 
     def check() -> None:
-        from pathlib import Path
+        from dataclasses import fields
 
-        from .recipe import load_recipe
+        from .recipe import TrainConfig, load_recipe
+        from .runs import RunDir
 
         if resume is not None:
-            run = Path(resume)
-            if not (run / "config.json").is_file() or not (run / "checkpoint.pt").is_file():
-                raise UserError(f"--resume {run}: no config.json and checkpoint.pt there (not a run folder)")
+            RunDir(resume).check_resumable()
             return
-        load_recipe(recipe).with_train(**{k: v for k, v in train.items() if v is not None})
+        train = {f.name for f in fields(TrainConfig)}
+        load_recipe(recipe).with_train(**{k: v for k, v in options.items() if k in train and v is not None})
 
     return check

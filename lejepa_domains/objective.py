@@ -6,10 +6,8 @@
   projections (the "centre"). No stop-gradient, no EMA teacher, no predictor.
 * SIGReg: the sliced Epps-Pulley statistic (see :mod:`lejepa_domains.sigreg`), one statistic per view, averaged.
 
-Ablations (``lejepa-domains ablate``) swap parts of this objective through :func:`build_objective`: the
-regulariser (``"sigreg"``, ``"vicreg"``, ``"spectral_entropy"`` or ``"none"``; SIGReg is always *measured* and
-reported, also when it is not optimised), the centre (an externally computed target: stop-gradient or EMA teacher)
-and the predictive term of the masking variant. The default path is unchanged.
+Nothing else is in here. The ablations' departures from the method (stop-gradient or EMA centres, masked
+prediction, other regularisers) are variants in :mod:`lejepa_domains.variants`, one file each.
 
 Under DDP the invariance term is local (a per-sample quantity, DDP averages its gradients) and SIGReg sees the global
 batch through its all-reduced ECF moments.
@@ -24,9 +22,7 @@ from torch import nn
 
 from .sigreg import SIGReg
 
-__all__ = ["LeJEPALoss", "LossOutput", "invariance_loss", "build_objective", "REGULARIZERS"]
-
-REGULARIZERS = ("sigreg", "vicreg", "spectral_entropy", "none")
+__all__ = ["LeJEPALoss", "LossOutput", "invariance_loss"]
 
 
 def invariance_loss(proj: torch.Tensor, n_global: int, centre: torch.Tensor | None = None) -> torch.Tensor:
@@ -35,8 +31,8 @@ def invariance_loss(proj: torch.Tensor, n_global: int, centre: torch.Tensor | No
     Args:
         proj: (V, N, K) projections, the first ``n_global`` views being the global ones.
         n_global: number of global views (≥ 1).
-        centre: optional (1, N, K) or (N, K) target replacing the mean of the global projections (a detached mean
-            for the stop-gradient ablation, an EMA teacher's mean for the EMA ablation).
+        centre: optional (1, N, K) or (N, K) target replacing the mean of the global projections (used by the
+            stop-gradient and EMA-teacher variants).
     """
     if proj.dim() != 3:
         raise ValueError(f"invariance_loss expects (V, N, K), got {tuple(proj.shape)}")
@@ -54,59 +50,27 @@ class LossOutput:
     loss: torch.Tensor
     invariance: torch.Tensor
     sigreg: torch.Tensor  # the SIGReg statistic of the projections, optimised or only measured
-    regularizer: torch.Tensor | None = None  # the optimised penalty (equals sigreg for the default)
+    regularizer: torch.Tensor | None = None  # the optimised penalty (equals sigreg for LeJEPA)
 
 
 class LeJEPALoss(nn.Module):
-    """``forward(proj, n_global, centre=None, prediction=None)`` with ``proj`` (V, N, K) → :class:`LossOutput`.
+    """``forward(proj (V, N, K), n_global)`` → :class:`LossOutput` with ``loss = (1 − λ)·invariance + λ·SIGReg``.
 
-    ``regularizer`` picks the optimised penalty (default ``"sigreg"``: the method itself); any other choice still
-    measures SIGReg (without gradient) so runs stay comparable. ``resample_slices=False`` keeps one fixed set of
-    SIGReg directions drawn from ``seed``. ``prediction``, when given, replaces the invariance term (the masking
-    variant's predictive loss); ``centre`` replaces the mean of the global projections (stop-gradient / EMA target).
+    ``invariance``, when given, is an invariance term a variant computed itself (e.g. against a stop-gradient
+    centre); by default it is :func:`invariance_loss` of ``proj``. ``resample_slices=False`` keeps one fixed set of
+    SIGReg directions drawn from ``seed`` (the default draws new directions every step, as the paper does).
     """
 
     def __init__(self, lam: float = 0.05, num_slices: int = 1024, t_max: float = 3.0, n_points: int = 17,
-                 seed: int = 0, regularizer: str = "sigreg", resample_slices: bool = True):
+                 seed: int = 0, resample_slices: bool = True):
         super().__init__()
         if not 0.0 <= lam <= 1.0:
             raise ValueError(f"lambda must be in [0, 1], got {lam}")
-        if regularizer not in REGULARIZERS:
-            raise ValueError(f"regularizer must be one of {REGULARIZERS}, got {regularizer!r}")
         self.lam = float(lam)
-        self.regularizer = regularizer
         self.sigreg = SIGReg(num_slices=num_slices, t_max=t_max, n_points=n_points, seed=seed,
                              resample=resample_slices)
-        self.penalty: nn.Module | None = None
-        if regularizer == "vicreg":
-            from .losses.vicreg import VICRegPenalty
 
-            self.penalty = VICRegPenalty()
-        elif regularizer == "spectral_entropy":
-            from .losses.spectral_entropy import SpectralEntropyPenalty
-
-            self.penalty = SpectralEntropyPenalty()
-
-    def forward(self, proj: torch.Tensor, n_global: int, centre: torch.Tensor | None = None,
-                prediction: torch.Tensor | None = None) -> LossOutput:
-        if prediction is not None:
-            inv = prediction
-        elif centre is not None:
-            inv = invariance_loss(proj.float(), n_global, centre)
-        else:
-            inv = invariance_loss(proj.float(), n_global)
-        if self.regularizer == "sigreg":
-            sig = self.sigreg(proj)
-            reg = sig
-        else:
-            with torch.no_grad():  # measured for the report, never optimised
-                sig = self.sigreg(proj.detach())
-            reg = self.penalty(proj) if self.penalty is not None else torch.zeros((), device=proj.device)
-        loss = (1.0 - self.lam) * inv + self.lam * reg
-        return LossOutput(loss=loss, invariance=inv, sigreg=sig, regularizer=reg)
-
-
-def build_objective(cfg) -> LeJEPALoss:
-    """The training objective a :class:`~lejepa_domains.recipe.TrainConfig` asks for (λ, slices, regulariser)."""
-    return LeJEPALoss(lam=cfg.lam, num_slices=cfg.num_slices, t_max=cfg.t_max, n_points=cfg.n_points, seed=cfg.seed,
-                      regularizer=cfg.regularizer, resample_slices=cfg.resample_slices)
+    def forward(self, proj: torch.Tensor, n_global: int, invariance: torch.Tensor | None = None) -> LossOutput:
+        inv = invariance_loss(proj.float(), n_global) if invariance is None else invariance
+        sig = self.sigreg(proj)
+        return LossOutput(loss=(1.0 - self.lam) * inv + self.lam * sig, invariance=inv, sigreg=sig, regularizer=sig)

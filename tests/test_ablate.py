@@ -16,7 +16,8 @@ from lejepa_domains import TrainConfig, UserError, load_recipe, pretrain
 from lejepa_domains.ablation import BUDGETS, STUDIES, ablate, plan_study
 from lejepa_domains.ablation.studies import Budget, get_budget, get_study, view_cost
 from lejepa_domains.losses import spectral_entropy_penalty, vicreg_terms
-from lejepa_domains.objective import LeJEPALoss, build_objective, invariance_loss
+from lejepa_domains.objective import LeJEPALoss, invariance_loss
+from lejepa_domains.variants import build_objective
 from lejepa_domains.sigreg import SIGReg
 
 HERE = Path(__file__).parent
@@ -81,7 +82,7 @@ def test_default_objective_is_unchanged_and_other_regularizers_only_measure_sigr
     assert a.regularizer is a.sigreg
     for reg in ("none", "vicreg", "spectral_entropy"):
         p = proj.detach().clone().requires_grad_(True)
-        out = LeJEPALoss(lam=0.2, num_slices=16, seed=3, regularizer=reg)(p, 2)
+        out = build_objective(replace(cfg, regularizer=reg))(p, 2)
         assert out.sigreg.item() == pytest.approx(ref_sig.item(), rel=1e-6)  # measured on the same directions
         assert not out.sigreg.requires_grad  # ... but never optimised
         out.loss.backward()
@@ -143,10 +144,14 @@ def _tiny_step_setup(target, sgd=False):
 def test_ema_teacher_gets_no_gradient_and_follows_the_student():
     from lejepa_domains.train import train_step
 
+    from lejepa_domains.variants.ema import EMATeacher
+
     model, teacher, opt, loss_fn, g, loc = _tiny_step_setup("ema")
     before = {k: v.clone() for k, v in teacher.state_dict().items()}
     m = 0.9
-    train_step(model, loss_fn, opt, g, loc, None, 2, target="ema", target_model=teacher, ema_momentum=m)
+    variant = EMATeacher(m)
+    variant.teacher = teacher
+    train_step(model, loss_fn, opt, g, loc, None, 2, variant=variant)
     assert all(p.grad is None for p in teacher.parameters())
     student = dict(model.named_parameters())
     moved = 0
@@ -158,11 +163,15 @@ def test_ema_teacher_gets_no_gradient_and_follows_the_student():
 
 def test_stopgrad_and_ema_steps_change_the_update():
     from lejepa_domains.train import train_step
+    from lejepa_domains.variants import build_variant
 
     outs = {}
     for target in ("online", "stopgrad", "ema"):
         model, teacher, opt, loss_fn, g, loc = _tiny_step_setup(target, sgd=True)
-        train_step(model, loss_fn, opt, g, loc, None, 2, target=target, target_model=teacher, ema_momentum=0.5)
+        variant = build_variant(replace(TrainConfig(), target=target, ema_momentum=0.5))
+        if teacher is not None:
+            variant.teacher = teacher
+        train_step(model, loss_fn, opt, g, loc, None, 2, variant=variant)
         outs[target] = torch.cat([p.detach().flatten() for p in model.parameters()])
     assert not torch.allclose(outs["online"], outs["stopgrad"], rtol=0, atol=1e-6)
     # at step 0 the EMA teacher equals the student, so EMA and stop-gradient take the same first step

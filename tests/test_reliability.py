@@ -390,7 +390,7 @@ def test_soak_many_short_epochs_with_resume_memory_flat(tmp_path):
 
 
 def test_full_disk_while_exporting_the_backbone_is_one_clear_error(tmp_path, monkeypatch):
-    import lejepa_domains.train as T
+    import lejepa_domains.runs as T
 
     real = T.export_backbone
     calls = {"n": 0}

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import UserError
+from ..runs import RunDir
 from .studies import Budget, Study, Variant, get_budget, get_study, view_cost
 
 __all__ = ["ablate", "plan_study", "RunSpec"]
@@ -41,7 +42,9 @@ class RunSpec(dict):
 
 
 def _steps_per_epoch(recipe, data, batch_size: int) -> int:
-    train = recipe.source.load(recipe.splits["train"], data)
+    from ..data import load_split
+
+    train = load_split(recipe, "train", data)
     spe = len(train) // batch_size
     if spe < 1:
         raise UserError(f"recipe {recipe.name!r}: batch size {batch_size} exceeds the {len(train)} training images")
@@ -80,18 +83,6 @@ def _same_spec(a: dict, b: dict) -> bool:
                                                                                         default=str))
 
 
-def _checkpoint_step(run_dir: Path) -> int | None:
-    import torch
-
-    ck = run_dir / "checkpoint.pt"
-    if not ck.is_file():
-        return None
-    try:
-        return int(torch.load(ck, map_location="cpu", weights_only=False)["step"])
-    except Exception:  # a checkpoint that cannot be read: the run starts again
-        return None
-
-
 def projection_health(rec_v, run_dir: Path, data=None, device: str = "cpu", max_images: int = 2048) -> dict:
     """Collapse figures of a finished run's projector outputs on the un-augmented test split (eval mode).
 
@@ -102,23 +93,19 @@ def projection_health(rec_v, run_dir: Path, data=None, device: str = "cpu", max_
     import torch
     from torch.utils.data import DataLoader
 
+    from ..data import load_split
     from ..data.views import EvalDataset
-    from ..models import build_model
     from ..recipe import TrainConfig
     from ..utils import effective_rank, resolve_device
+    from ..variants import build_variant
 
-    cfg = TrainConfig(**json.loads((run_dir / "config.json").read_text())["train"])
-    if cfg.method == "masking":
-        from ..masking import build_masked_model
-
-        model = build_masked_model(rec_v, cfg)
-    else:
-        model = build_model(rec_v)
-    ck = torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=False)
-    model.load_state_dict(ck["model"])
+    run = RunDir(run_dir)
+    cfg = TrainConfig(**run.read_config()["train"])
+    model = build_variant(cfg).build_model(rec_v, cfg)
+    model.load_state_dict(run.load_checkpoint()["model"])
     dev = resolve_device(device)
     model = model.to(dev).eval()
-    test = rec_v.source.load(rec_v.splits["test"], data)
+    test = load_split(rec_v, "test", data)
     idx = list(range(min(len(test), max_images)))
     ds = torch.utils.data.Subset(EvalDataset(test, rec_v), idx)
     outs = []
@@ -148,12 +135,13 @@ def _flush_denormals():
 
 def _train(rec_v, spec: RunSpec, run_dir: Path, device: str, data, progress: bool) -> str:
     """Start the run, or continue it with the trainer's exact resume. Returns "trained" or "resumed"."""
-    from ..train import CONFIG, pretrain
+    from ..train import pretrain
 
     max_steps = spec["steps"] if spec["steps"] < spec["train"]["epochs"] * spec["steps_per_epoch"] else None
-    step = _checkpoint_step(run_dir)
-    if step is not None and (run_dir / CONFIG).is_file():
-        saved_cfg = json.loads((run_dir / CONFIG).read_text())
+    run = RunDir(run_dir)
+    step = run.checkpoint_step()  # None when missing or unreadable: the run starts again
+    saved_cfg = run.read_config()
+    if step is not None and saved_cfg is not None:
         if any(saved_cfg["train"].get(k) != v for k, v in spec["train"].items()):
             raise UserError(f"{run_dir} holds an unfinished run with other training options than this study's; use "
                             "another --out or delete that folder")
@@ -167,11 +155,9 @@ def _train(rec_v, spec: RunSpec, run_dir: Path, device: str, data, progress: boo
 
 def _train_one(rec_v, spec: RunSpec, run_dir: Path, device: str, data, progress: bool) -> tuple[str, float]:
     """Train (or reuse, or resume) one run; on success write its done-marker. Returns (status, seconds)."""
-    from ..utils import atomic_write_bytes
-
-    marker = run_dir / MARKER
-    if marker.is_file():
-        saved = json.loads(marker.read_text())
+    run = RunDir(run_dir)
+    saved = run.read_json(MARKER)
+    if saved is not None:
         if not _same_spec(saved.get("spec", {}), spec):
             raise UserError(f"{run_dir} holds a run of a different specification (another budget or grid); use "
                             f"another --out or delete that folder")
@@ -180,14 +166,13 @@ def _train_one(rec_v, spec: RunSpec, run_dir: Path, device: str, data, progress:
     with _flush_denormals():
         status = _train(rec_v, spec, run_dir, device, data, progress)
     seconds = time.perf_counter() - t0
-    done_step = _checkpoint_step(run_dir)
-    if done_step is None or done_step < spec["steps"] or not (run_dir / "backbone.json").is_file():
+    done_step = run.checkpoint_step()
+    if done_step is None or done_step < spec["steps"] or not run.has_backbone():
         raise UserError(f"{run_dir}: training stopped at step {done_step} of {spec['steps']} (interrupted); run the "
                         "same command again to resume it (finished runs are reused)")
     health = projection_health(rec_v, run_dir, data, device)
-    atomic_write_bytes(marker, json.dumps({"spec": spec, "train_seconds": round(seconds, 2), "health": health,
-                                           "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")},
-                                          indent=2, default=str).encode())
+    run.write_json(MARKER, {"spec": spec, "train_seconds": round(seconds, 2), "health": health,
+                            "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")})
     return status, seconds
 
 
@@ -205,16 +190,10 @@ def _evaluate_one(rec_v, run_dir: Path, device: str, data, budget: Budget, cache
     return json.loads(report_path.read_text()) if report_path.is_file() else rep, False
 
 
-def _read_final_metrics(run_dir: Path) -> dict:
-    from ..train import METRICS, _read_metrics
-
-    lines = _read_metrics(run_dir / METRICS) if (run_dir / METRICS).is_file() else []
-    return lines[-1] if lines else {}
-
-
 def _run_row(spec: RunSpec, run_dir: Path, status: str, seconds: float, report: dict, reused_eval: bool) -> dict:
     m = report["models"]["lejepa"]
-    final = _read_final_metrics(run_dir)
+    run = RunDir(run_dir)
+    final = run.final_metrics()
     ci = lambda e: e.get("ci95", {}).get("top1")  # noqa: E731
     return {
         "seed": spec["seed"], "run_dir": str(run_dir), "status": status, "eval_reused": reused_eval,
@@ -226,7 +205,7 @@ def _run_row(spec: RunSpec, run_dir: Path, status: str, seconds: float, report: 
         "train_sigreg": final.get("sigreg"), "train_invariance": final.get("invariance"),
         "train_loss": final.get("loss"), "train_rankme": final.get("rankme"),
         "probe_val_acc": final.get("probe_val_acc"), "collapse_warning": final.get("collapse_warning"),
-        **json.loads((run_dir / MARKER).read_text()).get("health", {}),
+        **(run.read_json(MARKER) or {}).get("health", {}),
     }
 
 

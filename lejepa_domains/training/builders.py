@@ -1,0 +1,76 @@
+"""Builders for the training loop: the checked training data, the view pipeline and its DataLoader, precision."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from ..errors import UserError
+from .sampler import EpochSampler
+
+__all__ = ["TrainingData", "load_training_data", "build_loader", "amp_dtype_for"]
+
+
+@dataclass
+class TrainingData:
+    train: Any  # ImageSet
+    val: Any | None  # ImageSet, when the recipe has a val split (online-probe selection)
+    skipped: dict[str, list]  # split role → undecodable samples left out (--skip-bad-samples)
+
+    @property
+    def labelled(self) -> bool:
+        return self.train.labels is not None
+
+
+def load_training_data(recipe, data, skip_bad_samples: bool, per_step: int, world: int) -> TrainingData:
+    """Train (and val) split through :func:`lejepa_domains.data.load_split`, plus the one check that needs the
+    batch: a step must fit in the training images."""
+    from ..data import has_split, load_split
+
+    train = load_split(recipe, "train", data, skip_bad_samples=skip_bad_samples)
+    val = load_split(recipe, "val", data, skip_bad_samples=skip_bad_samples) if has_split(recipe, "val") else None
+    skipped = {role: list(s.meta.get("skipped", [])) for role, s in (("train", train), ("val", val)) if s is not None}
+    if len(train) < per_step:
+        raise UserError(f"--batch-size {per_step // world} × {world} process(es) exceeds the {len(train)} training "
+                        f"images of {recipe.name!r}")
+    return TrainingData(train, val, skipped)
+
+
+def amp_dtype_for(cfg, device: torch.device) -> torch.dtype | None:
+    """bf16 autocast when asked, or by default on CUDA; None (fp32) otherwise."""
+    if cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda"):
+        return torch.bfloat16
+    return None
+
+
+def build_loader(train_set, recipe, cfg, rank: int, world: int, device: torch.device, warn: bool
+                 ) -> tuple[DataLoader, EpochSampler, Dataset, Callable | None]:
+    """``(loader, sampler, dataset, device_views)``. With ``views="cpu"`` the loader yields ``(globals, locals,
+    labels)`` made by albumentations in the workers; with ``views="device"`` it yields cached images and labels, and
+    ``device_views`` makes the views on the training device (data/device_views.py)."""
+    device_views = None
+    if cfg.views == "device":
+        from ..data.device_views import DeviceMultiCrop, ImageBatchDataset, collate_images
+
+        dataset, collate = ImageBatchDataset(train_set), collate_images
+        device_views = DeviceMultiCrop(recipe, seed=cfg.seed)
+        custom = sorted({type(t).__name__ for f in (recipe.global_augment, recipe.local_augment) if f
+                         for t in f()})
+        if warn and custom:
+            warnings.warn(f"--views device: recipe {recipe.name!r} defines its own augmentations "
+                          f"({', '.join(custom)}), which the device path does not apply: it applies its built-in set "
+                          "(see lejepa_domains/data/device_views.py). Use --views cpu to keep the recipe's.",
+                          stacklevel=3)
+    else:
+        from ..data.views import MultiCropDataset, collate_views
+
+        dataset, collate = MultiCropDataset(train_set, recipe, seed=cfg.seed), collate_views
+    sampler = EpochSampler(len(train_set), cfg.batch_size, cfg.seed, rank, world)
+    loader = DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, collate_fn=collate,
+                        num_workers=cfg.num_workers, pin_memory=device.type == "cuda", drop_last=True,
+                        persistent_workers=cfg.num_workers > 0, prefetch_factor=4 if cfg.num_workers > 0 else None)
+    return loader, sampler, dataset, device_views

@@ -1,0 +1,64 @@
+"""What a ``pretrain`` call means before anything is built: the recipe, the training configuration, the run folder,
+the data location, and — for ``--resume`` — the checkpoint to continue from. Nothing is written here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from ..errors import UserError
+from ..recipe import Recipe, TrainConfig, load_recipe
+from ..runs import RunDir, default_run_path
+
+__all__ = ["RunSetup", "setup_run", "RESUME_OVERRIDES"]
+
+#: options that may change when a run is resumed (they change speed or length, not the optimisation so far)
+RESUME_OVERRIDES = ("epochs", "compile")
+
+
+@dataclass
+class RunSetup:
+    recipe: Recipe  # with ``train`` set to ``cfg``
+    cfg: TrainConfig
+    run: RunDir
+    data: str | None
+    skip_bad_samples: bool
+    checkpoint: dict[str, Any] | None = None  # the state to continue from; None for a new run
+
+    @property
+    def resumed(self) -> bool:
+        return self.checkpoint is not None
+
+
+def setup_run(recipe: str | Path | Recipe, *, out: str | Path | None, resume: str | Path | None,
+              init_from: str | Path | None, data: str | None, skip_bad_samples: bool | None,
+              options: dict[str, Any]) -> RunSetup:
+    """A new run: the recipe with ``options`` (TrainConfig fields; None values keep the recipe's) in ``out`` (default
+    ``runs/RECIPE-stamp``). A resumed run: the recipe, configuration, data and skip setting saved in the run folder,
+    with only :data:`RESUME_OVERRIDES` taken from ``options``; ``recipe`` may be a Recipe object of the same name (an
+    ablation's variant) to use instead of the saved file."""
+    if init_from is not None and resume is not None:
+        raise UserError("--init-from starts a new run and --resume continues one: use only one of them")
+    if resume is None:
+        rec = load_recipe(recipe).with_train(**options)
+        run = RunDir(out if out is not None else default_run_path(rec.name))
+        return RunSetup(rec, rec.train, run, data, bool(skip_bad_samples))
+
+    run = RunDir(resume).check_resumable()
+    saved = run.read_config()
+    if saved is None:
+        raise UserError(f"--resume {run}: its config.json is not valid JSON")
+    if isinstance(recipe, Recipe):  # the caller's recipe object (e.g. an ablation's view counts), not the file's
+        if recipe.name != saved["recipe"]["name"]:
+            raise UserError(f"--resume {run}: the run was trained on recipe {saved['recipe']['name']!r}, "
+                            f"not {recipe.name!r}")
+        rec = recipe
+    else:
+        rec = load_recipe(saved["recipe"].get("path") or saved["recipe"]["name"])
+    changes = {k: options[k] for k in RESUME_OVERRIDES if options.get(k) is not None}
+    if "compile" in changes:  # compiling changes speed only: a run may be resumed with or without it
+        changes["compile"] = bool(changes["compile"])
+    cfg = replace(TrainConfig(**saved["train"]), **changes).validate()
+    return RunSetup(replace(rec, train=cfg), cfg, run, saved.get("data", data),
+                    bool(saved.get("skip_bad_samples", {}).get("enabled", False)), run.load_checkpoint())

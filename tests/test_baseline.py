@@ -1,0 +1,71 @@
+"""The reshaped code reproduces the release before it (issue 12): same seed ⇒ the same numbers, and a run folder
+written by that release still resumes (exactly) and evaluates. Fixtures: tests/fixtures/make_baseline.py."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from lejepa_domains import evaluate, pretrain
+
+HERE = Path(__file__).resolve().parent
+RECIPE = HERE / "recipes" / "fixturedigits.py"
+BASE = HERE / "fixtures" / "baseline"
+NUMBERS = json.loads((BASE / "numbers.json").read_text())
+EVAL = dict(baselines=("random", "pixels"), device="cpu", use_cache=False, n_boot=200, plots=False, quiet=True)
+TOL = dict(rel=1e-4, abs=1e-6)
+
+
+def _eval_numbers(report: dict) -> dict:
+    out = {}
+    for name, m in report["models"].items():
+        out[name] = {"knn_top1": m["knn"]["top1"], "knn_balanced": m["knn"]["balanced_accuracy"],
+                     "knn_ci95": m["knn"]["ci95"]["top1"], "linear_top1": m["linear"]["top1"],
+                     "linear_C": m["linear"]["C"], "rankme": m["diagnostics"]["rankme"],
+                     "sigreg": m["diagnostics"]["sigreg"],
+                     "fewshot": {s: e["top1"] for s, e in m["fewshot"].items()}}
+    return out
+
+
+def _assert_metrics(got: list[dict], want: list[dict]) -> None:
+    assert [r["epoch"] for r in got] == [r["epoch"] for r in want]
+    for g, w in zip(got, want):
+        for k, v in w.items():
+            assert g.get(k) == pytest.approx(v, **TOL), f"epoch {w['epoch']}: {k}"
+
+
+def _assert_eval(report: dict) -> None:
+    got = _eval_numbers(report)
+    want = NUMBERS["eval"]
+    assert set(got) == set(want)
+    for name in want:
+        for k, v in want[name].items():
+            if k == "weights":
+                continue
+            assert got[name][k] == pytest.approx(v, **TOL), f"{name}: {k}"
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("baseline") / "full"
+    return pretrain(str(RECIPE), out=out, device="cpu", progress=False, seed=0)
+
+
+def test_same_seed_same_training_numbers_as_before_the_reshaping(full_run):
+    _assert_metrics(full_run.metrics, NUMBERS["metrics"])
+
+
+def test_same_seed_same_evaluation_numbers_as_before_the_reshaping(full_run, tmp_path):
+    _assert_eval(evaluate(str(RECIPE), checkpoint=full_run.run_dir, out=tmp_path / "eval", **EVAL))
+
+
+def test_a_run_folder_of_the_previous_release_resumes_exactly_and_evaluates(tmp_path):
+    run = tmp_path / "old"
+    shutil.copytree(BASE / "run_epoch1", run)
+    cfg = json.loads((run / "config.json").read_text())
+    cfg["recipe"]["path"] = str(RECIPE)  # the path it was trained from is the machine that wrote the fixture's
+    (run / "config.json").write_text(json.dumps(cfg, indent=2))
+    res = pretrain(resume=run, device="cpu", progress=False)
+    _assert_metrics(res.metrics, NUMBERS["metrics"])  # epoch 1 read back, epoch 2 trained now: as uninterrupted
+    _assert_eval(evaluate(checkpoint=run, out=tmp_path / "eval", **EVAL))
