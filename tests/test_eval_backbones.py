@@ -201,6 +201,28 @@ def test_bad_baseline_and_nothing_to_evaluate(tmp_path, monkeypatch, capsys):
     assert "nothing to evaluate" in err and "Traceback" not in err
 
 
+def test_a_new_backbone_is_one_registry_entry(tmp_path, tiny):
+    from lejepa_domains.evaluate import encoders
+
+    @encoders.register_encoder("toy", describe=lambda options: {"toy": {"max_side": 4}})
+    def build(ctx):
+        return bl.pixels_encoder(ctx.recipe, pixels_size=4, name="toy")
+
+    try:
+        with pytest.raises(ValueError, match="already registered"):
+            encoders.register_encoder("toy")(build)
+        assert encoders.list_encoders(baselines_only=True)[-1] == "toy"
+        assert encoders.resolve_baselines(["TOY", "pixels", "toy"]) == ["toy", "pixels"]
+        with pytest.raises(UserError, match="no DINOv2 baseline was requested"):
+            encoders.weights_by_encoder("w.safetensors", ["toy"])
+        rep = evaluate(tiny, baselines=["toy"], runs_dir=tmp_path / "none", out=tmp_path / "o", plots=False,
+                       **FAST)
+        assert list(rep["models"]) == ["toy"] and rep["models"]["toy"]["features"]["dim"] == 16
+        assert rep["protocol"]["toy"] == {"max_side": 4} and "dinov2" in rep["protocol"]
+    finally:
+        encoders.ENCODERS.pop("toy")
+
+
 # ---------------------------------------------------------------------------------------------------- end to end
 
 def test_evaluate_end_to_end_report(tmp_path, dino_files, tiny):

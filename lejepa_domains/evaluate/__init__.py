@@ -1,8 +1,11 @@
-"""Frozen-backbone evaluation: one feature extractor with an on-disk cache, one module per protocol.
+"""Frozen-backbone evaluation: one feature extractor with an on-disk cache, one registry of backbones, one module per
+protocol.
 
-``features`` (extraction + cache), ``baselines`` (LeJEPA run, DINOv2, random, pixels), ``knn``, ``linear``,
-``fewshot``, ``metrics`` (bootstrap CIs, paired bootstrap), ``diagnostics`` (RankMe, SIGReg statistic), ``report``
-and ``run`` (:func:`evaluate`, what ``lejepa-domains eval`` calls).
+``features`` (extraction + cache), ``encoders`` (name → factory registry: LeJEPA run, DINOv2, random, pixels;
+``adapter``: DINOv2's channel adapters), ``protocols`` (``knn``, ``linear``, ``fewshot``, ``diagnostics``: each
+computes its report entry from cached features and describes itself), ``metrics`` (bootstrap CIs, paired bootstrap),
+``report`` and ``run`` (:func:`evaluate`, what ``lejepa-domains eval`` calls: a short driver over them).
+``baselines``, ``knn``, ``linear``, ``fewshot`` and ``diagnostics`` at this level re-export the moved code.
 
 ``lejepa_domains.evaluate`` is both this subpackage and the top-level API function: importing the subpackage rebinds
 the package attribute to the module, so the module itself is made callable (``lejepa_domains.evaluate(recipe, ...)``

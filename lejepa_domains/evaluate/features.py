@@ -30,9 +30,11 @@ from torch import nn
 from ..errors import UserError
 from ..utils import atomic_path, atomic_write_bytes
 
-__all__ = ["Encoder", "extract_features", "cache_key", "default_cache_dir", "CACHE_VERSION"]
+__all__ = ["Encoder", "extract_features", "cache_key", "default_cache_dir", "CACHE_VERSION", "FROZEN"]
 
 CACHE_VERSION = 1
+FROZEN = ("backbones in eval mode under torch.inference_mode(), fp32; features extracted once per (weights hash, "
+          "recipe, split, transform) and cached")  # report["protocol"]["frozen"]
 
 
 @dataclass
