@@ -88,6 +88,7 @@ def launch(n: int, argv: Sequence[str], device: str = "auto",
         return None  # nothing to launch: the caller runs the command in this process
     cmd = torchrun_command(n, argv)
     env = dict(os.environ)
+    env["PYTHONSAFEPATH"] = "1"  # `-m lejepa_domains` must import the installed package, not a folder in the cwd
     if "OMP_NUM_THREADS" not in env:  # torchrun would set 1 and warn; share the cores between CPU processes instead
         env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // n) if dev.type == "cpu" else 1)
     print(f"launching {n} processes: {' '.join(cmd[1:])}", file=sys.stderr, flush=True)

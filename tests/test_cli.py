@@ -105,7 +105,7 @@ def test_recipes_list_shows_builtins(capsys):
 
 def test_console_script_subprocess_exit_code(tmp_path):
     """The real entry point (python -m lejepa_domains) exits 2 with one line and no traceback."""
-    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1"}
     p = subprocess.run([sys.executable, "-m", "lejepa_domains", "pretrain", "nope", "--out", str(tmp_path / "r")],
                        capture_output=True, text=True, env=env, timeout=120)
     assert p.returncode == 2

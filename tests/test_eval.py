@@ -4,14 +4,9 @@ from __future__ import annotations
 
 import json
 import os
-import sys
-from pathlib import Path
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-try:
-    import lejepa_domains  # noqa: F401
-except ImportError:  # not pip-installed: test the source tree
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import lejepa_domains  # noqa: F401,E402
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402

@@ -74,7 +74,7 @@ def _no_temp_files(folder: Path) -> bool:
 
 
 def _start_cli(out: Path) -> subprocess.Popen:
-    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": str(THREADS),
+    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "OMP_NUM_THREADS": str(THREADS),
            "MKL_NUM_THREADS": str(THREADS)}
     return subprocess.Popen([sys.executable, "-m", "lejepa_domains", "pretrain", TINY, "--out", str(out), *CLI_ARGS],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

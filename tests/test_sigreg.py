@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import math
 import os
-import sys
-from pathlib import Path
 from unittest import mock
 
 import numpy as np
@@ -20,10 +18,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-try:  # the package is not installed in the venv: fall back to the repository checkout
-    import lejepa_domains  # noqa: F401
-except ModuleNotFoundError:  # pragma: no cover
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import lejepa_domains  # noqa: F401,E402
 
 import lejepa_domains.sigreg as sigreg_mod  # noqa: E402
 from lejepa_domains.objective import LeJEPALoss, invariance_loss  # noqa: E402
