@@ -1,5 +1,5 @@
-"""Decoding one image (encoded bytes, a file, a PIL image or an array) into a uint8 (H, W, C) array, and fitting it
-to the recipe's square size.
+"""Decoding one image (encoded bytes, a file, a PIL image or an array) into an (H, W, C) array of the recipe's value
+type (resizing to the recipe's size is :mod:`lejepa_domains.data.resize`).
 
 Nothing here converts silently in a way that changes the science: grey, RGBA and 16-bit/float images are refused
 where the recipe expects something else, unless the recipe asks for a conversion (``convert="RGB"`` or ``"L"``), which
@@ -17,10 +17,9 @@ import numpy as np
 
 from ..errors import DataError
 
-__all__ = ["decode_image", "fit_image", "RESIZE_MODES", "CONVERSIONS", "image_mode_of", "BadSampleError", "MismatchError",
-           "LAYOUTS", "dtype_accepts"]
+__all__ = ["decode_image", "CONVERSIONS", "image_mode_of", "BadSampleError", "MismatchError", "LAYOUTS",
+           "dtype_accepts"]
 
-RESIZE_MODES = ("stretch", "center-crop")
 LAYOUTS = ("HWC", "CHW")  # how array rows (npz / h5 / 🤗 array columns) hold their channels
 CONVERSIONS = (None, "RGB", "L")
 
@@ -306,35 +305,3 @@ def decode_image(raw: Any, where: str, *, channels: int = 3, convert: str | None
     finally:
         if opened_here:
             img.close()
-
-
-def fit_image(img: np.ndarray, size: int, mode: str = "stretch") -> np.ndarray:
-    """Resize an (H, W, C) image (uint8, uint16 or float32; any channel count) to (size, size, C).
-
-    ``stretch``: resize both sides (right for square sources). ``center-crop``: resize the shorter side to ``size``
-    and cut the central square (no distortion of non-square photographs; loses the borders of the long side).
-    """
-    from .pixels import resize_any
-
-    if mode == "stretch":
-        out = resize_any(img, size)
-    elif mode == "center-crop":
-        import cv2
-
-        h, w = img.shape[:2]
-        if h != w:
-            s = size / min(h, w)
-            nh, nw = max(size, round(h * s)), max(size, round(w * s))
-            interp = cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR
-            r = cv2.resize(img, (nw, nh), interpolation=interp) if img.shape[2] <= 4 else resize_any(img, (nh, nw))
-            if r.ndim == 2:
-                r = r[:, :, None]
-            y0, x0 = (nh - size) // 2, (nw - size) // 2
-            out = r[y0:y0 + size, x0:x0 + size]
-        else:
-            out = resize_any(img, size)
-    else:
-        raise DataError(f"resize mode must be one of {RESIZE_MODES}, got {mode!r}")
-    if out.ndim == 2:
-        out = out[:, :, None]
-    return out

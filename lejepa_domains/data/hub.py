@@ -28,6 +28,7 @@ import numpy as np
 from ..errors import DataError, OfflineError, UserError
 from . import cache as _cache
 from . import decode as _decode
+from .resize import RESIZE_MODES, resize_image
 from .formats import UNSPLIT, Reader, SplitTable, open_local, path_fingerprint, resolve_split
 from .sources import ImageSet, Source, stratified_split
 
@@ -79,8 +80,8 @@ class TableSource(Source):
                  cache: bool = True, dtype: str = "uint8", layout: str = "HWC"):
         if convert not in _decode.CONVERSIONS:
             raise UserError(f"convert must be one of {_decode.CONVERSIONS}, got {convert!r}")
-        if resize not in _decode.RESIZE_MODES:
-            raise UserError(f"resize must be one of {_decode.RESIZE_MODES}, got {resize!r}")
+        if resize not in RESIZE_MODES:
+            raise UserError(f"resize must be one of {RESIZE_MODES}, got {resize!r}")
         from .pixels import DTYPES
 
         if int(channels) < 1:
@@ -231,7 +232,7 @@ class TableSource(Source):
         where = table.row_where(row)
         img = _decode.decode_image(raw, where, channels=self.channels, convert=self.convert, dtype=self.dtype,
                                    layout=self.layout)
-        return _decode.fit_image(img, self.image_size, self.resize)
+        return resize_image(img, self.image_size, self.resize)
 
     def _decoded(self, table: SplitTable, selected: np.ndarray | None, limit: int | None = None
                  ) -> Iterator[tuple[int, np.ndarray]]:

@@ -28,7 +28,7 @@ import numpy as np
 
 from ..errors import DataError, UserError
 
-__all__ = ["DTYPES", "SCALINGS", "PixelScaling", "numpy_dtype", "check_pixels", "resize_any", "check_channels",
+__all__ = ["DTYPES", "SCALINGS", "PixelScaling", "numpy_dtype", "check_pixels", "check_channels",
            "load_split"]
 
 DTYPES: dict[str, Any] = {"uint8": np.uint8, "uint16": np.uint16, "float32": np.float32}
@@ -149,27 +149,6 @@ def check_channels(recipe, images: np.ndarray, split: str) -> None:
     if images.dtype != want:
         raise DataError(f"recipe {recipe.name!r}, split {split!r}: expected {want} pixels (dtype={want.name!r} in the "
                         f"recipe), found {images.dtype}")
-
-
-def resize_any(img: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
-    """Area (down) / bilinear (up) resize of an (H, W, C) array of any channel count and dtype to (size, size, C).
-
-    OpenCV resizes at most 4 channels at once; more are resized in groups of 4 and stacked back.
-    """
-    import cv2
-
-    h_out, w_out = (size, size) if isinstance(size, int) else size
-    if img.ndim == 2:
-        img = img[:, :, None]
-    if img.shape[0] == h_out and img.shape[1] == w_out:
-        return img
-    interp = cv2.INTER_AREA if min(img.shape[:2]) > min(h_out, w_out) else cv2.INTER_LINEAR
-    c = img.shape[2]
-    parts = []
-    for s in range(0, c, 4):
-        r = cv2.resize(np.ascontiguousarray(img[:, :, s:s + 4]), (w_out, h_out), interpolation=interp)
-        parts.append(r[:, :, None] if r.ndim == 2 else r)
-    return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=2)
 
 
 def load_split(recipe, split: str, data=None, *, skip_bad_samples: bool = False, check_finite: bool = True):

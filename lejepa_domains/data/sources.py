@@ -17,8 +17,9 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataError
+from .resize import resize_image
 
-__all__ = ["ImageSet", "Source", "SkimageSpecimens", "SklearnDigits", "stratified_split", "resize_uint8"]
+__all__ = ["ImageSet", "Source", "SkimageSpecimens", "SklearnDigits", "stratified_split"]
 
 
 @dataclass
@@ -81,19 +82,6 @@ class Source:
 _MEMO: dict[str, ImageSet] = {}
 
 
-def resize_uint8(img: np.ndarray, size: int) -> np.ndarray:
-    """Area/bilinear resize of an (H, W, C) uint8 image to (size, size, C)."""
-    import cv2
-
-    if img.shape[0] == size and img.shape[1] == size:
-        return img
-    interp = cv2.INTER_AREA if min(img.shape[:2]) > size else cv2.INTER_LINEAR
-    out = cv2.resize(img, (size, size), interpolation=interp)
-    if out.ndim == 2:
-        out = out[:, :, None]
-    return out
-
-
 def stratified_split(labels: np.ndarray, fractions: dict[str, float], seed: int) -> dict[str, np.ndarray]:
     """Deterministic stratified split of indices; returns name → sorted index array. Fractions must sum to 1."""
     if abs(sum(fractions.values()) - 1.0) > 1e-6:
@@ -141,7 +129,7 @@ class SklearnDigits(Source):
         if split not in parts:
             raise DataError(f"digits has splits {sorted(parts)}, not {split!r}")
         idx = parts[split]
-        imgs = np.stack([resize_uint8(x[i], self.size) for i in idx])
+        imgs = np.stack([resize_image(x[i], self.size) for i in idx])
         return ImageSet(imgs, y[idx], [str(i) for i in range(10)], {"indices": idx.tolist()})
 
 
@@ -231,10 +219,7 @@ class SkimageSpecimens(Source):
             img = self._image(name)
             scale = min(1.0, self.max_side / min(img.shape[:2]))
             if scale < 1.0:
-                import cv2
-
-                img = cv2.resize(img, (round(img.shape[1] * scale), round(img.shape[0] * scale)),
-                                 interpolation=cv2.INTER_AREA)
+                img = resize_image(img, (round(img.shape[0] * scale), round(img.shape[1] * scale)))
             rng = np.random.default_rng([self.seed, label])
             coords = self._patches(img, rng)[split]
             cap = self.cap.get(split, len(coords))
