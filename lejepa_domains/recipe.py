@@ -17,7 +17,7 @@ from typing import Any, Callable, Sequence
 
 from .errors import UserError
 
-__all__ = ["Recipe", "TrainConfig", "load_recipe", "list_recipes", "recipe_dirs", "card_dirs", "RecipeInfo"]
+__all__ = ["Recipe", "TrainConfig", "load_recipe", "list_recipes", "recipe_dirs", "RecipeInfo"]
 
 
 @dataclass
@@ -244,19 +244,10 @@ class Recipe:
 
 # ----------------------------------------------------------------------------------------------------------- loading
 
-def _package_root() -> Path:
-    return Path(__file__).resolve().parent
-
-
 def recipe_dirs() -> list[Path]:
     """Folders holding the built-in recipes: the installed ``lejepa_domains/recipes`` or the source tree's ``recipes/``."""
-    root = _package_root()
+    root = Path(__file__).resolve().parent
     return [p for p in (root / "recipes", root.parent / "recipes") if p.is_dir()]
-
-
-def card_dirs() -> list[Path]:
-    root = _package_root()
-    return [p for p in (root / "data_cards", root.parent / "data_cards") if p.is_dir()]
 
 
 def _builtin_files() -> dict[str, Path]:
