@@ -323,7 +323,7 @@ def infer_dataset(*, hf: str | None = None, data: str | Path | None = None, conf
     # normalisation statistics from decoded samples, through the same code path as training
     src = (HFSource(hf, config, revision, cache=False, **kw) if hf is not None
            else LocalSource(str(Path(data).expanduser().resolve()), cache=False, **kw))
-    sample, _ = src.peek("train", None, n=min(samples, 256))
+    sample = src.peek("train", None, n=min(samples, 256))
     if pixels and pixels != {"dtype": "uint8", "scaling": "linear"}:
         from .data.pixels import PixelScaling
 
@@ -558,26 +558,13 @@ class CheckReport:
         return all(ok for _, ok, _ in self.checks)
 
 
-def _sample(recipe, split: str, data, n: int):
-    src = recipe.source
-    if hasattr(src, "peek"):
-        return src.peek(split, data, n=n)
-    s = src.load(split, data)
-    m = min(n, len(s))
-    from .data.sources import ImageSet
-
-    info = {"rows": len(s), "label_counts": (np.bincount(s.labels).tolist() if s.labels is not None else None)}
-    # a seeded random subset, not the first rows: splits are often sorted by class
-    idx = np.sort(np.random.default_rng(0).choice(len(s), size=m, replace=False))
-    return ImageSet(np.asarray(s.images[idx]), None if s.labels is None else s.labels[idx], s.class_names, info), info
-
-
 def check_recipe(recipe_ref, *, data: str | Path | None = None, out: str | Path = ".", samples: int = 6,
                  stats_samples: int = 256, seed: int = 0) -> CheckReport:
     """Load a few samples of every split, validate the recipe against them, measure per-channel statistics on
     training samples and save ``NAME-views.png`` (samples with their global and local views) into ``out``."""
     import torch
 
+    from .data import load_split
     from .data.cards import card_for
     from .data.views import MultiCropDataset
     from .recipe import load_recipe
@@ -588,11 +575,12 @@ def check_recipe(recipe_ref, *, data: str | Path | None = None, out: str | Path 
     sets = {}
     for role, split in r.splits.items():
         try:
-            s, info = _sample(r, split, data, stats_samples if role == "train" else samples)
+            s = load_split(r, role, data, sample=stats_samples if role == "train" else samples)
         except DataError as e:
             checks.append((f"{role} split {split!r} loads", False, str(e)))
             continue
         sets[role] = s
+        info = s.meta
         lc = info.get("label_counts")
         checks.append((f"{role} split {split!r} loads", True, f"{info.get('rows', len(s)):,} images"
                        + (f" from {info['where']}" if info.get("where") else "")))

@@ -28,7 +28,7 @@ _SIXTEEN_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I", "F", "I;32", "F;32
 
 class MismatchError(DataError):
     """The data's channel count or value type is not the recipe's (holds for the whole data; never skipped). Callers
-    that know the recipe prefix the message with its name and split (:func:`lejepa_domains.data.pixels.load_split`)."""
+    that know the recipe prefix the message with its name and split (:func:`lejepa_domains.data.load_split`)."""
 
 
 class BadSampleError(DataError):

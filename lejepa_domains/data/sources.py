@@ -78,6 +78,15 @@ class Source:
             _MEMO[key] = cached
         return cached
 
+    def peek(self, split: str, data: str | Path | None = None, n: int = 16) -> ImageSet:
+        """About ``n`` images of a split, with facts about the whole split in ``meta`` (``rows``, ``label_counts``):
+        what ``lejepa-domains recipes check`` looks at. Here a seeded random subset of the loaded split, not its first
+        rows (splits are often sorted by class); table sources decode only the images they return."""
+        s = self.load(split, data)
+        info = {"rows": len(s), "label_counts": (np.bincount(s.labels).tolist() if s.labels is not None else None)}
+        idx = np.sort(np.random.default_rng(0).choice(len(s), size=min(n, len(s)), replace=False))
+        return ImageSet(np.asarray(s.images[idx]), None if s.labels is None else s.labels[idx], s.class_names, info)
+
 
 _MEMO: dict[str, ImageSet] = {}
 

@@ -322,9 +322,10 @@ class TableSource(Source):
             return ImageSet(arr, labels, names, {**meta, "cache": None})
         return _cache.write_entry(stem, n, shape, rows, labels, names, meta, dtype=np.dtype(self.dtype))
 
-    def peek(self, split: str, data: str | Path | None = None, n: int = 16) -> tuple[ImageSet, dict[str, Any]]:
+    def peek(self, split: str, data: str | Path | None = None, n: int = 16) -> ImageSet:
         """Decode ``n`` images spread evenly over a split (no cache) and validate *all* its labels: what
-        ``lejepa-domains recipes check`` looks at. Returns the sample and facts about the whole split."""
+        ``lejepa-domains recipes check`` looks at. ``meta`` holds facts about the whole split (rows, columns, how it
+        was made, label counts)."""
         data_s = None if data is None else str(data)
         reader, table, selected, total, labels, names, how = self._prepare(split, data_s)
         m = min(int(n), total)
@@ -336,7 +337,7 @@ class TableSource(Source):
                 "split_method": how, "class_names": names,
                 "label_counts": (np.bincount(labels, minlength=self.num_classes or 0).tolist()
                                  if labels is not None and len(labels) else None)}
-        return ImageSet(imgs, None if labels is None else labels[spread], names, info), info
+        return ImageSet(imgs, None if labels is None else labels[spread], names, info)
 
 
 def _with_progress(rows: Iterator[tuple[int, np.ndarray]], n: int, what: str) -> Iterator[tuple[int, np.ndarray]]:
