@@ -124,7 +124,9 @@ class MedMNISTSource(TableSource):
         if size not in (28, 64, 128, 224):
             raise UserError(f"MedMNIST sizes are 28, 64, 128 and 224, got {size}")
         self.flag, self.size, self.hub_id, self.revision = flag, int(size), hub_id, revision
-        super().__init__(image_size=image_size or size, **kwargs)
+        super().__init__(image_size=image_size, **kwargs)
+        if self.image_size is None:  # on its own: the images as stored
+            self.image_size = self.size
 
     def _where_default(self) -> dict[str, Any]:
         return {"flag": self.flag, "size": self.size, "hub_id": self.hub_id, "revision": self.revision}

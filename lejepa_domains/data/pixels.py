@@ -130,7 +130,8 @@ def load_split(recipe, split: str, data=None, *, skip_bad_samples: bool = False,
 
 
 def check_pixels(images: np.ndarray, where: str, chunk: int = 4096) -> None:
-    """Deprecated: :func:`lejepa_domains.data.load_split` does this check (:func:`lejepa_domains.data.loading.check_pixels`)."""
+    """Deprecated: :func:`lejepa_domains.data.load_split` does this check
+    (:func:`lejepa_domains.data.loading.check_pixels`)."""
     from .loading import check_pixels as check
 
     check(images, where, chunk)

@@ -26,6 +26,7 @@ from ..errors import DataError, UserError
 from . import cache as _cache
 from . import decode as _decode
 from .formats import Reader, SplitTable, open_local, path_fingerprint, resolve_split
+from .pixels import DTYPES
 from .resize import RESIZE_MODES, resize_image
 from .sources import ImageSet, Source, stratified_split
 
@@ -39,12 +40,16 @@ def _decode_workers() -> int:
 class TableSource(Source):
     """Shared machinery of the table-backed sources.
 
+    Inside a recipe, the source takes ``image_size``, ``channels``, ``dtype``, ``num_classes`` and ``class_names``
+    from the :class:`~lejepa_domains.recipe.Recipe` (:meth:`Source.bind`): a recipe states them once. Given here
+    too, they must agree with the recipe; a source used on its own needs at least ``image_size``.
+
     Args:
-        image_size: side of the stored square images (the recipe's ``image_size``).
-        channels: 3 (RGB) or 1 (grey) for 8-bit encoded images (others are refused unless ``convert`` says
-            otherwise); any count >= 1 for arrays, TIFF stacks and FITS cubes.
-        dtype: value type of the stored images (the recipe's ``dtype``): ``"uint8"`` (default), ``"uint16"`` or
-            ``"float32"``. Non-8-bit data is read as stored (TIFF via tifffile, FITS via astropy, arrays).
+        image_size: side of the stored square images.
+        channels: 3 (RGB, the default) or 1 (grey) for 8-bit encoded images (others are refused unless ``convert``
+            says otherwise); any count >= 1 for arrays, TIFF stacks and FITS cubes.
+        dtype: value type of the stored images: ``"uint8"`` (default), ``"uint16"`` or ``"float32"``. Non-8-bit data
+            is read as stored (TIFF via tifffile, FITS via astropy, arrays).
         layout: ``"HWC"`` (default) or ``"CHW"``: how array rows (npz / h5 / 🤗 array columns) hold their channels.
         image_column, label_column: columns of tabular data (hub, parquet, save_to_disk); ``label_column=None`` for
             unlabelled data (pretraining only).
@@ -65,27 +70,25 @@ class TableSource(Source):
 
     kind = "table"
     supports_skip = True
+    FACTS = {fact: fact for fact in ("image_size", "channels", "dtype", "num_classes", "class_names")}
 
-    def __init__(self, *, image_size: int, channels: int = 3, image_column: str = "image",
+    def __init__(self, *, image_size: int | None = None, channels: int | None = None, image_column: str = "image",
                  label_column: str | None = "label", num_classes: int | None = None,
                  class_names: list[str] | None = None, split_map: dict[str, str] | None = None,
                  carve: dict[str, dict[str, Any]] | None = None, unsplit: dict[str, Any] | None = None,
                  convert: str | None = None, resize: str = "stretch", h5_keys: tuple[str, str] = ("images", "ans"),
-                 cache: bool = True, dtype: str = "uint8", layout: str = "HWC"):
+                 cache: bool = True, dtype: str | None = None, layout: str = "HWC"):
         if convert not in _decode.CONVERSIONS:
             raise UserError(f"convert must be one of {_decode.CONVERSIONS}, got {convert!r}")
         if resize not in RESIZE_MODES:
             raise UserError(f"resize must be one of {RESIZE_MODES}, got {resize!r}")
-        from .pixels import DTYPES
-
-        if int(channels) < 1:
+        if channels is not None and int(channels) < 1:
             raise UserError(f"channels must be >= 1, got {channels}")
-        if dtype not in DTYPES:
+        if dtype is not None and dtype not in DTYPES:
             raise UserError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
         if layout not in _decode.LAYOUTS:
             raise UserError(f"layout must be one of {_decode.LAYOUTS}, got {layout!r}")
-        self.dtype, self.layout = dtype, layout
-        if int(image_size) < 4:
+        if image_size is not None and int(image_size) < 4:
             raise UserError(f"image_size must be >= 4, got {image_size}")
         for target, spec in (carve or {}).items():
             if not isinstance(spec, dict) or "from" not in spec or not 0 < float(spec.get("fraction", 0)) < 1:
@@ -95,10 +98,15 @@ class TableSource(Source):
             fr = unsplit.get("fractions", {})
             if not fr or abs(sum(fr.values()) - 1) > 1e-6:
                 raise UserError(f"unsplit fractions must sum to 1, got {fr}")
-        self.image_size, self.channels = int(image_size), int(channels)
-        self.image_column, self.label_column = image_column, label_column
+        self.image_size = None if image_size is None else int(image_size)  # None until bound to a recipe
+        self.channels = 3 if channels is None else int(channels)
+        self.dtype, self.layout = dtype or "uint8", layout
         self.num_classes = None if num_classes is None else int(num_classes)
-        self.class_names = list(class_names) if class_names is not None else None
+        self.class_names = None if class_names is None else list(class_names)
+        given = {"image_size": image_size, "channels": channels, "dtype": dtype, "num_classes": num_classes,
+                 "class_names": class_names}
+        self._stated = {k: getattr(self, k) for k, v in given.items() if v is not None}
+        self.image_column, self.label_column = image_column, label_column
         self.split_map = dict(split_map or {})
         self.carve = {k: {"from": v["from"], "fraction": float(v["fraction"]), "seed": int(v.get("seed", 0))}
                       for k, v in (carve or {}).items()}
@@ -198,6 +206,9 @@ class TableSource(Source):
                             f"(num_classes={self.num_classes}; {len(bad)} such row(s) in {table.where})")
 
     def _prepare(self, split: str, data: str | None):
+        if self.image_size is None:
+            raise UserError(f"{type(self).__name__} has no image_size: use it in a Recipe (which gives it its "
+                            "image_size) or pass image_size= to it")
         reader = self._open(data)
         table, selected, how = self._select(reader, split)
         self._check_dtype(table)
