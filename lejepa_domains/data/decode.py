@@ -17,8 +17,8 @@ import numpy as np
 
 from ..errors import DataError
 
-__all__ = ["decode_image", "CONVERSIONS", "image_mode_of", "BadSampleError", "MismatchError", "LAYOUTS",
-           "dtype_accepts"]
+__all__ = ["decode_image", "open_image", "stored_array", "CONVERSIONS", "image_mode_of", "BadSampleError",
+           "MismatchError", "LAYOUTS", "dtype_accepts"]
 
 LAYOUTS = ("HWC", "CHW")  # how array rows (npz / h5 / 🤗 array columns) hold their channels
 CONVERSIONS = (None, "RGB", "L")
@@ -40,7 +40,9 @@ def _expected(channels: int) -> str:
     return "RGB (3 channels)" if channels == 3 else f"{channels}-channel"
 
 
-def _pil_open(raw: Any, where: str):
+def open_image(raw: Any, where: str):
+    """A PIL image of encoded bytes, a file or a PIL image (not loaded yet); :class:`BadSampleError` naming
+    ``where`` when it is missing or unreadable."""
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -246,7 +248,7 @@ def _read_scientific(raw: Any, where: str) -> np.ndarray:
             return np.load(src, allow_pickle=False)
         except (OSError, ValueError) as e:
             raise BadSampleError(f"{where}: corrupt .npy ({e})") from None
-    img = _pil_open(raw, where)
+    img = open_image(raw, where)
     try:
         img.load()
         return np.asarray(img)
@@ -254,6 +256,33 @@ def _read_scientific(raw: Any, where: str) -> np.ndarray:
         raise BadSampleError(f"{where}: corrupt or unreadable image ({type(e).__name__}: {e})") from None
     finally:
         img.close()
+
+
+def stored_array(raw: Any) -> np.ndarray | None:
+    """The values of one sample as stored when it may hold more than 8-bit 1- or 3-channel pixels — an array, a
+    TIFF, FITS or .npy file, a 16-bit PNG — or None for other encoded images (which Pillow decodes) and for files
+    that cannot be opened. What ``recipes new`` reads to infer channels and value type."""
+    if isinstance(raw, dict):
+        raw = raw.get("bytes") if raw.get("bytes") is not None else raw.get("path")
+    if isinstance(raw, (np.ndarray, list)):
+        return np.asarray(raw)
+    if not isinstance(raw, (bytes, bytearray, memoryview, str, Path)):
+        return None
+    if isinstance(raw, (str, Path)):
+        name = str(raw).lower()
+        try:
+            with open(raw, "rb") as fh:
+                head = fh.read(16)
+        except OSError:
+            return None
+    else:
+        name, head = "", bytes(raw[:16])
+    png = head.startswith(b"\x89PNG")
+    if not (head.startswith(_TIFF_MAGIC) or head.startswith((b"SIMPLE  =", b"\x93NUMPY"))
+            or name.endswith((".tif", ".tiff", ".npy", *_FITS_SUFFIXES)) or png):
+        return None
+    arr = _read_scientific(raw, "sample")
+    return None if png and arr.dtype == np.uint8 else arr  # 8-bit PNGs (RGBA, palette…) keep the Pillow path
 
 
 def decode_image(raw: Any, where: str, *, channels: int = 3, convert: str | None = None, dtype: str = "uint8",
@@ -298,7 +327,7 @@ def decode_image(raw: Any, where: str, *, channels: int = 3, convert: str | None
             raise MismatchError(f"expected {channels} channel(s), found {arr.shape[2]} ({where}: array of shape "
                                 f"{arr.shape}){hint}")
         return _to_dtype(arr, where, channels, dtype)
-    img = _pil_open(raw, where)
+    img = open_image(raw, where)
     opened_here = img is not raw
     try:
         return _from_pil(img, where, channels, convert)
