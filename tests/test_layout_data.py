@@ -104,3 +104,13 @@ def test_no_import_cycles_in_data_and_recipe():
 def test_data_never_imports_the_recipe_module():
     g = graph()
     assert [m for m, deps in g.items() if m.startswith("lejepa_domains.data") and "lejepa_domains.recipe" in deps] == []
+
+
+def test_no_private_names_imported_across_modules():
+    """data/ and recipe_tools/ use each other's public functions only (recipe_tools once imported decode's privates)."""
+    files = sorted((ROOT / "data").glob("*.py")) + sorted((ROOT / "recipe_tools").glob("*.py")) + [ROOT / "recipe.py"]
+    private = [f"{f.relative_to(ROOT)}:{node.lineno} {a.name}" for f in files
+               for node in ast.walk(ast.parse(f.read_text(encoding="utf-8")))
+               if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith("lejepa_domains"))
+               for a in node.names if a.name.startswith("_") and a.name != "__version__"]
+    assert private == []

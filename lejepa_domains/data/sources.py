@@ -193,8 +193,8 @@ class SkimageSpecimens(Source):
     Each image is resized so its shorter side is at most ``max_side`` and tiled into ``block``×``block`` blocks. Every
     block is assigned to exactly one split (train/val/test, fixed seed), and patches of ``patch`` pixels are cut
     inside blocks only (``stride`` apart), so **no pixel is shared between splits**; ``patch`` is the recipe's
-    ``image_size`` (32 when used on its own). Per class at most ``cap[split]``
-    patches are kept (seeded choice), which balances the classes. Grey images are replicated to 3 channels.
+    ``image_size`` (32 when used on its own). Per class at most ``cap[split]`` patches are kept (seeded choice),
+    which balances the classes. Grey images are replicated to 3 channels.
 
     ``acquisition`` > 0 gives every patch a fixed, seeded photometric perturbation — exposure (gamma, contrast,
     brightness) and per-channel gain (stain / white balance) — as between slides, sessions or instruments in real
