@@ -32,7 +32,8 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from lejepa_domains import Recipe  # noqa: E402
-from lejepa_domains.data.sources import ImageSet, resize_uint8  # noqa: E402
+from lejepa_domains.data.resize import resize_image  # noqa: E402
+from lejepa_domains.data.sources import ImageSet  # noqa: E402
 from lejepa_domains.data.views import MultiCropDataset, default_augment  # noqa: E402
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -51,7 +52,7 @@ def real_images(n: int, size: int) -> np.ndarray:
         h, w = img.shape[:2]
         s = int(rng.integers(min(h, w) // 2, min(h, w) + 1))
         y, x = int(rng.integers(0, h - s + 1)), int(rng.integers(0, w - s + 1))
-        out.append(resize_uint8(np.ascontiguousarray(img[y:y + s, x:x + s, :3]), size))
+        out.append(resize_image(np.ascontiguousarray(img[y:y + s, x:x + s, :3]), size))
     return np.stack(out)
 
 

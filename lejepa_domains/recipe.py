@@ -17,7 +17,7 @@ from typing import Any, Callable, Sequence
 
 from .errors import UserError
 
-__all__ = ["Recipe", "TrainConfig", "load_recipe", "list_recipes", "recipe_dirs", "card_dirs", "RecipeInfo"]
+__all__ = ["Recipe", "TrainConfig", "load_recipe", "list_recipes", "recipe_dirs", "RecipeInfo"]
 
 
 @dataclass
@@ -100,7 +100,9 @@ class Recipe:
         name: registry name (``lejepa-domains pretrain NAME``).
         source: a :class:`lejepa_domains.data.sources.Source`; ``source.load(split, data=PATH|None)`` returns an
             :class:`~lejepa_domains.data.sources.ImageSet` of (N, H, W, C) images at ``image_size`` whose dtype is
-            the recipe's ``dtype`` (uint8, uint16 or float32).
+            the recipe's ``dtype`` (uint8, uint16 or float32). The source takes ``image_size``, ``channels``,
+            ``dtype``, ``num_classes`` and ``class_names`` from the recipe
+            (:meth:`~lejepa_domains.data.sources.Source.bind`): they are stated once, here.
         splits: role → source split name, roles ``train`` (pretraining), ``val`` (probe selection) and ``test``.
         image_size: side of the stored (square) images and of the evaluation input.
         channels: image channels, any count >= 1 (the backbone is built with ``in_chans=channels``).
@@ -159,6 +161,8 @@ class Recipe:
 
     def __post_init__(self) -> None:
         self.validate()
+        if hasattr(self.source, "bind"):  # the source takes image size, channels, value type and classes from here
+            self.source = self.source.bind(self)
 
     def validate(self) -> None:
         where = f"recipe {self.name!r}"
@@ -244,19 +248,10 @@ class Recipe:
 
 # ----------------------------------------------------------------------------------------------------------- loading
 
-def _package_root() -> Path:
-    return Path(__file__).resolve().parent
-
-
 def recipe_dirs() -> list[Path]:
     """Folders holding the built-in recipes: the installed ``lejepa_domains/recipes`` or the source tree's ``recipes/``."""
-    root = _package_root()
+    root = Path(__file__).resolve().parent
     return [p for p in (root / "recipes", root.parent / "recipes") if p.is_dir()]
-
-
-def card_dirs() -> list[Path]:
-    root = _package_root()
-    return [p for p in (root / "data_cards", root.parent / "data_cards") if p.is_dir()]
 
 
 def _builtin_files() -> dict[str, Path]:

@@ -25,7 +25,7 @@ def augment() -> list:
 recipe = Recipe(
     name="bloodmnist",
     description="BloodMNIST 28 px, official MedMNIST train/val/test",
-    source=MedMNISTSource("bloodmnist", size=28, channels=3, num_classes=8, class_names=CLASSES),
+    source=MedMNISTSource("bloodmnist", size=28),
     num_classes=8,
     class_names=CLASSES,
     image_size=28,

@@ -24,7 +24,7 @@ def augment() -> list:
 recipe = Recipe(
     name="dermamnist",
     description="DermaMNIST 28 px, official MedMNIST splits; licence CC BY-NC 4.0 (non-commercial) since v3",
-    source=MedMNISTSource("dermamnist", size=28, channels=3, num_classes=7, class_names=CLASSES),
+    source=MedMNISTSource("dermamnist", size=28),
     num_classes=7,
     class_names=CLASSES,
     image_size=28,

@@ -17,7 +17,7 @@ def augment() -> list:
 recipe = Recipe(
     name="digits",
     description="sklearn load_digits, 10 classes; too easy to show anything (raw-pixel kNN ~98 %)",
-    source=SklearnDigits(size=16, seed=0),
+    source=SklearnDigits(seed=0),
     num_classes=10,
     class_names=[str(i) for i in range(10)],
     image_size=16,

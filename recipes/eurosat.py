@@ -25,8 +25,7 @@ def augment() -> list:
 recipe = Recipe(
     name="eurosat",
     description="EuroSAT RGB with the official train/validation/test split of timm/eurosat-rgb",
-    source=HFSource("timm/eurosat-rgb", revision="b4e28552cd5f3932b6abc37eb20d3e84901ad728", image_size=64,
-                    channels=3, num_classes=10, class_names=CLASSES),
+    source=HFSource("timm/eurosat-rgb", revision="b4e28552cd5f3932b6abc37eb20d3e84901ad728"),
     num_classes=10,
     class_names=CLASSES,
     splits={"train": "train", "val": "validation", "test": "test"},

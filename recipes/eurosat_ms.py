@@ -30,8 +30,7 @@ def augment() -> list:
 recipe = Recipe(
     name="eurosat_ms",
     description="EuroSAT MS, 13 Sentinel-2 L1C bands as uint16, official train/validation/test of blanchon/EuroSAT_MSI",
-    source=HFSource("blanchon/EuroSAT_MSI", revision="41185dc00cf3c6efdfffb2ffa69d4821a1b1981b", image_size=64,
-                    channels=13, dtype="uint16", image_column="image", num_classes=10, class_names=CLASSES),
+    source=HFSource("blanchon/EuroSAT_MSI", revision="41185dc00cf3c6efdfffb2ffa69d4821a1b1981b", image_column="image"),
     num_classes=10,
     class_names=CLASSES,
     splits={"train": "train", "val": "validation", "test": "test"},

@@ -26,9 +26,8 @@ def augment() -> list:
 recipe = Recipe(
     name="food101",
     description="Food-101; test = the hub 'validation' split (the official test set); val carved from train",
-    source=HFSource("ethz/food101", revision="d420fa681efa870059c1d8047aab8732530372e3", image_size=224, channels=3,
-                    num_classes=101, class_names=CLASSES, convert="RGB", resize="center-crop",
-                    carve={"val": {"from": "train", "fraction": 0.1, "seed": 0}}),
+    source=HFSource("ethz/food101", revision="d420fa681efa870059c1d8047aab8732530372e3", convert="RGB",
+                    resize="center-crop", carve={"val": {"from": "train", "fraction": 0.1, "seed": 0}}),
     num_classes=101,
     class_names=CLASSES,
     splits={"train": "train", "val": "val", "test": "validation"},

@@ -31,8 +31,8 @@ def global_augment() -> list:
 recipe = Recipe(
     name="galaxy10",
     description="Galaxy10 DECaLS morphology; val carved (stratified 10 %, seed 0) from the hub train split",
-    source=HFSource("matthieulel/galaxy10_decals", revision=None, image_size=256, channels=3, num_classes=10,
-                    class_names=CLASSES, carve={"val": {"from": "train", "fraction": 0.1, "seed": 0}},
+    source=HFSource("matthieulel/galaxy10_decals", revision=None,
+                    carve={"val": {"from": "train", "fraction": 0.1, "seed": 0}},
                     unsplit={"fractions": {"train": 0.81, "val": 0.09, "test": 0.10}, "seed": 0}),
     num_classes=10,
     class_names=CLASSES,

@@ -27,7 +27,7 @@ def augment() -> list:
 recipe = Recipe(
     name="organamnist",
     description="OrganAMNIST 28 px grey CT, official MedMNIST train/val/test; no horizontal flips (left/right classes)",
-    source=MedMNISTSource("organamnist", size=28, channels=1, num_classes=11, class_names=CLASSES),
+    source=MedMNISTSource("organamnist", size=28),
     num_classes=11,
     class_names=CLASSES,
     image_size=28,

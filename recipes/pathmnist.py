@@ -25,7 +25,7 @@ def augment() -> list:
 recipe = Recipe(
     name="pathmnist",
     description="PathMNIST 28 px, official MedMNIST train/val/test (test = CRC-VAL-HE-7K, another centre)",
-    source=MedMNISTSource("pathmnist", size=28, channels=3, num_classes=9, class_names=CLASSES),
+    source=MedMNISTSource("pathmnist", size=28),
     num_classes=9,
     class_names=CLASSES,
     image_size=28,

@@ -23,7 +23,7 @@ def augment() -> list:
 recipe = Recipe(
     name="pneumoniamnist",
     description="PneumoniaMNIST 28 px grey, official MedMNIST train/val/test; no horizontal flips",
-    source=MedMNISTSource("pneumoniamnist", size=28, channels=1, num_classes=2, class_names=["normal", "pneumonia"]),
+    source=MedMNISTSource("pneumoniamnist", size=28),
     num_classes=2,
     class_names=["normal", "pneumonia"],
     image_size=28,

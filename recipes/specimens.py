@@ -24,7 +24,7 @@ def augment() -> list:
 recipe = Recipe(
     name="specimens",
     description="32x32 patches of 8 scikit-image specimens; train/val/test from disjoint image blocks",
-    source=SkimageSpecimens(patch=32, block=64, stride=16, max_side=512, seed=0),
+    source=SkimageSpecimens(block=64, stride=16, max_side=512, seed=0),
     num_classes=8,
     class_names=list(SPECIMENS),
     image_size=32,

@@ -77,7 +77,7 @@ def make_recipe(path: Path, c: int, dtype: str, *, name: str | None = None, chan
         mean, std = (mean * ch)[:ch], (std * ch)[:ch]
     kw = dict(
         name=name or f"ms{c}{dtype}", num_classes=2, class_names=CLASSES, image_size=SIZE, channels=ch, dtype=dtype,
-        source=LocalSource(path, image_size=SIZE, channels=ch, dtype=dtype, num_classes=2, class_names=CLASSES),
+        source=LocalSource(path),
         mean=tuple(mean), std=tuple(std), global_size=SIZE, local_size=8, n_global=2, n_local=2,
         global_scale=(0.5, 1.0), local_scale=(0.2, 0.5), backbone="resnet10t", proj_hidden=(32,), proj_dim=8,
         band_names=[f"B{k:02d}" for k in range(ch)], rgb_bands=(2, 1, 0) if ch >= 3 else None,
@@ -405,7 +405,7 @@ def test_wrong_channel_count_is_one_clear_cli_error(tmp_path, capsys, monkeypatc
 from lejepa_domains import Recipe
 from lejepa_domains.data.hub import LocalSource
 
-recipe = Recipe(name="wrong", source=LocalSource({str(p)!r}, image_size=16, channels=4, dtype="uint16", num_classes=2),
+recipe = Recipe(name="wrong", source=LocalSource({str(p)!r}),
                 num_classes=2, image_size=16, channels=4, dtype="uint16", mean=(0.2,) * 4, std=(0.1,) * 4,
                 global_size=16, local_size=8, backbone="resnet10t")
 """)

@@ -43,7 +43,7 @@ class TinyDigits(SklearnDigits):
                         {"indices": [full.meta["indices"][i] for i in keep]})
 
 
-recipe = Recipe(name="tiny", source=TinyDigits(size=16), num_classes=10, class_names=[str(i) for i in range(10)],
+recipe = Recipe(name="tiny", source=TinyDigits(), num_classes=10, class_names=[str(i) for i in range(10)],
                 image_size=16, channels=1, mean=(0.3,), std=(0.38,), global_size=16, local_size=8,
                 backbone="resnet10t", proj_hidden=(64,), proj_dim=16)
 """

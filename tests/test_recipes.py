@@ -138,6 +138,83 @@ def test_builtin_recipe_loads_a_local_copy_and_makes_views(name, tmp_path):
         assert torch.isfinite(g).all() and torch.isfinite(loc).all() and 0 <= y < r.num_classes
 
 
+# ------------------------------------------------------------------------------------------------ facts once, one entry
+
+def _once(source, **kw):
+    from lejepa_domains import Recipe
+
+    return Recipe(**{**dict(name="once", source=source, num_classes=3, class_names=["a", "b", "c"], image_size=12,
+                            mean=(0.5,) * 3, std=(0.25,) * 3, global_size=12, local_size=6), **kw})
+
+
+def test_the_source_takes_its_facts_from_the_recipe(tmp_path):
+    from dataclasses import replace
+
+    from lejepa_domains import UserError
+    from lejepa_domains.data.table import LocalSource
+
+    root = parquet_dataset(tmp_path / "pq", {"train": 9, "test": 6}, num_classes=3, class_names=["a", "b", "c"])
+    src = LocalSource(root)
+    r = _once(src)
+    assert (r.source.image_size, r.source.channels, r.source.dtype, r.source.num_classes, r.source.class_names) == \
+        (12, 3, "uint8", 3, ["a", "b", "c"])
+    assert r.source.load("train").images.shape == (9, 12, 12, 3)
+    with pytest.raises(UserError, match="LocalSource has no image_size: use it in a Recipe"):
+        src.load("train")  # the recipe holds a bound copy; the source given to it is left alone
+    # the same facts stated twice still work, with the same cache key
+    twice = _once(LocalSource(root, image_size=12, channels=3, num_classes=3, class_names=("a", "b", "c")))
+    assert twice.source.fingerprint("train") == r.source.fingerprint("train")
+    # a disagreeing one is one clear error naming both values
+    for kw, msg in ((dict(image_size=16), "image_size=16 but the recipe says image_size=12"),
+                    (dict(channels=1), "channels=1 but the recipe says channels=3"),
+                    (dict(dtype="uint16"), "dtype='uint16' but the recipe says dtype='uint8'"),
+                    (dict(num_classes=2), "num_classes=2 but the recipe says num_classes=3"),
+                    (dict(class_names=["x", "y", "z"]), "class_names=\\['x', 'y', 'z'\\] but the recipe says")):
+        with pytest.raises(UserError, match=f"recipe 'once': its source says {msg}"):
+            _once(LocalSource(root, **kw))
+    # a copy of the recipe with another size gets a source of that size; the first recipe keeps its own
+    small = replace(r, image_size=8, global_size=8, local_size=4)
+    assert small.source.image_size == 8 and r.source.image_size == 12
+    assert small.source.load("test").images.shape == (6, 8, 8, 3)
+    # the in-memory sources take the size too; the built-ins keep their cache keys
+    assert load_recipe("digits").source.size == 16 and load_recipe("specimens").source.patch == 32
+    with pytest.raises(UserError, match="its source says image_size=16 but the recipe says image_size=12"):
+        _once(sources.SklearnDigits(size=16))
+
+
+def test_load_split_is_the_one_checked_entry(tmp_path):
+    from lejepa_domains import DataError, Recipe
+    from lejepa_domains.data import has_split, load_split
+
+    r = load_recipe("digits")
+    val = load_split(r, "val")
+    assert val.images.shape[1:] == (16, 16, 1) and val.labels.max() < 10
+    assert has_split(r, "val") and not has_split(r, "extra")
+    with pytest.raises(DataError, match=r"recipe 'digits' has no 'extra' split"):
+        load_split(r, "extra")
+    peek = load_split(r, "train", sample=12)  # recipes check: a few images, facts about the whole split
+    assert len(peek) == 12 and peek.meta["rows"] == 1258 and sum(peek.meta["label_counts"]) == 1258
+
+    class OneClass(sources.Source):
+        def describe(self):
+            return {"kind": "test-one-class"}
+
+        def _load(self, split, data):
+            return sources.ImageSet(np.zeros((6, 8, 8, 1), np.uint8), None if split == "val" else np.zeros(6, np.int64))
+
+    one = Recipe(name="one", source=OneClass(), num_classes=2, image_size=8, channels=1, mean=(0.5,), std=(0.25,),
+                 global_size=8, local_size=4)
+    assert len(load_split(one, "train")) == 6 and load_split(one, "val").labels is None
+    with pytest.raises(DataError, match=r"recipe 'one': the train split has a single class; nothing to classify"):
+        load_split(one, "train", require_classes=True)
+    with pytest.raises(DataError, match=r"recipe 'one', val split 'val' has no labels"):
+        load_split(one, "val", labelled=True)
+    wrong = Recipe(name="wrong", source=OneClass(), num_classes=1, image_size=8, channels=3, mean=(0.5,) * 3,
+                   std=(0.25,) * 3, global_size=8, local_size=4)
+    with pytest.raises(DataError, match=r"recipe 'wrong', split 'train': expected 3 channel\(s\), found 1"):
+        load_split(wrong, "train")
+
+
 # ------------------------------------------------------------------------------------------------ adding a dataset
 
 def test_round_trip_new_check_pretrain_eval(capsys, tmp_path):

@@ -201,8 +201,8 @@ def _grey_parquet(root: Path, bad_rows: dict[int, bytes], bad_test_rows: dict[in
 
 def _recipe_file(tmp_path: Path, data: Path) -> Path:
     src = Path(TINY).read_text()
-    src = src.replace("source=TinyDigits(size=16, seed=0)", f"source=LocalSource({str(data)!r}, image_size=16, "
-                      "channels=1, num_classes=2)").replace("num_classes=10", "num_classes=2")
+    src = src.replace("source=TinyDigits(seed=0)", f"source=LocalSource({str(data)!r})").replace("num_classes=10",
+                                                                                               "num_classes=2")
     src = src.replace("class_names=[str(i) for i in range(10)]", "class_names=['a', 'b']")
     src = src.replace("from lejepa_domains.data.sources import", "from lejepa_domains.data.hub import LocalSource\n"
                       "from lejepa_domains.data.sources import")

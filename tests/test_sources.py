@@ -16,7 +16,7 @@ from lejepa_domains import load_recipe
 from lejepa_domains.data import decode as decode_mod
 from lejepa_domains.data import sources
 from lejepa_domains.data.augment import CentreKeepingCrop
-from lejepa_domains.data.decode import fit_image
+from lejepa_domains.data.resize import resize_image
 from lejepa_domains.data.hub import HFSource, LocalSource, MedMNISTSource
 from lejepa_domains.errors import DataError, OfflineError, UserError
 
@@ -377,6 +377,6 @@ def test_centre_keeping_crop_always_keeps_the_centre():
 def test_center_crop_resize_keeps_aspect():
     img = np.zeros((30, 60, 3), np.uint8)
     img[:, 15:45] = 200  # the central square
-    out = fit_image(img, 16, "center-crop")
+    out = resize_image(img, 16, "center-crop")
     assert out.shape == (16, 16, 3) and (out == 200).all()
-    assert fit_image(img, 16, "stretch").shape == (16, 16, 3)
+    assert resize_image(img, 16, "stretch").shape == (16, 16, 3)

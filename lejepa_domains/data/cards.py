@@ -19,7 +19,7 @@ from typing import Any
 
 from ..errors import DataError, UserError
 
-__all__ = ["Card", "parse_card", "find_card", "validate_card", "REQUIRED_KEYS", "TODO"]
+__all__ = ["Card", "parse_card", "find_card", "validate_card", "card_for", "card_dirs", "REQUIRED_KEYS", "TODO"]
 
 REQUIRED_KEYS = ("name", "source", "licence", "citation", "classes", "splits", "image_size", "channels",
                  "normalisation")
@@ -66,10 +66,15 @@ def parse_card(path: str | Path) -> Card:
     return Card(p, front, body)
 
 
+def card_dirs() -> list[Path]:
+    """Folders holding the cards of the built-in recipes: the installed ``lejepa_domains/data_cards`` or the source
+    tree's ``data_cards/``."""
+    root = Path(__file__).resolve().parent.parent
+    return [p for p in (root / "data_cards", root.parent / "data_cards") if p.is_dir()]
+
+
 def find_card(recipe_or_name: Any) -> Path | None:
     """The card of a recipe: ``data_cards/NAME.md`` of the built-ins, or ``NAME.md`` beside a user recipe file."""
-    from ..recipe import card_dirs
-
     name = recipe_or_name if isinstance(recipe_or_name, str) else recipe_or_name.card_name
     candidates = []
     path = getattr(recipe_or_name, "path", None)

@@ -1,5 +1,5 @@
-"""Decoding one image (encoded bytes, a file, a PIL image or an array) into a uint8 (H, W, C) array, and fitting it
-to the recipe's square size.
+"""Decoding one image (encoded bytes, a file, a PIL image or an array) into an (H, W, C) array of the recipe's value
+type (resizing to the recipe's size is :mod:`lejepa_domains.data.resize`).
 
 Nothing here converts silently in a way that changes the science: grey, RGBA and 16-bit/float images are refused
 where the recipe expects something else, unless the recipe asks for a conversion (``convert="RGB"`` or ``"L"``), which
@@ -17,10 +17,9 @@ import numpy as np
 
 from ..errors import DataError
 
-__all__ = ["decode_image", "fit_image", "RESIZE_MODES", "CONVERSIONS", "image_mode_of", "BadSampleError", "MismatchError",
-           "LAYOUTS", "dtype_accepts"]
+__all__ = ["decode_image", "open_image", "stored_array", "CONVERSIONS", "image_mode_of", "BadSampleError",
+           "MismatchError", "LAYOUTS", "dtype_accepts"]
 
-RESIZE_MODES = ("stretch", "center-crop")
 LAYOUTS = ("HWC", "CHW")  # how array rows (npz / h5 / 🤗 array columns) hold their channels
 CONVERSIONS = (None, "RGB", "L")
 
@@ -29,7 +28,7 @@ _SIXTEEN_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I", "F", "I;32", "F;32
 
 class MismatchError(DataError):
     """The data's channel count or value type is not the recipe's (holds for the whole data; never skipped). Callers
-    that know the recipe prefix the message with its name and split (:func:`lejepa_domains.data.pixels.load_split`)."""
+    that know the recipe prefix the message with its name and split (:func:`lejepa_domains.data.load_split`)."""
 
 
 class BadSampleError(DataError):
@@ -41,7 +40,9 @@ def _expected(channels: int) -> str:
     return "RGB (3 channels)" if channels == 3 else f"{channels}-channel"
 
 
-def _pil_open(raw: Any, where: str):
+def open_image(raw: Any, where: str):
+    """A PIL image of encoded bytes, a file or a PIL image (not loaded yet); :class:`BadSampleError` naming
+    ``where`` when it is missing or unreadable."""
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -247,7 +248,7 @@ def _read_scientific(raw: Any, where: str) -> np.ndarray:
             return np.load(src, allow_pickle=False)
         except (OSError, ValueError) as e:
             raise BadSampleError(f"{where}: corrupt .npy ({e})") from None
-    img = _pil_open(raw, where)
+    img = open_image(raw, where)
     try:
         img.load()
         return np.asarray(img)
@@ -255,6 +256,33 @@ def _read_scientific(raw: Any, where: str) -> np.ndarray:
         raise BadSampleError(f"{where}: corrupt or unreadable image ({type(e).__name__}: {e})") from None
     finally:
         img.close()
+
+
+def stored_array(raw: Any) -> np.ndarray | None:
+    """The values of one sample as stored when it may hold more than 8-bit 1- or 3-channel pixels — an array, a
+    TIFF, FITS or .npy file, a 16-bit PNG — or None for other encoded images (which Pillow decodes) and for files
+    that cannot be opened. What ``recipes new`` reads to infer channels and value type."""
+    if isinstance(raw, dict):
+        raw = raw.get("bytes") if raw.get("bytes") is not None else raw.get("path")
+    if isinstance(raw, (np.ndarray, list)):
+        return np.asarray(raw)
+    if not isinstance(raw, (bytes, bytearray, memoryview, str, Path)):
+        return None
+    if isinstance(raw, (str, Path)):
+        name = str(raw).lower()
+        try:
+            with open(raw, "rb") as fh:
+                head = fh.read(16)
+        except OSError:
+            return None
+    else:
+        name, head = "", bytes(raw[:16])
+    png = head.startswith(b"\x89PNG")
+    if not (head.startswith(_TIFF_MAGIC) or head.startswith((b"SIMPLE  =", b"\x93NUMPY"))
+            or name.endswith((".tif", ".tiff", ".npy", *_FITS_SUFFIXES)) or png):
+        return None
+    arr = _read_scientific(raw, "sample")
+    return None if png and arr.dtype == np.uint8 else arr  # 8-bit PNGs (RGBA, palette…) keep the Pillow path
 
 
 def decode_image(raw: Any, where: str, *, channels: int = 3, convert: str | None = None, dtype: str = "uint8",
@@ -299,42 +327,10 @@ def decode_image(raw: Any, where: str, *, channels: int = 3, convert: str | None
             raise MismatchError(f"expected {channels} channel(s), found {arr.shape[2]} ({where}: array of shape "
                                 f"{arr.shape}){hint}")
         return _to_dtype(arr, where, channels, dtype)
-    img = _pil_open(raw, where)
+    img = open_image(raw, where)
     opened_here = img is not raw
     try:
         return _from_pil(img, where, channels, convert)
     finally:
         if opened_here:
             img.close()
-
-
-def fit_image(img: np.ndarray, size: int, mode: str = "stretch") -> np.ndarray:
-    """Resize an (H, W, C) image (uint8, uint16 or float32; any channel count) to (size, size, C).
-
-    ``stretch``: resize both sides (right for square sources). ``center-crop``: resize the shorter side to ``size``
-    and cut the central square (no distortion of non-square photographs; loses the borders of the long side).
-    """
-    from .pixels import resize_any
-
-    if mode == "stretch":
-        out = resize_any(img, size)
-    elif mode == "center-crop":
-        import cv2
-
-        h, w = img.shape[:2]
-        if h != w:
-            s = size / min(h, w)
-            nh, nw = max(size, round(h * s)), max(size, round(w * s))
-            interp = cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR
-            r = cv2.resize(img, (nw, nh), interpolation=interp) if img.shape[2] <= 4 else resize_any(img, (nh, nw))
-            if r.ndim == 2:
-                r = r[:, :, None]
-            y0, x0 = (nh - size) // 2, (nw - size) // 2
-            out = r[y0:y0 + size, x0:x0 + size]
-        else:
-            out = resize_any(img, size)
-    else:
-        raise DataError(f"resize mode must be one of {RESIZE_MODES}, got {mode!r}")
-    if out.ndim == 2:
-        out = out[:, :, None]
-    return out

@@ -2,7 +2,7 @@
 
 Every reader exposes its splits as :class:`SplitTable` objects: the number of rows, the labels (cheap to read in
 full), the class names when the data stores them, and an iterator over the *undecoded* images of chosen rows, so
-decoding happens exactly once, in :mod:`lejepa_domains.data.hub`, and every error can name the file and the row.
+decoding happens exactly once, in :mod:`lejepa_domains.data.table`, and every error can name the file and the row.
 
 Local layouts (``--data PATH``), detected by :func:`open_local`:
 

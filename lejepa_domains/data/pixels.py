@@ -26,21 +26,13 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import DataError, UserError
+from ..errors import UserError
 
-__all__ = ["DTYPES", "SCALINGS", "PixelScaling", "numpy_dtype", "check_pixels", "resize_any", "check_channels",
-           "load_split"]
+__all__ = ["DTYPES", "SCALINGS", "PixelScaling", "validate_scaling"]
 
 DTYPES: dict[str, Any] = {"uint8": np.uint8, "uint16": np.uint16, "float32": np.float32}
 SCALINGS = ("linear", "asinh", "none")
 DEFAULT_MAX = {"uint8": 255.0, "uint16": 65535.0, "float32": 1.0}
-
-
-def numpy_dtype(name: str) -> np.dtype:
-    """``"uint16"`` → ``np.dtype(uint16)``; raises :class:`UserError` for anything else than the three value types."""
-    if name not in DTYPES:
-        raise UserError(f"dtype must be one of {', '.join(DTYPES)}, got {name!r}")
-    return np.dtype(DTYPES[name])
 
 
 @dataclass(frozen=True)
@@ -114,6 +106,7 @@ class PixelScaling:
 
 
 def validate_scaling(where: str, dtype: str, kind: str, pixel_max: float | None, softening: float) -> None:
+    """One :class:`UserError` naming ``where`` for a value type or scaling parameter a recipe cannot have."""
     if dtype not in DTYPES:
         raise UserError(f"{where}: dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     if kind not in SCALINGS:
@@ -124,64 +117,21 @@ def validate_scaling(where: str, dtype: str, kind: str, pixel_max: float | None,
         raise UserError(f"{where}: softening must be a finite number > 0, got {softening}")
 
 
-def check_pixels(images: np.ndarray, where: str, chunk: int = 4096) -> None:
-    """Raise :class:`DataError` naming the first image holding NaN or ±inf (float data only; integers are finite)."""
-    if images.dtype.kind != "f":
-        return
-    for s in range(0, len(images), chunk):
-        block = np.asarray(images[s:s + chunk])
-        bad = ~np.isfinite(block.reshape(len(block), -1)).all(axis=1)
-        if bad.any():
-            i = s + int(np.flatnonzero(bad)[0])
-            n_bad = int(bad.sum())
-            raise DataError(f"{where}: image {i} holds NaN or infinite values ({n_bad} such image(s) in rows "
-                            f"{s}-{s + len(block) - 1}); expected finite floats — fill or mask them before use")
-
-
-def check_channels(recipe, images: np.ndarray, split: str) -> None:
-    """One clear error when the data's channel count or value type is not the recipe's (where recipe meets data)."""
-    found = int(images.shape[-1]) if images.ndim == 4 else None
-    if found != recipe.channels:
-        raise DataError(f"recipe {recipe.name!r}, split {split!r}: expected {recipe.channels} channel(s), found "
-                        f"{found} (images of shape {tuple(images.shape[1:])}); fix channels= in the recipe or "
-                        "point it at the right data")
-    want = numpy_dtype(getattr(recipe, "dtype", "uint8"))
-    if images.dtype != want:
-        raise DataError(f"recipe {recipe.name!r}, split {split!r}: expected {want} pixels (dtype={want.name!r} in the "
-                        f"recipe), found {images.dtype}")
-
-
-def resize_any(img: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
-    """Area (down) / bilinear (up) resize of an (H, W, C) array of any channel count and dtype to (size, size, C).
-
-    OpenCV resizes at most 4 channels at once; more are resized in groups of 4 and stacked back.
-    """
-    import cv2
-
-    h_out, w_out = (size, size) if isinstance(size, int) else size
-    if img.ndim == 2:
-        img = img[:, :, None]
-    if img.shape[0] == h_out and img.shape[1] == w_out:
-        return img
-    interp = cv2.INTER_AREA if min(img.shape[:2]) > min(h_out, w_out) else cv2.INTER_LINEAR
-    c = img.shape[2]
-    parts = []
-    for s in range(0, c, 4):
-        r = cv2.resize(np.ascontiguousarray(img[:, :, s:s + 4]), (w_out, h_out), interpolation=interp)
-        parts.append(r[:, :, None] if r.ndim == 2 else r)
-    return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=2)
-
+# ------------------------------------------------------------------ deprecated (issue 12)
 
 def load_split(recipe, split: str, data=None, *, skip_bad_samples: bool = False, check_finite: bool = True):
-    """``recipe.source.load(split, data)`` checked against the recipe: channel count and value type (one error line
-    naming recipe, split, expected and found), and NaN/inf in float data. Returns the ImageSet."""
-    from .decode import MismatchError
+    """Deprecated: use :func:`lejepa_domains.data.load_split` (``recipe``, a *role*, ``data``), which does every
+    check once. This alias takes the recipe's split *name* and always refuses NaN/inf (``check_finite`` is kept for
+    old callers only); it goes once train.py and evaluate/run.py call the new entry point."""
+    from .loading import load_split as load
 
-    try:
-        ds = recipe.source.load(split, data, skip_bad_samples=skip_bad_samples)
-    except MismatchError as e:
-        raise DataError(f"recipe {recipe.name!r}, split {split!r}: {e}") from None
-    check_channels(recipe, ds.images, split)
-    if check_finite:
-        check_pixels(ds.images, f"recipe {recipe.name!r}, split {split!r}")
-    return ds
+    role = next((r for r, s in recipe.splits.items() if s == split), split)
+    return load(recipe, role, data, skip_bad_samples=skip_bad_samples)
+
+
+def check_pixels(images: np.ndarray, where: str, chunk: int = 4096) -> None:
+    """Deprecated: :func:`lejepa_domains.data.load_split` does this check
+    (:func:`lejepa_domains.data.loading.check_pixels`)."""
+    from .loading import check_pixels as check
+
+    check(images, where, chunk)

@@ -8,6 +8,7 @@ later stages never decode again. This module holds the base class and the two of
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -16,9 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import DataError
+from ..errors import DataError, UserError
+from .resize import resize_image
 
-__all__ = ["ImageSet", "Source", "SkimageSpecimens", "SklearnDigits", "stratified_split", "resize_uint8"]
+__all__ = ["ImageSet", "Source", "SkimageSpecimens", "SklearnDigits", "stratified_split"]
 
 
 @dataclass
@@ -44,7 +46,34 @@ class ImageSet:
 
 
 class Source:
-    """Base class. Subclasses implement :meth:`_load` and :meth:`describe`."""
+    """Base class. Subclasses implement :meth:`_load` and :meth:`describe`.
+
+    Facts about the images that a :class:`~lejepa_domains.recipe.Recipe` states (image size, channels, value type,
+    classes: the keys of :attr:`FACTS`) are stated once, on the recipe: the recipe holds the copy of its source that
+    :meth:`bind` returns. A source used on its own takes them from its constructor (or its defaults).
+    """
+
+    #: recipe field → attribute of this source holding it (filled from the recipe by :meth:`bind`)
+    FACTS: dict[str, str] = {}
+    #: the facts given to the constructor (each must agree with the recipe)
+    _stated: dict[str, Any] = {}
+
+    def bind(self, recipe) -> "Source":
+        """A copy of this source holding ``recipe``'s facts; :class:`UserError` naming both values when a fact given
+        to the constructor disagrees with the recipe's."""
+        if not self.FACTS:
+            return self
+        bound = copy.copy(self)
+        for fact, attr in self.FACTS.items():
+            value = getattr(recipe, fact)
+            if value is None:  # the recipe does not state it (class_names): the source's own stays
+                continue
+            value = list(value) if isinstance(value, (list, tuple)) else value
+            if fact in self._stated and self._stated[fact] != value:
+                raise UserError(f"recipe {recipe.name!r}: its source says {fact}={self._stated[fact]!r} but the recipe "
+                                f"says {fact}={value!r}; state {fact} once, on the Recipe")
+            setattr(bound, attr, value)
+        return bound
 
     def describe(self) -> dict[str, Any]:
         raise NotImplementedError
@@ -77,21 +106,17 @@ class Source:
             _MEMO[key] = cached
         return cached
 
+    def peek(self, split: str, data: str | Path | None = None, n: int = 16) -> ImageSet:
+        """About ``n`` images of a split, with facts about the whole split in ``meta`` (``rows``, ``label_counts``):
+        what ``lejepa-domains recipes check`` looks at. Here a seeded random subset of the loaded split, not its first
+        rows (splits are often sorted by class); table sources decode only the images they return."""
+        s = self.load(split, data)
+        info = {"rows": len(s), "label_counts": (np.bincount(s.labels).tolist() if s.labels is not None else None)}
+        idx = np.sort(np.random.default_rng(0).choice(len(s), size=min(n, len(s)), replace=False))
+        return ImageSet(np.asarray(s.images[idx]), None if s.labels is None else s.labels[idx], s.class_names, info)
+
 
 _MEMO: dict[str, ImageSet] = {}
-
-
-def resize_uint8(img: np.ndarray, size: int) -> np.ndarray:
-    """Area/bilinear resize of an (H, W, C) uint8 image to (size, size, C)."""
-    import cv2
-
-    if img.shape[0] == size and img.shape[1] == size:
-        return img
-    interp = cv2.INTER_AREA if min(img.shape[:2]) > size else cv2.INTER_LINEAR
-    out = cv2.resize(img, (size, size), interpolation=interp)
-    if out.ndim == 2:
-        out = out[:, :, None]
-    return out
 
 
 def stratified_split(labels: np.ndarray, fractions: dict[str, float], seed: int) -> dict[str, np.ndarray]:
@@ -118,11 +143,14 @@ class SklearnDigits(Source):
     """``sklearn.datasets.load_digits``: 1,797 8×8 grey images (0–16), 10 classes, shipped inside scikit-learn.
 
     Splits (stratified, seed 0): train 70 % / val 10 % / test 20 %. Images are rescaled to 0–255 and upsampled to
-    ``size`` with bilinear interpolation.
+    ``size`` with bilinear interpolation: the recipe's ``image_size`` (16 when used on its own).
     """
 
-    def __init__(self, size: int = 16, seed: int = 0):
-        self.size = int(size)
+    FACTS = {"image_size": "size"}
+
+    def __init__(self, size: int | None = None, seed: int = 0):
+        self._stated = {} if size is None else {"image_size": int(size)}
+        self.size = 16 if size is None else int(size)
         self.seed = int(seed)
 
     def describe(self) -> dict[str, Any]:
@@ -141,7 +169,7 @@ class SklearnDigits(Source):
         if split not in parts:
             raise DataError(f"digits has splits {sorted(parts)}, not {split!r}")
         idx = parts[split]
-        imgs = np.stack([resize_uint8(x[i], self.size) for i in idx])
+        imgs = np.stack([resize_image(x[i], self.size) for i in idx])
         return ImageSet(imgs, y[idx], [str(i) for i in range(10)], {"indices": idx.tolist()})
 
 
@@ -164,8 +192,9 @@ class SkimageSpecimens(Source):
 
     Each image is resized so its shorter side is at most ``max_side`` and tiled into ``block``×``block`` blocks. Every
     block is assigned to exactly one split (train/val/test, fixed seed), and patches of ``patch`` pixels are cut
-    inside blocks only (``stride`` apart), so **no pixel is shared between splits**. Per class at most ``cap[split]``
-    patches are kept (seeded choice), which balances the classes. Grey images are replicated to 3 channels.
+    inside blocks only (``stride`` apart), so **no pixel is shared between splits**; ``patch`` is the recipe's
+    ``image_size`` (32 when used on its own). Per class at most ``cap[split]`` patches are kept (seeded choice),
+    which balances the classes. Grey images are replicated to 3 channels.
 
     ``acquisition`` > 0 gives every patch a fixed, seeded photometric perturbation — exposure (gamma, contrast,
     brightness) and per-channel gain (stain / white balance) — as between slides, sessions or instruments in real
@@ -173,9 +202,13 @@ class SkimageSpecimens(Source):
     them (measured: random-init kNN 97.5 %); with it (default 1.0) class identity must come from structure.
     """
 
-    def __init__(self, patch: int = 32, block: int = 64, stride: int = 16, max_side: int = 512, seed: int = 0,
-                 fractions: dict[str, float] | None = None, cap: dict[str, int] | None = None,
+    FACTS = {"image_size": "patch"}
+
+    def __init__(self, patch: int | None = None, block: int = 64, stride: int = 16, max_side: int = 512,
+                 seed: int = 0, fractions: dict[str, float] | None = None, cap: dict[str, int] | None = None,
                  images: tuple[str, ...] | None = None, acquisition: float = 1.0):
+        self._stated = {} if patch is None else {"image_size": patch}
+        patch = 32 if patch is None else patch
         self.patch, self.block, self.stride, self.max_side, self.seed = patch, block, stride, max_side, seed
         self.acquisition = float(acquisition)
         self.fractions = fractions or {"train": 0.7, "val": 0.1, "test": 0.2}
@@ -183,6 +216,14 @@ class SkimageSpecimens(Source):
         self.images = tuple(images or SPECIMENS)
         if block < patch:
             raise ValueError("block must be >= patch")
+
+    def bind(self, recipe) -> "SkimageSpecimens":
+        """:meth:`Source.bind`; the recipe's image size must also fit inside a block."""
+        bound = super().bind(recipe)
+        if bound.block < bound.patch:
+            raise UserError(f"recipe {recipe.name!r}: image_size {bound.patch} is larger than the specimens' block "
+                            f"{bound.block}; patches are cut inside blocks (pass block= >= image_size to the source)")
+        return bound
 
     def describe(self) -> dict[str, Any]:
         return {"kind": "skimage-specimens", "patch": self.patch, "block": self.block, "stride": self.stride,
@@ -231,10 +272,7 @@ class SkimageSpecimens(Source):
             img = self._image(name)
             scale = min(1.0, self.max_side / min(img.shape[:2]))
             if scale < 1.0:
-                import cv2
-
-                img = cv2.resize(img, (round(img.shape[1] * scale), round(img.shape[0] * scale)),
-                                 interpolation=cv2.INTER_AREA)
+                img = resize_image(img, (round(img.shape[0] * scale), round(img.shape[1] * scale)))
             rng = np.random.default_rng([self.seed, label])
             coords = self._patches(img, rng)[split]
             cap = self.cap.get(split, len(coords))

@@ -21,7 +21,7 @@ class FixtureDigits(SklearnDigits):
 
 recipe = Recipe(
     name="fixturedigits",
-    source=FixtureDigits(size=16, seed=0),
+    source=FixtureDigits(seed=0),
     num_classes=10,
     class_names=[str(i) for i in range(10)],
     image_size=16,

@@ -20,7 +20,7 @@ class TinyDigits(SklearnDigits):
 
 recipe = Recipe(
     name="tinydigits",
-    source=TinyDigits(size=16, seed=0),
+    source=TinyDigits(seed=0),
     num_classes=10,
     class_names=[str(i) for i in range(10)],
     image_size=16,

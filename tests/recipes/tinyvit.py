@@ -17,7 +17,7 @@ class TinyDigits(SklearnDigits):
 
 recipe = Recipe(
     name="tinyvit",
-    source=TinyDigits(size=16, seed=0),
+    source=TinyDigits(seed=0),
     num_classes=10,
     image_size=16,
     channels=1,

@@ -1,0 +1,200 @@
+"""``recipes check``: load a few images of every split of a recipe through :func:`lejepa_domains.data.load_split`,
+check them and the views against the recipe, measure the normalisation statistics and draw the views PNG."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..data import load_split
+from ..data.cards import card_for
+from ..errors import DataError, UserError
+from ..recipe import load_recipe
+from ..utils import atomic_path
+from .infer import channel_stats
+
+__all__ = ["check_recipe", "CheckReport"]
+
+
+@dataclass
+class CheckReport:
+    """The outcome of ``recipes check``: named checks (name, ok, detail), warnings, measured normalisation, the
+    views PNG and the data card found."""
+
+    recipe: str
+    checks: list[tuple[str, bool, str]]
+    warnings: list[str]
+    mean: list[float] | None
+    std: list[float] | None
+    n_stats: int
+    png: Path | None
+    card: Path | None
+
+    @property
+    def ok(self) -> bool:
+        return all(ok for _, ok, _ in self.checks)
+
+
+def check_recipe(recipe_ref, *, data: str | Path | None = None, out: str | Path = ".", samples: int = 6,
+                 stats_samples: int = 256, seed: int = 0) -> CheckReport:
+    """Load a few samples of every split, validate the recipe against them, measure per-channel statistics on
+    training samples and save ``NAME-views.png`` (samples with their global and local views) into ``out``."""
+    import torch
+
+    from ..data.views import MultiCropDataset
+
+    r = load_recipe(recipe_ref)
+    checks: list[tuple[str, bool, str]] = []
+    warnings: list[str] = []
+    sets = {}
+    for role, split in r.splits.items():
+        try:
+            s = load_split(r, role, data, sample=stats_samples if role == "train" else samples)
+        except DataError as e:
+            checks.append((f"{role} split {split!r} loads", False, str(e)))
+            continue
+        sets[role] = s
+        info = s.meta
+        lc = info.get("label_counts")
+        checks.append((f"{role} split {split!r} loads", True, f"{info.get('rows', len(s)):,} images"
+                       + (f" from {info['where']}" if info.get("where") else "")))
+        shape = tuple(s.images.shape[1:])
+        want = (r.image_size, r.image_size, r.channels)
+        checks.append((f"{role}: image size and channels", shape == want,
+                       f"{shape[0]}x{shape[1]}, {shape[2]} channel(s)" + ("" if shape == want else
+                                                                          f"; the recipe says {want}")))
+        dt_ok = s.images.dtype == np.dtype(r.dtype)
+        checks.append((f"{role}: value type", dt_ok, f"{s.images.dtype}" + ("" if dt_ok else
+                                                                         f"; the recipe says {r.dtype}")))
+        if s.images.dtype.kind == "f":
+            fin = bool(np.isfinite(np.asarray(s.images)).all())
+            checks.append((f"{role}: finite values", fin, "" if fin else "NaN or inf in the sampled images"))
+        if lc is not None:
+            present = [i for i, c in enumerate(lc) if c]
+            ok = len(lc) <= r.num_classes
+            checks.append((f"{role}: labels in [0, {r.num_classes})", ok,
+                           f"{len(present)} classes present" + ("" if ok else f", labels up to {len(lc) - 1}")))
+            if ok and role == "train" and len(present) < r.num_classes:
+                warnings.append(f"train split has no images of class(es) "
+                                f"{[i for i in range(r.num_classes) if i not in present][:10]}")
+        elif role != "train":
+            checks.append((f"{role}: labels", False, "no labels; evaluation needs labelled val/test splits"))
+    if "train" in sets:
+        tr = sets["train"]
+        try:
+            ds = MultiCropDataset(tr, r, seed=seed)
+            g, loc, _ = ds[0]
+            gw = (r.n_global, r.channels, r.global_size, r.global_size)
+            lw = (r.n_local, r.channels, r.local_size, r.local_size)
+            ok = tuple(g.shape) == gw and (r.n_local == 0 or tuple(loc.shape) == lw)
+            finite = bool(torch.isfinite(g).all() and torch.isfinite(loc).all())
+            checks.append(("views: shapes", ok, f"global {tuple(g.shape)}, local {tuple(loc.shape)}"))
+            checks.append(("views: finite values", finite, "" if finite else "NaN/inf after the augmentations"))
+        except Exception as e:  # noqa: BLE001 - an augmentation failing is a recipe error to report
+            checks.append(("views: build and run", False, f"{type(e).__name__}: {e}"))
+        if r.global_size > r.image_size:
+            warnings.append(f"global_size {r.global_size} > image_size {r.image_size}: views are upsampled")
+        if r.local_size >= r.global_size:
+            warnings.append(f"local_size {r.local_size} >= global_size {r.global_size}")
+        sc = r.pixel_scaling
+        mean, std = channel_stats(tr.images, sc)  # of the *scaled* values (what the recipe's mean/std normalise)
+        if sc.is_uint8_default:
+            far = max(max(abs(a - b) for a, b in zip(mean, r.mean)), max(abs(a - b) for a, b in zip(std, r.std)))
+        elif len(mean) == len(r.mean):  # differences measured in units of the recipe's std
+            far = max(max(abs(a - b) / sd for a, b, sd in zip(mean, r.mean, r.std)),
+                      max(abs(a - b) / sd for a, b, sd in zip(std, r.std, r.std)))
+        else:
+            far = 0.0  # the channel count check above already failed
+        if far > 0.05:
+            warnings.append(f"measured mean={tuple(mean)}, std={tuple(std)} on {len(tr)} training images differ from "
+                            f"the recipe's mean={tuple(r.mean)}, std={tuple(r.std)}: consider copying the measured "
+                            "values into the recipe and its card")
+    else:
+        mean = std = None
+    png = None
+    if "train" in sets and all(ok for _, ok, _ in checks):
+        out = Path(out).expanduser()
+        out.mkdir(parents=True, exist_ok=True)
+        png = _views_png(r, sets["train"], out / f"{r.name}-views.png", samples, seed)
+    card = None
+    try:
+        c = card_for(r)
+        card = c.path
+        warnings += [f"card {c.path.name}: {e}" for e in c.errors]
+    except UserError as e:
+        warnings.append(str(e))
+    return CheckReport(r.name, checks, warnings, mean, std, 0 if mean is None else len(sets["train"]), png, card)
+
+
+def _views_png(r, sample, path: Path, rows: int, seed: int) -> Path:
+    """The views grid: per row a training image and its global and local views, one row per class first."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    from ..data.views import MultiCropDataset
+
+    ds = MultiCropDataset(sample, r, seed=seed)
+    n = min(rows, len(sample))
+    n_loc = min(r.n_local, 4)
+    cols = 1 + r.n_global + n_loc
+    mean = np.asarray(r.mean, dtype=np.float32)
+    std = np.asarray(r.std, dtype=np.float32)
+
+    eight_bit = r.pixel_scaling.is_uint8_default
+    if r.channels == 3 or r.channels == 1:
+        bands = None
+    elif r.rgb_bands is not None:
+        bands = [int(b) for b in r.rgb_bands]
+    else:
+        bands = [0]  # first channel as grey
+
+    def display(img):
+        """(H, W, C) values in the recipe's [0, 1] scale (8-bit) or standardised units → what imshow takes."""
+        if not eight_bit:
+            img = img / 4.0 + 0.5  # z-scores −2..2 → 0..1
+        return img if bands is None else img[:, :, bands]
+
+    def show(ax, img):
+        img = np.clip(display(img), 0, 1)
+        if img.shape[-1] == 1:
+            ax.imshow(img[:, :, 0], cmap="gray", vmin=0, vmax=1)
+        else:
+            ax.imshow(img)
+        ax.set_xticks([])
+        ax.set_yticks([])
+
+    # one row per class first (so the grid shows the variety of the data), then further samples
+    picks: list[int] = []
+    if sample.labels is not None:
+        for c in dict.fromkeys(int(v) for v in sample.labels):
+            picks.append(int(np.flatnonzero(sample.labels == c)[0]))
+    picks = (picks + [i for i in range(len(sample)) if i not in picks])[:n]
+    fig, axes = plt.subplots(n, cols, figsize=(1.6 * cols, 1.6 * n), squeeze=False)
+    for i, idx in enumerate(picks):
+        g, loc, y = ds[idx]
+        if eight_bit:
+            show(axes[i, 0], np.asarray(sample.images[idx], dtype=np.float32) / 255.0)
+        else:  # the stored image, scaled and standardised like the views, so both share one display scale
+            show(axes[i, 0], (r.pixel_scaling.numpy(sample.images[idx]) - mean) / std)
+        label = sample.class_names[y] if sample.class_names is not None and 0 <= y < len(sample.class_names) else y
+        axes[i, 0].set_ylabel(str(label)[:18], fontsize=7)
+        back = (std, mean) if eight_bit else (1.0, 0.0)  # 8-bit: undo the normalisation; else show z-scores
+        for j in range(r.n_global):
+            show(axes[i, 1 + j], g[j].numpy().transpose(1, 2, 0) * back[0] + back[1])
+        for j in range(n_loc):
+            show(axes[i, 1 + r.n_global + j], loc[j].numpy().transpose(1, 2, 0) * back[0] + back[1])
+    titles = ["image"] + [f"global {j + 1}" for j in range(r.n_global)] + [f"local {j + 1}" for j in range(n_loc)]
+    for j, t in enumerate(titles):
+        axes[0, j].set_title(t, fontsize=8)
+    shown = "" if bands is None else (f"; bands {bands} as RGB" if len(bands) == 3 else
+                                      f"; channel {bands[0]} of {r.channels} as grey")
+    fig.suptitle(f"{r.name}: {r.global_size}px global / {r.local_size}px local views{shown}", fontsize=9)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
+    return path

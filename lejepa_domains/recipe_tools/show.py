@@ -1,0 +1,113 @@
+"""Printing for the recipe tools (rich): a data card, what ``recipes new`` wrote, the ``recipes check`` table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..data.cards import Card, find_card, parse_card, validate_card
+from ..errors import DataError, UserError
+from ..recipe import load_recipe
+from .check import CheckReport
+from .scaffold import NewRecipe
+
+__all__ = ["print_card", "print_new", "print_check"]
+
+
+def print_card(ref: str, console=None) -> Any:
+    """Print a recipe's data card (front matter as a table, prose as Markdown) and its completeness."""
+    from rich.console import Console
+    from rich.markdown import Markdown
+    from rich.table import Table
+
+    console = console or Console()
+    recipe = None
+    if ref.endswith(".md") and Path(ref).is_file():
+        path: Path | None = Path(ref)
+    elif ref.endswith(".py") or "/" in ref or "\\" in ref:
+        recipe = load_recipe(ref)
+        path = find_card(recipe)
+    else:
+        path = find_card(ref)
+        try:
+            recipe = load_recipe(ref)
+        except UserError:
+            recipe = None  # a card without a built-in recipe of that name is still printed
+    if path is None:
+        raise UserError(f"no data card for {ref!r}; expected data_cards/{ref}.md (built-in) or NAME.md beside the "
+                        "recipe file")
+    card: Card = validate_card(parse_card(path), recipe)
+    import yaml
+
+    t = Table(title=f"data card {card.front.get('name', path.stem)} ({path})", show_header=False, show_lines=True)
+    t.add_column("field", style="bold")
+    t.add_column("value")
+    def inline(v: Any) -> str:
+        if not isinstance(v, (dict, list)):
+            return str(v)
+        return yaml.safe_dump(v, sort_keys=False, allow_unicode=True, width=10**6, default_flow_style=True).strip()
+
+    def dump(v: Any) -> str:
+        if isinstance(v, dict):
+            return "\n".join(f"{k}: {inline(x)}" for k, x in v.items())
+        if isinstance(v, list):
+            return "\n".join(f"- {inline(x)}" for x in v)
+        return str(v)
+
+    for k, v in card.front.items():
+        if k == "classes" and isinstance(v, list) and len(v) > 12:
+            text = f"{dump(v[:10])}\n… {len(v) - 10} more ({len(v)} classes)"
+        else:
+            text = dump(v)
+        t.add_row(str(k), text)
+    console.print(t)
+    console.print(Markdown(card.body))
+    if card.errors:
+        console.print("[bold red]incomplete card:[/] " + "; ".join(card.errors), highlight=False)
+    for w in card.warnings:
+        console.print(f"[yellow]note:[/] {w}", highlight=False)
+    return card
+
+
+def print_new(res: NewRecipe, console=None) -> None:
+    """What ``recipes new`` wrote and inferred, and the next steps (on stderr by default)."""
+    from rich.console import Console
+
+    console = console or Console(stderr=True)
+    inf = res.inferred
+    console.print(f"[bold]wrote[/] {res.recipe_path} and {res.card_path} from {inf.where}", highlight=False)
+    console.print(f"  splits {inf.splits}  sizes {inf.split_sizes}", highlight=False)
+    console.print(f"  {len(inf.class_names)} classes, {inf.image_size}x{inf.image_size}, {inf.channels} channel(s); "
+                  f"mean {inf.mean} std {inf.std} (from {inf.n_stats} images)", highlight=False)
+    if inf.image_column:
+        console.print(f"  columns: image={inf.image_column!r} label={inf.label_column!r}", highlight=False)
+    for n in inf.notes:
+        console.print(f"  [yellow]note:[/] {n}", highlight=False)
+    console.print(f"next: fill in the TODOs of {res.card_path.name} (licence, citation, why these views), then\n"
+                  f"  lejepa-domains recipes check {res.recipe_path}\n  lejepa-domains pretrain {res.recipe_path}",
+                  highlight=False)
+
+
+def print_check(rep: CheckReport, console=None) -> None:
+    """The ``recipes check`` table and warnings; :class:`DataError` naming the failed checks when any failed."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    t = Table(title=f"recipe check: {rep.recipe}")
+    t.add_column("check")
+    t.add_column("result")
+    t.add_column("detail", overflow="fold")
+    for name, ok, detail in rep.checks:
+        t.add_row(name, "[green]ok[/]" if ok else "[bold red]FAIL[/]", detail)
+    console.print(t)
+    if rep.mean is not None:
+        console.print(f"normalisation measured on {rep.n_stats} training images: mean={tuple(rep.mean)}, "
+                      f"std={tuple(rep.std)}", highlight=False)
+    for w in rep.warnings:
+        console.print(f"[yellow]warning:[/] {w}", highlight=False)
+    if rep.png is not None:
+        console.print(f"views: [bold]{rep.png}[/]", highlight=False)
+    if not rep.ok:
+        failed = [n for n, ok, _ in rep.checks if not ok]
+        raise DataError(f"recipe {rep.recipe!r} failed {len(failed)} check(s): {', '.join(failed)}")
