@@ -115,23 +115,3 @@ def validate_scaling(where: str, dtype: str, kind: str, pixel_max: float | None,
         raise UserError(f"{where}: pixel_max must be a finite number > 0, got {pixel_max}")
     if not (math.isfinite(softening) and softening > 0):
         raise UserError(f"{where}: softening must be a finite number > 0, got {softening}")
-
-
-# ------------------------------------------------------------------ deprecated (issue 12)
-
-def load_split(recipe, split: str, data=None, *, skip_bad_samples: bool = False, check_finite: bool = True):
-    """Deprecated: use :func:`lejepa_domains.data.load_split` (``recipe``, a *role*, ``data``), which does every
-    check once. This alias takes the recipe's split *name* and always refuses NaN/inf (``check_finite`` is kept for
-    old callers only); it goes once train.py and evaluate/run.py call the new entry point."""
-    from .loading import load_split as load
-
-    role = next((r for r, s in recipe.splits.items() if s == split), split)
-    return load(recipe, role, data, skip_bad_samples=skip_bad_samples)
-
-
-def check_pixels(images: np.ndarray, where: str, chunk: int = 4096) -> None:
-    """Deprecated: :func:`lejepa_domains.data.load_split` does this check
-    (:func:`lejepa_domains.data.loading.check_pixels`)."""
-    from .loading import check_pixels as check
-
-    check(images, where, chunk)
