@@ -23,6 +23,20 @@ err_console = Console(stderr=True)
 _ARGV: Optional[List[str]] = None  # the arguments main() was called with
 
 
+def _version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        typer.echo(f"lejepa-domains {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: Optional[bool] = typer.Option(None, "--version", callback=_version, is_eager=True,
+                                                 help="Print the version and exit.")) -> None:
+    """In-domain LeJEPA pretraining and frozen-backbone evaluation for scientific images."""
+
+
 @app.command()
 def pretrain(
     recipe: str = typer.Argument("specimens", help="Built-in recipe name or path to a recipe .py file."),
@@ -66,7 +80,9 @@ def pretrain(
             sys.exit(code)  # torchrun's exit code (0 when every process succeeded)
     from .train import pretrain as run
 
-    run(recipe, **options)
+    result = run(recipe, **options)
+    if result.interrupted:  # the checkpoint is written; the shell's convention: 128 + signal (130 SIGINT, 143 SIGTERM)
+        sys.exit(128 + (result.signal or 2))
 
 
 @app.command("eval")
@@ -194,8 +210,59 @@ def card(name: str = typer.Argument(..., help="Recipe name, recipe file or card 
     print_card(name)
 
 
+def _click_error(e: BaseException) -> Optional[BaseException]:
+    """``e`` if it is one of click's exceptions — of the click package or of the copy a typer release bundles
+    (typer ≥ 0.2x raises ``typer._click.exceptions.*``), recognised by class name so any bundled copy counts."""
+    names = {c.__name__ for c in type(e).__mro__}
+    return e if names & {"ClickException", "Abort", "Exit"} else None
+
+
+def _command_path(e: BaseException, argv: List[str]) -> str:
+    """``lejepa-domains pretrain`` for an error inside that command, also when click reports it at the root."""
+    ctx = getattr(e, "ctx", None)
+    path = getattr(ctx, "command_path", None) or "lejepa-domains"
+    if " " not in path:
+        import typer.main
+
+        group = typer.main.get_command(app)
+        words = [a for a in argv if not a.startswith("-")][:2]
+        if words and words[0] in getattr(group, "commands", {}):
+            path = f"{path} {words[0]}"
+            sub = group.commands[words[0]]
+            if len(words) > 1 and words[1] in getattr(sub, "commands", {}):
+                path = f"{path} {words[1]}"
+    return path
+
+
+def _given_value(e: BaseException, argv: List[str]) -> Optional[str]:
+    """The value the user typed for the option a BadParameter error is about (``--epochs 1.5`` → ``1.5``)."""
+    param = getattr(e, "param", None)
+    for opt in getattr(param, "opts", None) or ():
+        for i, a in enumerate(argv):
+            if a == opt and i + 1 < len(argv):
+                return argv[i + 1]
+            if a.startswith(opt + "="):
+                return a[len(opt) + 1:]
+    return None
+
+
+def _usage_line(e: BaseException, argv: List[str]) -> str:
+    """One line: the command, what was wrong (click names the option and what it expects), where to look."""
+    path = _command_path(e, argv)
+    msg = " ".join(str(e.format_message() if hasattr(e, "format_message") else e).split()).rstrip(".")
+    for hint in (" Did you mean", " Possible options:"):
+        if hint in msg:
+            head, tail = msg.split(hint, 1)
+            msg = f"{head.rstrip('.')} ({hint.strip().lower()}{tail.rstrip('.')})"
+    given = _given_value(e, argv) if type(e).__name__ == "BadParameter" else None
+    if given is not None:
+        msg += f" (got {given!r})"
+    return f"{path}: {msg}; see '{path} --help'"
+
+
 def main(argv: Optional[List[str]] = None) -> None:
-    """Console-script entry point: user errors become one red line and exit code 2, never a traceback."""
+    """Console-script entry point: user errors — bad data, bad recipes and usage errors alike — become one red
+    ``error:`` line and exit code 2, never a traceback."""
     global _ARGV
     _ARGV = list(argv) if argv is not None else sys.argv[1:]  # `--devices` re-launches this command line
     try:
@@ -203,22 +270,26 @@ def main(argv: Optional[List[str]] = None) -> None:
     except UserError as e:
         err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
         sys.exit(e.exit_code)
-    except (typer.Exit, SystemExit) as e:
-        code = getattr(e, "exit_code", getattr(e, "code", 0))
-        sys.exit(code or 0)
-    except typer.Abort:
-        err_console.print("[bold red]aborted[/]")
-        sys.exit(130)
+    except SystemExit:
+        raise
     except KeyboardInterrupt:
         err_console.print("[bold red]interrupted[/]")
         sys.exit(130)
-    except Exception as e:  # click usage errors
-        import click
-
-        if isinstance(e, click.exceptions.ClickException):
-            err_console.print(f"[bold red]error:[/] {e.format_message()}", highlight=False, soft_wrap=True)
-            sys.exit(e.exit_code)
-        raise
+    except Exception as e:
+        ce = _click_error(e)
+        if ce is None:
+            raise
+        kind = {c.__name__ for c in type(ce).__mro__}
+        if "Exit" in kind:  # --help, --version, typer.Exit(code)
+            sys.exit(getattr(ce, "exit_code", 0) or 0)
+        if "Abort" in kind:
+            err_console.print("[bold red]aborted[/]")
+            sys.exit(130)
+        if "NoArgsIsHelpError" in kind:  # the bare command (click ≥ 8.2 raises; older releases print and exit 0)
+            typer.echo(ce.format_message())
+            sys.exit(0)
+        err_console.print(f"[bold red]error:[/] {_usage_line(ce, _ARGV)}", highlight=False, soft_wrap=True)
+        sys.exit(2)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from .errors import UserError
-from .utils import atomic_path, atomic_write_bytes
+from .utils import FolderLock, atomic_path, atomic_write_bytes
 
 __all__ = ["RunDir", "CONFIG", "METRICS", "CHECKPOINT", "BEST", "BACKBONE_META", "BACKBONE_WEIGHTS", "RUN_FILES",
            "default_run_path", "find_latest_run", "export_backbone", "load_backbone", "read_backbone_meta",
@@ -115,17 +115,37 @@ class RunDir:
     def has_backbone(self) -> bool:
         return (self.path / BACKBONE_META).is_file()
 
+    def present_files(self) -> list[str]:
+        """The run files that exist now, in the order of :data:`RUN_FILES` (backbone pair shown as one)."""
+        names = [f for f in RUN_FILES if (self.path / f).is_file()]
+        if BACKBONE_META in names and BACKBONE_WEIGHTS in names:
+            names.remove(BACKBONE_META)
+            names[names.index(BACKBONE_WEIGHTS)] = f"{BACKBONE_WEIGHTS} + {BACKBONE_META}"
+        return names
+
     # ---- create / resume checks
     def check_resumable(self, flag: str = "--resume") -> "RunDir":
         if not self.is_resumable():
             raise UserError(f"{flag} {self.path}: no {CONFIG} and {CHECKPOINT} there (not a run folder)")
         return self
 
+    def lock(self) -> FolderLock:
+        """The lock a training process holds on this folder while it writes into it."""
+        return FolderLock(self.path, "run folder")
+
+    def check_not_live(self) -> "RunDir":
+        """Refuse (one line naming the process) when another process is training into this folder now."""
+        info = self.lock().holder()
+        if info is not None:
+            raise self.lock().refusal(info)
+        return self
+
     def prepare_new(self, overwrite: bool) -> "RunDir":
         """Make the folder for a new run. A folder already holding a run is refused unless ``overwrite``, which then
-        removes that run's files (only those)."""
+        removes that run's files (only those); a run that is training right now is refused either way."""
         if self.path.exists() and not self.path.is_dir():
             raise UserError(f"--out {self.path} exists and is not a folder")
+        self.check_not_live()
         if self.holds_run():
             if not overwrite:
                 raise UserError(f"output folder {self.path} already holds a run; use --resume {self.path} to "
@@ -176,7 +196,11 @@ class RunDir:
             f.write(json.dumps(record) + "\n")
 
     def rewrite_metrics(self, records: list[dict[str, Any]]) -> None:
-        atomic_write_bytes(self.path / METRICS, "".join(json.dumps(r) + "\n" for r in records).encode())
+        """Replace metrics.jsonl by ``records`` (atomically); a file that already says exactly that is left alone."""
+        text = "".join(json.dumps(r) + "\n" for r in records).encode()
+        path = self.path / METRICS
+        if not (path.is_file() and path.read_bytes() == text):
+            atomic_write_bytes(path, text)
 
     # ---- checkpoints
     def save_checkpoint(self, state: dict[str, Any]) -> None:
@@ -185,7 +209,25 @@ class RunDir:
             torch.save(state, tmp)
 
     def load_checkpoint(self, name: str = CHECKPOINT) -> dict[str, Any]:
-        return torch.load(self.path / name, map_location="cpu", weights_only=False)
+        """The checkpoint's state; a truncated or corrupt file is one error line naming it and the way out."""
+        path = self.path / name
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=False)
+            if not isinstance(state, dict) or "step" not in state:
+                raise ValueError("not a lejepa-domains checkpoint")
+            return state
+        except Exception as e:  # truncated zip, pickle garbage, a file of something else
+            why = " ".join(f"{type(e).__name__}: {e}".split()).split(". ")[0][:160]
+            way_out = "start the run again with --overwrite"
+            if name == CHECKPOINT and (self.path / BEST).is_file():
+                try:
+                    best = torch.load(self.path / BEST, map_location="cpu", weights_only=False)
+                    way_out = (f"{self.path / BEST} (epoch {best['epoch']}, step {best['step']}) is intact: copy it "
+                               f"over {path} to resume from there")
+                except Exception:
+                    way_out = f"{self.path / BEST} is unreadable too; start the run again with --overwrite"
+            raise UserError(f"checkpoint {path} cannot be read, it is truncated or corrupt ({why}); {way_out}") \
+                from None
 
     def checkpoint_step(self) -> int | None:
         """The optimisation step ``checkpoint.pt`` holds; None when it is missing or unreadable."""

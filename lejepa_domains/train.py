@@ -101,6 +101,8 @@ class RunResult:
     metrics: list[dict[str, Any]] = field(default_factory=list)
     backbone: dict[str, Any] = field(default_factory=dict)
     interrupted: bool = False
+    signal: int | None = None  # the signal that stopped the run (SIGINT, SIGTERM), if one did
+    complete_already: bool = False  # --resume of a run that had finished all its epochs: nothing was trained
     step_times: list[float] = field(default_factory=list)  # wall seconds per step (data wait + compute)
 
     @property
@@ -138,15 +140,35 @@ def pretrain(recipe: str | Path | Recipe = "specimens", *, out: str | Path | Non
         _tensorboard_available()
     init_state = read_backbone_weights(init_from) if init_from is not None else None
     model, variant = build_network(rec, cfg, ctx.rank, init_state, init_from)
-    if not setup.resumed and ctx.is_main:
-        run.prepare_new(overwrite)
+    lock = run.lock()
+    if ctx.is_main:
+        if not setup.resumed:
+            run.prepare_new(overwrite)
+        lock.acquire("pretrain --resume" if setup.resumed else "pretrain")
     D.barrier()
+    try:
+        return _pretrain_locked(setup, ctx, run, data, model, variant, max_steps=max_steps, progress=progress,
+                                tensorboard=tensorboard)
+    finally:
+        lock.release()
 
+
+def _pretrain_locked(setup, ctx, run: RunDir, data, model: nn.Module, variant: Variant, *, max_steps: int | None,
+                     progress: bool, tensorboard: bool) -> RunResult:
+    """``pretrain`` once the run folder is this process's: build, restore, write the config, train."""
+    rec, cfg = setup.recipe, setup.cfg
     t = build_training(model, variant, rec, cfg, data, ctx)
     if setup.resumed:
         t.restore(setup.checkpoint, ctx.rank, run.read_metrics())
         if ctx.is_main and (run / METRICS).is_file():  # drop lines of epochs the checkpoint does not hold (a
             run.rewrite_metrics(t.history)  # partial epoch, a kill between metrics line and checkpoint)
+    if setup.resumed and t.start_epoch >= cfg.epochs:
+        D.teardown(ctx)
+        if ctx.is_main:
+            from .show import print_complete
+
+            print_complete(run, cfg.epochs)
+        return RunResult(run_dir=run.path, metrics=t.history, complete_already=True)
     t.wrap(ctx, cfg.compile)
     config = {"recipe": rec.describe(), "train": asdict(cfg), "data": setup.data, "device": str(ctx.device),
               "world_size": ctx.world_size, "precision": "bf16" if t.amp_dtype else "fp32",
@@ -227,6 +249,7 @@ def train_epochs(t: Training, rec: Recipe, cfg, data, run: RunDir, ctx, config: 
                         f"(epoch {epoch + 1}, step {t.step}); the last good checkpoint is "
                         f"{run / CHECKPOINT} — lower --lr or raise --lambda, then --resume or start again")
                 result.step_times.append(meter.time_step(t_data))
+                bar.step(t.step)
                 if meter.n_steps and (meter.n_steps % cfg.log_every == 0 or meter.n_steps == 1):
                     s = meter.running()
                     bar.update(t.step, loss=s[0], sigreg=s[2], ips=meter.n_images * ctx.world_size /
@@ -240,7 +263,7 @@ def train_epochs(t: Training, rec: Recipe, cfg, data, run: RunDir, ctx, config: 
             finished_epoch = batch_in_epoch >= t.steps_per_epoch
             if stop.raised is not None and not finished_epoch:
                 save_checkpoint(epoch, batch_in_epoch)
-                result.interrupted = True
+                result.interrupted, result.signal = True, stop.raised
                 break
 
             # ---- end of epoch: health figures, probe on val, metrics line, checkpoint, backbone export
@@ -275,7 +298,7 @@ def train_epochs(t: Training, rec: Recipe, cfg, data, run: RunDir, ctx, config: 
                 except OSError as e:
                     raise run.write_error(run / BACKBONE_WEIGHTS, e, last_saved) from None
             if stop.raised is not None:
-                result.interrupted = True
+                result.interrupted, result.signal = True, stop.raised
                 break
             if max_steps is not None and t.step >= max_steps:
                 break

@@ -29,6 +29,7 @@ import numpy as np
 
 from ..errors import UserError
 from ..runs import RunDir
+from ..utils import FolderLock, ensure_writable
 from .studies import Budget, Study, Variant, get_budget, get_study, view_cost
 
 __all__ = ["ablate", "plan_study", "RunSpec"]
@@ -273,7 +274,23 @@ def ablate(recipe="specimens", study: str = "heuristics", budget: str | Budget =
     study_dir = root / st.name
     plan = plan_study(rec, st, bud, n_seeds, data)
     total_steps = sum(spec["steps"] for _, _, spec in plan)
+    ensure_writable(study_dir, "ablation folder")
+    lock = FolderLock(study_dir, "ablation study")
+    if (info := lock.holder()) is not None:
+        raise lock.refusal(info)
     report_mod.print_header(console, rec, st, bud, n_seeds, plan, study_dir, total_steps)
+    with lock:
+        return _run_study(rec, st, bud, n_seeds, plan, study_dir, root, total_steps, console, device=device,
+                          data=data, progress=progress, max_new_runs=max_new_runs, quiet=quiet)
+
+
+def _run_study(rec, st: Study, bud: Budget, n_seeds: int, plan, study_dir: Path, root: Path, total_steps: int,
+               console, *, device: str, data, progress: bool, max_new_runs: int | None, quiet: bool) -> dict:
+    """Every run of the plan (trained, reused or resumed, then evaluated), and the combined report."""
+    from rich.console import Console
+
+    from . import report as report_mod
+
 
     t0 = time.perf_counter()
     by_variant: dict[str, list[dict]] = {}

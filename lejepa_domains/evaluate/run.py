@@ -20,6 +20,7 @@ import torch
 
 from ..errors import UserError
 from ..runs import BACKBONE_META, RunDir, find_latest_run
+from ..utils import FolderLock, ensure_writable
 from .encoders import (EncoderContext, EncoderOptions, build_encoder, check_options, check_recipe, describe_options,
                        resolve_baselines, weights_by_encoder)
 from .features import FROZEN, default_cache_dir, extract_features
@@ -243,56 +244,62 @@ def evaluate(recipe=None, checkpoint=None, baselines: Sequence[str] = (), weight
     cache = (Path(cache_dir) if cache_dir is not None else default_cache_dir()) if use_cache else None
     ctx = EncoderContext(rec, options, run_dir=run_dir, log=log)
     check_recipe(names, ctx)  # e.g. a bad --adapter fails before any data is loaded
+    ensure_writable(out, "eval --out")  # unwritable outputs fail here, before any feature is extracted
+    if cache is not None:
+        ensure_writable(cache, "--cache-dir")
+    if run_dir is not None and RunDir(run_dir).lock().holder() is not None:
+        log(f"[yellow]eval:[/] run {run_dir} is still training; evaluating its latest exported backbone")
+    with FolderLock(out, "eval output"):  # one evaluation at a time writes into `out`
 
-    # ---- data and the protocols, shared by every backbone
-    if skip_bad_samples is None:
-        skip_bad_samples = run.skip_bad_samples()
-    sets, splits = _load_splits(rec, data, skip_bad_samples, val_fraction, seed)
-    fewshot = FewShotProtocol.draw(splits.train, shots, n_sets, fewshot_C, seed)
-    linear, diagnostics = LinearProtocol(tuple(Cs), carved_val=splits.carved), DiagnosticsProtocol(seed)
-    bootstrap = Bootstrap(n_boot, seed, REFERENCE)
-    log(f"[bold]eval:[/] recipe {rec.name!r}: train {len(splits.train)}, val {len(splits.val)} "
-        f"({splits.val_info['source']}), test {len(splits.test)}; device {dev}")
+        # ---- data and the protocols, shared by every backbone
+        if skip_bad_samples is None:
+            skip_bad_samples = run.skip_bad_samples()
+        sets, splits = _load_splits(rec, data, skip_bad_samples, val_fraction, seed)
+        fewshot = FewShotProtocol.draw(splits.train, shots, n_sets, fewshot_C, seed)
+        linear, diagnostics = LinearProtocol(tuple(Cs), carved_val=splits.carved), DiagnosticsProtocol(seed)
+        bootstrap = Bootstrap(n_boot, seed, REFERENCE)
+        log(f"[bold]eval:[/] recipe {rec.name!r}: train {len(splits.train)}, val {len(splits.val)} "
+            f"({splits.val_info['source']}), test {len(splits.test)}; device {dev}")
 
-    # ---- backbones, one at a time
-    ctx = replace(ctx, train_images=sets["train"].images)
-    models: dict[str, dict] = {}
-    results: dict[str, dict[str, ProtocolResult]] = {}
-    feats_test: dict[str, np.ndarray] = {}
-    for name in ([REFERENCE] if run_dir is not None else []) + names:
-        models[name], results[name], feats_test[name] = _evaluate_backbone(
-            name, ctx, sets, data, splits, (knn, linear, fewshot, diagnostics), bootstrap, dev,
-            {"batch_size": batch_size, "cache_dir": cache})
+        # ---- backbones, one at a time
+        ctx = replace(ctx, train_images=sets["train"].images)
+        models: dict[str, dict] = {}
+        results: dict[str, dict[str, ProtocolResult]] = {}
+        feats_test: dict[str, np.ndarray] = {}
+        for name in ([REFERENCE] if run_dir is not None else []) + names:
+            models[name], results[name], feats_test[name] = _evaluate_backbone(
+                name, ctx, sets, data, splits, (knn, linear, fewshot, diagnostics), bootstrap, dev,
+                {"batch_size": batch_size, "cache_dir": cache})
 
-    # ---- the report
-    described = (knn, linear, fewshot, bootstrap, diagnostics)
-    report = {
-        "format": "lejepa-domains/eval-v1",
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "recipe": {"name": rec.name, "path": rec.path, "num_classes": rec.num_classes,
-                   "class_names": list(rec.class_names) if rec.class_names else None, "image_size": rec.image_size,
-                   "channels": rec.channels, "data": None if data is None else str(data)},
-        "checkpoint": None if run_dir is None else {
-            "path": str(run_dir), "source": run.source, "recipe": models[REFERENCE]["encoder"]["checkpoint_recipe"],
-            "weights_sha256_16": models[REFERENCE]["encoder"].get("weights_sha256_16"),
-            "skipped_bad_samples": run.skipped_in_run()},  # images pretraining left out with --skip-bad-samples
-        "splits": {"train": int(len(splits.train)), "val": int(len(splits.val)), "test": int(len(splits.test)),
-                   "val_source": splits.val_info,
-                   "skipped_bad_samples": {"enabled": bool(skip_bad_samples),
-                                           **{r: len(ds.meta.get("skipped", [])) for r, ds in sets.items()}}},
-        "protocol": {"frozen": FROZEN, **{p.name: p.describe() for p in described}, "val": splits.val_info,
-                     **describe_options(options)},
-        "reference": REFERENCE if REFERENCE in models else None,
-        "models": models,
-        "paired": _paired(results),
-        "environment": {"device": str(dev), "torch": torch.__version__, "python": platform.python_version(),
-                        "machine": platform.machine(), "threads": torch.get_num_threads()},
-        "cache_dir": str(cache) if cache is not None else None,
-    }
-    report["seconds"] = round(time.perf_counter() - t_start, 2)
-    report_mod.write_report(report, out, feats_test=feats_test, y_test=splits.test, support=fewshot.support_record(),
-                            plots=plots)
-    if not quiet:
-        report_mod.print_table(report, Console())
-        log(f"[bold]eval:[/] report written to {out}/report.md ({report['seconds']:.0f}s)")
-    return report
+        # ---- the report
+        described = (knn, linear, fewshot, bootstrap, diagnostics)
+        report = {
+            "format": "lejepa-domains/eval-v1",
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "recipe": {"name": rec.name, "path": rec.path, "num_classes": rec.num_classes,
+                       "class_names": list(rec.class_names) if rec.class_names else None, "image_size": rec.image_size,
+                       "channels": rec.channels, "data": None if data is None else str(data)},
+            "checkpoint": None if run_dir is None else {
+                "path": str(run_dir), "source": run.source, "recipe": models[REFERENCE]["encoder"]["checkpoint_recipe"],
+                "weights_sha256_16": models[REFERENCE]["encoder"].get("weights_sha256_16"),
+                "skipped_bad_samples": run.skipped_in_run()},  # images pretraining left out with --skip-bad-samples
+            "splits": {"train": int(len(splits.train)), "val": int(len(splits.val)), "test": int(len(splits.test)),
+                       "val_source": splits.val_info,
+                       "skipped_bad_samples": {"enabled": bool(skip_bad_samples),
+                                               **{r: len(ds.meta.get("skipped", [])) for r, ds in sets.items()}}},
+            "protocol": {"frozen": FROZEN, **{p.name: p.describe() for p in described}, "val": splits.val_info,
+                         **describe_options(options)},
+            "reference": REFERENCE if REFERENCE in models else None,
+            "models": models,
+            "paired": _paired(results),
+            "environment": {"device": str(dev), "torch": torch.__version__, "python": platform.python_version(),
+                            "machine": platform.machine(), "threads": torch.get_num_threads()},
+            "cache_dir": str(cache) if cache is not None else None,
+        }
+        report["seconds"] = round(time.perf_counter() - t_start, 2)
+        report_mod.write_report(report, out, feats_test=feats_test, y_test=splits.test, support=fewshot.support_record(),
+                                plots=plots)
+        if not quiet:
+            report_mod.print_table(report, Console())
+            log(f"[bold]eval:[/] report written to {out}/report.md ({report['seconds']:.0f}s)")
+        return report

@@ -12,7 +12,7 @@ from ..data import load_split
 from ..data.cards import card_for
 from ..errors import DataError, UserError
 from ..recipe import load_recipe
-from ..utils import atomic_path
+from ..utils import atomic_path, ensure_writable
 from .infer import channel_stats
 
 __all__ = ["check_recipe", "CheckReport"]
@@ -46,6 +46,7 @@ def check_recipe(recipe_ref, *, data: str | Path | None = None, out: str | Path 
     from ..data.views import MultiCropDataset
 
     r = load_recipe(recipe_ref)
+    ensure_writable(Path(out).expanduser(), "recipes check --out")  # before any sample is loaded
     checks: list[tuple[str, bool, str]] = []
     warnings: list[str] = []
     sets = {}

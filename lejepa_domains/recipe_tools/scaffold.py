@@ -11,7 +11,7 @@ from typing import Any
 
 from ..data.formats import path_fingerprint
 from ..errors import UserError
-from ..utils import atomic_write_bytes
+from ..utils import atomic_write_bytes, ensure_writable
 from .infer import Inferred, infer_dataset
 
 __all__ = ["new_recipe", "NewRecipe", "NAME_RE"]
@@ -202,6 +202,7 @@ def new_recipe(name: str, *, hf: str | None = None, data: str | Path | None = No
         for p in (py, md):
             if p.exists():
                 raise UserError(f"{p} already exists; choose another NAME or --out, or pass --force to overwrite it")
+    ensure_writable(out, "recipes new --out")  # before the data is read
     inf = infer_dataset(hf=hf, data=data, config=config, revision=revision, image_column=image_column,
                         label_column=label_column, samples=samples)
     out.mkdir(parents=True, exist_ok=True)

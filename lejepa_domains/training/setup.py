@@ -10,6 +10,7 @@ from typing import Any
 from ..errors import UserError
 from ..recipe import Recipe, TrainConfig, load_recipe
 from ..runs import RunDir, default_run_path
+from ..utils import ensure_writable
 
 __all__ = ["RunSetup", "setup_run", "RESUME_OVERRIDES"]
 
@@ -43,9 +44,14 @@ def setup_run(recipe: str | Path | Recipe, *, out: str | Path | None, resume: st
     if resume is None:
         rec = load_recipe(recipe).with_train(**options)
         run = RunDir(out if out is not None else default_run_path(rec.name))
+        if run.path.exists() and not run.path.is_dir():
+            raise UserError(f"--out {run} exists and is not a folder")
+        run.check_not_live()
+        ensure_writable(run.path, "run folder")
         return RunSetup(rec, rec.train, run, data, bool(skip_bad_samples))
 
-    run = RunDir(resume).check_resumable()
+    run = RunDir(resume).check_resumable().check_not_live()
+    ensure_writable(run.path, "run folder")
     saved = run.read_config()
     if saved is None:
         raise UserError(f"--resume {run}: its config.json is not valid JSON")
