@@ -25,7 +25,7 @@ TINY = ROOT / "tests" / "recipes" / "tinydigits.py"
 KNOWN_COMMANDS = {("pretrain",), ("eval",), ("ablate",), ("recipes",), ("recipes", "show"), ("recipes", "new"),
                   ("recipes", "check"), ("card",)}  # a lower bound: the commands found in the app are all tested
 
-_TOP_IGNORE = {".git", "build", "dist", "runs", ".whl", ".gl"}
+_TOP_IGNORE = {".git", "build", "dist", "runs", ".whl", ".gl", ".ci-cache"}
 _ANY_IGNORE = {"__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache"}
 
 
@@ -69,7 +69,12 @@ def wheel(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def venv(wheel, tmp_path_factory) -> dict:
     """A fresh venv with the wheel installed (non-editable) and the running interpreter's dependencies on its path."""
-    base = tmp_path_factory.mktemp("venv")
+    return make_venv(wheel, tmp_path_factory.mktemp("venv"))
+
+
+def make_venv(wheel: Path, base: Path, extra_wheels: tuple[Path, ...] = ()) -> dict:
+    """The fresh venv; ``extra_wheels`` are installed into it too and take precedence over the borrowed packages
+    (e.g. the oldest typer and click the project allows)."""
     env_dir = base / "venv"
     p = _run([sys.executable, "-m", "venv", "--without-pip", env_dir])
     assert p.returncode == 0, p.stderr
@@ -88,8 +93,8 @@ def venv(wheel, tmp_path_factory) -> dict:
     (site / "_outer_dependencies.pth").write_text("".join(f"{d}\n" for d in deps))
     # pip comes from the running interpreter's packages; --ignore-installed: a lejepa-domains installed out there
     # must neither satisfy nor be touched by this install
-    r = _run([py, "-m", "pip", "install", "--no-deps", "--no-index", "--ignore-installed", "-q", wheel], env=env,
-             cwd=base, timeout=300)
+    r = _run([py, "-m", "pip", "install", "--no-deps", "--no-index", "--ignore-installed", "-q", wheel,
+              *extra_wheels], env=env, cwd=base, timeout=300)
     assert r.returncode == 0, f"installing the wheel failed:\n{r.stdout}\n{r.stderr}"
     exe = env_dir / "bin" / "lejepa-domains"
     assert exe.is_file(), "the wheel installed no lejepa-domains console script"
@@ -166,3 +171,54 @@ def test_toy_ablate_from_the_fresh_venv(venv, tmp_path):
     report = json.loads((out / "schedule" / "ablation.json").read_text())
     assert report["study"] == "schedule" and report["budget"]["name"] == "toy" and report["complete"]
     assert {v["name"] for v in report["variants"]} == {"constant", "warmup-cosine"}
+
+
+# ------------------------------------------------------------------------------- the oldest typer/click allowed
+
+OLDEST = os.environ.get("LEJEPA_OLDEST_CLI_WHEELS")  # a folder holding the oldest typer and click wheels (.ci/run)
+
+
+def _usage_cases(exe: Path, env: dict, cwd: Path) -> list[str]:
+    """Run the usage-error cases; return what is wrong with each (empty: all fine)."""
+    cases = [(["pretrain", str(TINY), "--epoch", "2"], ["No such option: --epoch", "lejepa-domains pretrain"]),
+             (["pretrain", str(TINY), "--epochs", "1.5"], ["'--epochs'", "'1.5'"]),
+             (["pretrain", "--out"], ["'--out' requires an argument"]),
+             (["frobnicate"], ["No such command"]),
+             (["card"], ["Missing argument"])]
+    problems = []
+    for args, expect in cases:
+        p = _run([exe, *args], env=env, cwd=cwd)
+        lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
+        text = " ".join(" ".join(lines).split())
+        if p.returncode != 2 or "Traceback" in p.stderr or not lines or not lines[0].startswith("error: ") \
+                or not all(e in text for e in expect):
+            problems.append(f"{args}: exit {p.returncode}\n{p.stderr[-1500:]}")
+    p = _run([exe, "--version"], env=env, cwd=cwd)
+    if p.returncode != 0 or not p.stdout.startswith("lejepa-domains "):
+        problems.append(f"--version: exit {p.returncode} {p.stdout!r} {p.stderr[-500:]}")
+    return problems
+
+
+def test_usage_errors_are_one_line_with_the_typer_pip_resolves(venv):
+    import typer
+
+    assert not _usage_cases(venv["exe"], venv["env"], venv["cwd"]), f"typer {typer.__version__}"
+
+
+@pytest.mark.skipif(not OLDEST, reason="set LEJEPA_OLDEST_CLI_WHEELS to a folder with the oldest typer/click wheels "
+                                       "pyproject.toml allows (.ci/run downloads them)")
+def test_usage_errors_are_one_line_with_the_oldest_typer_allowed(wheel, tmp_path_factory):
+    import tomllib
+
+    extra = tuple(sorted(Path(OLDEST).glob("*.whl")))
+    names = {w.name.split("-")[0].lower().replace("_", "-"): w.name.split("-")[1] for w in extra}
+    bounds = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    typer_bound = next(b for b in bounds if b.replace(" ", "").startswith("typer>="))
+    from packaging.version import Version
+
+    assert Version(names.get("typer", "0")) == Version(typer_bound.split(">=")[1].split(",")[0]), (names, typer_bound)
+    v = make_venv(wheel, tmp_path_factory.mktemp("oldest"), extra)
+    q = _run([v["python"], "-c", "import typer, click; print(typer.__version__, click.__version__)"], env=v["env"],
+             cwd=v["cwd"])
+    assert q.stdout.split()[0] == names["typer"], q.stdout + q.stderr  # (typer-slim carries typer's code)
+    assert not _usage_cases(v["exe"], v["env"], v["cwd"]), f"with {q.stdout.strip()}"
