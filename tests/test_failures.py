@@ -229,3 +229,41 @@ def test_ablate_into_a_folder_another_study_is_writing(tmp_path):
                        "--device", "cpu")
     line = one_error_line(err)
     assert code == 2 and f"ablation study {study} is in use by process {os.getpid()}" in line, line
+
+
+# -------------------------------------------------------------------------------- recipes, weights, checkpoints
+
+def test_a_recipe_that_raises_at_import(tmp_path):
+    bad = tmp_path / "boom.py"
+    bad.write_text("raise RuntimeError('no such survey')\n")
+    code, _, err = cli("pretrain", str(bad), "--out", str(tmp_path / "r"), *FAST)
+    line = one_error_line(err)
+    assert code == 2 and f"recipe file {bad}: failed to import (RuntimeError: no such survey)" in line, line
+    assert not (tmp_path / "r").exists()
+
+
+def test_init_from_weights_of_another_architecture(tmp_path, finished_run):
+    vit = str(HERE / "recipes" / "tinyvit.py")  # a ViT recipe, the run is a ResNet
+    code, _, err = cli("pretrain", vit, "--init-from", str(finished_run), "--out", str(tmp_path / "r"), *FAST)
+    line = one_error_line(err)
+    assert code == 2 and f"--init-from {finished_run}: weights do not fit this recipe's backbone" in line, line
+    assert not (tmp_path / "r").exists()
+
+
+def test_eval_of_a_checkpoint_from_another_recipe(tmp_path, finished_run):
+    code, _, err = cli("eval", "specimens", "--checkpoint", str(finished_run), "--out", str(tmp_path / "ev"),
+                       "--device", "cpu")
+    line = one_error_line(err)
+    assert code == 2 and "was trained for recipe 'tinydigits'" in line and "recipe 'specimens' has 3" in line, line
+    assert not (tmp_path / "ev").exists()
+
+
+def test_eval_of_a_run_that_is_still_training_says_so(tmp_path, finished_run):
+    run = tmp_path / "live"
+    shutil.copytree(finished_run, run)
+    _lock(run, os.getpid())
+    code, _, err = cli("eval", "--checkpoint", str(run), "--out", str(tmp_path / "ev"), "--no-plots",
+                       "--bootstrap", "50", "--device", "cpu", "--no-cache")
+    assert code == 0, err
+    assert f"run {run} is still training; evaluating its latest exported backbone" in " ".join(err.split()), err
+    assert (tmp_path / "ev" / "report.json").is_file() and not (tmp_path / "ev" / ".lock").exists()
