@@ -162,11 +162,13 @@ def recipes_list(ctx: typer.Context) -> None:
 
 
 @recipes_app.command("show")
-def recipes_show(name: str = typer.Argument(..., help="Recipe name or path.")) -> None:
-    """Show a recipe's resolved settings."""
+def recipes_show(name: str = typer.Argument(..., help="Recipe name or path."),
+                 as_json: bool = typer.Option(False, "--json", help="Every resolved setting as JSON (for tools).")
+                 ) -> None:
+    """Show a recipe: a readable summary (source, splits, images, classes, views, training, card)."""
     from .show import print_recipe
 
-    print_recipe(name)
+    print_recipe(name, as_json=as_json)
 
 
 @recipes_app.command("new")

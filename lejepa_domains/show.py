@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
+import os
 import time
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 console = Console(stderr=True)
@@ -168,15 +169,23 @@ def print_complete(run, epochs: int) -> None:
                   f"--epochs N (N > {epochs}) with --resume to train it longer", highlight=False)
 
 
-def print_recipes() -> None:
-    from .recipe import list_recipes
-
-    t = Table(title="built-in recipes")
-    for col in ("name", "source", "size", "classes", "image", "backbone", "licence"):
-        t.add_column(col)
+def print_recipes(console=None) -> None:
+    """The built-in recipes, one row each. Names are never truncated or wrapped, at any width and in pipes: the name
+    column is as wide as the longest name and the other columns wrap (fold) instead."""
     import re
 
-    for info in list_recipes():
+    from .recipe import list_recipes
+
+    console = console or out_console
+    if not console.is_terminal and "COLUMNS" not in os.environ and console.width < 120:
+        console.width = 120  # pipes and logs: no need to squeeze the table into 80 columns
+    infos = list_recipes()
+    t = Table(title="built-in recipes", title_justify="left")
+    longest = max((len(i.name) for i in infos), default=4)
+    t.add_column("name", no_wrap=True, overflow="fold", min_width=longest, style="bold")
+    for col in ("source", "size", "classes", "image", "backbone", "licence"):
+        t.add_column(col, overflow="fold", justify="right" if col == "classes" else "left")
+    for info in infos:
         f = info.fields
         src = str(f.get("source", ""))
         m = re.match(r"\s*(\w+)\(\s*(['\"][^'\"]*['\"])?", src)
@@ -188,13 +197,65 @@ def print_recipes() -> None:
             img += f" {f['dtype']}"
         t.add_row(info.name, src, str(f.get("size", "")), str(f.get("num_classes", "")), img,
                   str(f.get("backbone", "")), lic)
-    out_console.print(t)
+    console.print(t)
 
 
-def print_recipe(name: str) -> None:
+def recipe_summary(r) -> list[tuple[str, str]]:
+    """(field, text) rows of ``recipes show``: what a person needs to know about a recipe, in reading order."""
+    from .data.cards import find_card
+
+    d = r.describe()
+    src = d.get("source") if isinstance(d.get("source"), dict) else {"kind": str(d.get("source"))}
+    stated = ("kind", "image_size", "channels", "num_classes", "class_names", "dtype")  # shown in their own rows
+    src_txt = ", ".join(f"{k}={v}" for k, v in src.items() if v not in (None, "", [], {}) and k not in stated)
+
+    def augs(fn) -> str:
+        return ", ".join(type(t).__name__ for t in fn()) if fn else "none"
+    names = list(r.class_names) if r.class_names else []
+    shown = ", ".join(str(n) for n in names[:8]) + (f", … ({len(names)} in all)" if len(names) > 8 else "")
+    sc = r.pixel_scaling
+    pix = "uint8, x / 255" if sc.is_uint8_default else ", ".join(f"{k} {v}" for k, v in sc.describe().items())
+    tr = d.get("train", {})
+    train_keys = ("epochs", "batch_size", "lr", "weight_decay", "lam", "num_slices", "schedule", "precision")
+    card = find_card(r)
+    rows = [
+        ("description", str(r.description or "")),
+        ("source", f"{src.get('kind', '')}" + (f" ({src_txt})" if src_txt else "")),
+        ("splits", ", ".join(f"{role} = {split!r}" for role, split in r.splits.items())),
+        ("size", str(getattr(r, "size", "") or "")),
+        ("images", f"{r.image_size}x{r.image_size} px, {r.channels} channel(s), {pix}"),
+        ("normalisation", f"mean={tuple(r.mean)}, std={tuple(r.std)}"),
+        ("classes", f"{r.num_classes}" + (f": {shown}" if shown else "")),
+        ("views", f"{r.n_global} global {r.global_size} px (scale {tuple(r.global_scale)}), {r.n_local} local "
+                  f"{r.local_size} px (scale {tuple(r.local_scale)})"),
+        ("augmentations", f"global: {augs(r.global_augment)}; local: {augs(r.local_augment)}"),
+        ("backbone", str(r.backbone) + (f" {dict(r.backbone_kwargs)}" if r.backbone_kwargs else "")),
+        ("training", ", ".join(f"{k}={tr[k]}" for k in train_keys if k in tr)),
+        ("card", str(card) if card else "none (lejepa-domains card NAME)"),
+        ("licence", str(getattr(r, "licence", "") or "")),
+        ("citation", str(getattr(r, "citation", "") or "")),
+        ("homepage", str(getattr(r, "homepage", "") or "")),
+        ("file", str(r.path or "")),
+    ]
+    return [(k, v) for k, v in rows if v]
+
+
+def print_recipe(name: str, as_json: bool = False, console=None) -> None:
+    """``recipes show``: a readable summary for people; ``as_json`` prints every resolved setting as JSON (tools)."""
     import json
 
     from .recipe import load_recipe
 
+    console = console or out_console
     r = load_recipe(name)
-    out_console.print_json(json.dumps(r.describe(), default=str))
+    if as_json:
+        print(json.dumps(r.describe(), default=str, indent=2))  # plain: no colour codes or wrapping in pipes
+        return
+    t = Table(title=f"recipe {r.name}", title_justify="left", show_header=False, show_lines=False)
+    t.add_column("field", style="bold", no_wrap=True)
+    t.add_column("value", overflow="fold")
+    for k, v in recipe_summary(r):
+        t.add_row(k, v)
+    console.print(t, highlight=False)
+    console.print("all settings: lejepa-domains recipes show NAME --json; data card: lejepa-domains card NAME",
+                  style="dim", highlight=False)

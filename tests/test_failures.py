@@ -22,9 +22,12 @@ SCRIPT = Path(sys.executable).parent / "lejepa-domains"
 FAST = ["--epochs", "1", "--batch-size", "32", "--num-slices", "16", "--device", "cpu"]
 
 
-def cli(*args: str, cwd: Path | None = None, timeout: float = 300) -> tuple[int, str, str]:
-    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
-    p = subprocess.run([str(SCRIPT), *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=timeout)
+def cli(*args, env: dict | None = None, cwd: Path | None = None, timeout: float = 300) -> tuple[int, str, str]:
+    """Run the installed console script; ``env`` entries set to None are removed from the environment."""
+    e = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "HF_HUB_OFFLINE": "1", "COLUMNS": "200", **(env or {})}
+    e = {k: v for k, v in e.items() if v is not None}
+    p = subprocess.run([str(SCRIPT), *map(str, args)], capture_output=True, text=True, env=e, cwd=cwd,
+                       timeout=timeout)
     return p.returncode, p.stdout, p.stderr
 
 

@@ -16,7 +16,7 @@ from .formats import UNSPLIT, Reader, open_local
 from .table import LocalSource, TableSource
 
 __all__ = ["TableSource", "HFSource", "MedMNISTSource", "LocalSource", "MEDMNIST_HUB_ID", "MEDMNIST_REVISION",
-           "open_hub", "hub_error"]
+           "open_hub", "hub_error", "hub_reachable", "set_offline", "PROBE_TIMEOUT"]
 
 MEDMNIST_HUB_ID = "albertvillanova/medmnist-v2"
 MEDMNIST_REVISION = "0472595ab51916346dc4ad40f7b77551f2171403"  # the commit that added data/*.npz (unchanged since)
@@ -31,6 +31,68 @@ def _offline() -> bool:
     except ImportError:  # pragma: no cover
         pass
     return os.environ.get("HF_DATASETS_OFFLINE", "") in ("1", "true", "TRUE", "yes")
+
+
+PROBE_TIMEOUT = 2.5  # seconds the hub endpoint gets to answer one HEAD request before the process goes offline
+_PROBED: dict[str, bool] = {}  # endpoint → reachable (probed once per process)
+
+
+def set_offline() -> None:
+    """Offline mode for the rest of the process, with ``HF_HUB_OFFLINE=1`` semantics: huggingface_hub and 🤗 datasets
+    read only their local caches (and fail at once when the data is not there)."""
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    try:
+        from huggingface_hub import constants
+
+        constants.HF_HUB_OFFLINE = True
+    except ImportError:  # pragma: no cover
+        pass
+    try:
+        import datasets.config as dconf
+
+        dconf.HF_HUB_OFFLINE = dconf.HF_DATASETS_OFFLINE = True
+    except ImportError:  # pragma: no cover
+        pass
+
+
+def hub_reachable(timeout: float = PROBE_TIMEOUT) -> bool:
+    """Whether the Hugging Face endpoint (``huggingface_hub.constants.ENDPOINT``, i.e. ``HF_ENDPOINT``) answers one
+    HEAD request within ``timeout`` seconds (any HTTP status counts; proxies from the environment are used). Asked
+    once per process, before the first hub call: unreachable → :func:`set_offline`, so the clear
+    :class:`OfflineError` comes at once instead of after ~20 s of retries. Already offline → False, nothing sent."""
+    if _offline():
+        return False
+    try:
+        from huggingface_hub import constants
+
+        endpoint = str(constants.ENDPOINT)
+    except ImportError:  # pragma: no cover
+        return True
+    if endpoint in _PROBED:
+        return _PROBED[endpoint]
+    import threading
+    import urllib.error
+    import urllib.request
+
+    answer: list[bool] = []
+
+    def probe() -> None:
+        try:
+            urllib.request.urlopen(urllib.request.Request(endpoint, method="HEAD"), timeout=timeout).close()
+            answer.append(True)
+        except urllib.error.HTTPError:  # the hub answered (404, 405, ...): it is reachable
+            answer.append(True)
+        except Exception:  # noqa: BLE001 - refused, timed out, no DNS, TLS failure: unreachable
+            answer.append(False)
+
+    t = threading.Thread(target=probe, name="hub-probe", daemon=True)
+    t.start()
+    t.join(timeout)  # a hard bound, DNS included
+    ok = bool(answer and answer[0])
+    _PROBED[endpoint] = ok
+    if not ok:
+        set_offline()
+    return ok
 
 
 def _is_network_error(e: BaseException) -> bool:
@@ -96,6 +158,7 @@ def open_hub(hub_id: str, config: str | None = None, revision: str | None = None
     try:
         import datasets
 
+        hub_reachable()  # unreachable → offline at once: a cached copy still loads, else the clear error below
         dd = datasets.load_dataset(hub_id, config, revision=revision)
     except UserError:
         raise
@@ -158,6 +221,7 @@ class MedMNISTSource(TableSource):
         try:
             from huggingface_hub import hf_hub_download
 
+            hub_reachable()
             path = hf_hub_download(self.hub_id, f"data/{self.flag}.npz", repo_type="dataset", revision=self.revision)
         except Exception as e:  # noqa: BLE001
             raise hub_error(e, f"MedMNIST file data/{self.flag}.npz of {self.hub_id}", zenodo) from None

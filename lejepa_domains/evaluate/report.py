@@ -81,6 +81,19 @@ def _label(name: str, entry: dict) -> str:
     return f"{name} (adapted: {enc['adapter']})" if enc.get("adapter") else f"{name} (adapted)"
 
 
+def missing_lines(report: dict) -> list[str]:
+    """One sentence per evaluation split that lacks some of the recipe's classes (``splits.missing_classes``)."""
+    miss = (report.get("splits") or {}).get("missing_classes") or {}
+    out = []
+    for role in ("train", "val", "test"):
+        if miss.get(role):
+            names = ", ".join(str(m) for m in miss[role][:10]) + (" …" if len(miss[role]) > 10 else "")
+            out.append(f"the {role} split has no images of {len(miss[role])} class(es): {names}"
+                       + ("; the test metrics say nothing about them (balanced accuracy and macro-F1 average over the "
+                          "classes present)" if role == "test" else ""))
+    return out
+
+
 def render_markdown(report: dict) -> str:
     r = report
     models = r["models"]
@@ -95,6 +108,8 @@ def render_markdown(report: dict) -> str:
     sp = r["splits"]
     lines += [f"Splits: train {sp['train']}, val {sp['val']} ({sp['val_source']['source']}), test {sp['test']}. "
               f"Device `{r['environment']['device']}`, {r['seconds']:.0f} s.", ""]
+    for line in missing_lines(r):
+        lines += [f"**Warning:** {line}.", ""]
     header = ["model"] + [h for _, h, _ in cols] + ["RankMe", "SIGReg"]
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|")
@@ -303,5 +318,7 @@ def print_table(report: dict, console) -> None:
         row.append(f"{d['sigreg']:.2f}" if d["sigreg"] is not None and np.isfinite(d["sigreg"]) else "–")
         t.add_row(*row)
     console.print(t)
+    for line in missing_lines(report):
+        console.print(f"[bold yellow]warning:[/] {line}", highlight=False)
     console.print("★ = interval above every other model's (non-overlapping 95% CIs). Full table: report.md",
                   style="dim")

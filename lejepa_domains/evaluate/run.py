@@ -144,6 +144,17 @@ def _load_splits(rec, data, skip_bad_samples: bool, val_fraction: float, seed: i
     return sets, splits
 
 
+def _missing_classes(rec, splits: Splits, log: Callable[[str], None]) -> dict[str, list]:
+    """Classes each evaluation split lacks (by name when the recipe names them), each role logged as a warning:
+    metrics on a test split without some class say nothing about that class (issue 13)."""
+    from ..data.coverage import class_coverage, coverage_warnings
+
+    missing = class_coverage(rec, {"train": splits.train, "val": splits.val, "test": splits.test})
+    for line in coverage_warnings(rec, missing):
+        log(f"[bold yellow]warning:[/] {line}")
+    return missing
+
+
 # ------------------------------------------------------------------------------------------------------ the driver
 
 def _log_fn(console, quiet: bool) -> Callable[[str], None]:
@@ -255,6 +266,7 @@ def evaluate(recipe=None, checkpoint=None, baselines: Sequence[str] = (), weight
         if skip_bad_samples is None:
             skip_bad_samples = run.skip_bad_samples()
         sets, splits = _load_splits(rec, data, skip_bad_samples, val_fraction, seed)
+        missing = _missing_classes(rec, splits, log)
         fewshot = FewShotProtocol.draw(splits.train, shots, n_sets, fewshot_C, seed)
         linear, diagnostics = LinearProtocol(tuple(Cs), carved_val=splits.carved), DiagnosticsProtocol(seed)
         bootstrap = Bootstrap(n_boot, seed, REFERENCE)
@@ -284,7 +296,7 @@ def evaluate(recipe=None, checkpoint=None, baselines: Sequence[str] = (), weight
                 "weights_sha256_16": models[REFERENCE]["encoder"].get("weights_sha256_16"),
                 "skipped_bad_samples": run.skipped_in_run()},  # images pretraining left out with --skip-bad-samples
             "splits": {"train": int(len(splits.train)), "val": int(len(splits.val)), "test": int(len(splits.test)),
-                       "val_source": splits.val_info,
+                       "val_source": splits.val_info, "missing_classes": missing,
                        "skipped_bad_samples": {"enabled": bool(skip_bad_samples),
                                                **{r: len(ds.meta.get("skipped", [])) for r, ds in sets.items()}}},
             "protocol": {"frozen": FROZEN, **{p.name: p.describe() for p in described}, "val": splits.val_info,

@@ -10,12 +10,17 @@ import numpy as np
 
 from ..data import load_split
 from ..data.cards import card_for
+from ..data.coverage import coverage_warnings, missing_from_counts
 from ..errors import DataError, UserError
 from ..recipe import load_recipe
 from ..utils import atomic_path, ensure_writable
 from .infer import channel_stats
 
-__all__ = ["check_recipe", "CheckReport"]
+__all__ = ["check_recipe", "CheckReport", "backbone_check", "STATS_TOLERANCE"]
+
+#: largest difference between the recipe's and the measured mean/std that passes silently: 0.05 on the [0, 1] scale
+#: of 8-bit data (about 13 grey levels: far below what changes training), 0.05 of the recipe's std otherwise
+STATS_TOLERANCE = 0.05
 
 
 @dataclass
@@ -50,6 +55,7 @@ def check_recipe(recipe_ref, *, data: str | Path | None = None, out: str | Path 
     checks: list[tuple[str, bool, str]] = []
     warnings: list[str] = []
     sets = {}
+    missing: dict[str, list] = {}
     for role, split in r.splits.items():
         try:
             s = load_split(r, role, data, sample=stats_samples if role == "train" else samples)
@@ -77,11 +83,12 @@ def check_recipe(recipe_ref, *, data: str | Path | None = None, out: str | Path 
             ok = len(lc) <= r.num_classes
             checks.append((f"{role}: labels in [0, {r.num_classes})", ok,
                            f"{len(present)} classes present" + ("" if ok else f", labels up to {len(lc) - 1}")))
-            if ok and role == "train" and len(present) < r.num_classes:
-                warnings.append(f"train split has no images of class(es) "
-                                f"{[i for i in range(r.num_classes) if i not in present][:10]}")
+            if ok and len(present) < r.num_classes:  # a class absent from test: its metrics cannot see it
+                missing[role] = missing_from_counts(r, lc)
         elif role != "train":
             checks.append((f"{role}: labels", False, "no labels; evaluation needs labelled val/test splits"))
+    warnings += coverage_warnings(r, missing)
+    checks.append(backbone_check(r))
     if "train" in sets:
         tr = sets["train"]
         try:
@@ -108,10 +115,12 @@ def check_recipe(recipe_ref, *, data: str | Path | None = None, out: str | Path 
                       max(abs(a - b) / sd for a, b, sd in zip(std, r.std, r.std)))
         else:
             far = 0.0  # the channel count check above already failed
-        if far > 0.05:
-            warnings.append(f"measured mean={tuple(mean)}, std={tuple(std)} on {len(tr)} training images differ from "
-                            f"the recipe's mean={tuple(r.mean)}, std={tuple(r.std)}: consider copying the measured "
-                            "values into the recipe and its card")
+        if far > STATS_TOLERANCE:
+            unit = "" if sc.is_uint8_default else " recipe std"
+            warnings.append(f"the recipe's mean={tuple(r.mean)}, std={tuple(r.std)} differ from those measured on "
+                            f"{len(tr)} training images by up to {far:.3g}{unit} (tolerance {STATS_TOLERANCE}"
+                            f"{unit}); paste into the recipe (and its card): "
+                            f"mean={tuple(mean)!r}, std={tuple(std)!r}")
     else:
         mean = std = None
     png = None
@@ -127,6 +136,43 @@ def check_recipe(recipe_ref, *, data: str | Path | None = None, out: str | Path 
     except UserError as e:
         warnings.append(str(e))
     return CheckReport(r.name, checks, warnings, mean, std, 0 if mean is None else len(sets["train"]), png, card)
+
+
+def backbone_check(r) -> tuple[str, bool, str]:
+    """The recipe's backbone is a timm model and builds with its channels (and backbone_kwargs), and a global view
+    goes through it: built on the meta device (no memory, no compute), on the CPU where meta fails."""
+    import timm
+    import torch
+
+    from ..models import create_backbone
+
+    name = f"backbone {r.backbone!r}"
+    if not timm.is_model(r.backbone):
+        import difflib
+
+        close = difflib.get_close_matches(str(r.backbone), timm.list_models(), n=3, cutoff=0.7)
+        return (name, False, "not a timm model" + (f" (did you mean {', '.join(close)}?)" if close else "")
+                + "; see timm.list_models()")
+    kw = dict(r.backbone_kwargs)
+    err = None
+    for dev in ("meta", "cpu"):
+        try:
+            with torch.device(dev):
+                net = create_backbone(r.backbone, in_chans=r.channels, **kw)
+                net.eval()
+                with torch.no_grad():  # both view sizes go through the backbone in training
+                    for side in sorted({r.global_size, r.local_size} if r.n_local else {r.global_size}):
+                        out = net(torch.zeros(2 if dev == "meta" else 1, r.channels, side, side))
+            feats = int(out.shape[-1])
+            return (name, True, f"builds with {r.channels} input channel(s), takes {r.global_size}/{r.local_size} px "
+                    f"views; {feats}-d features" + (" (checked on the CPU)" if dev == "cpu" else ""))
+        except Exception as e:  # noqa: BLE001 - any failure to build or run is the recipe's to fix
+            err = e
+            if dev == "meta" and isinstance(e, (NotImplementedError, RuntimeError)):
+                continue  # an op without a meta kernel: try for real, on the CPU
+            break
+    return (name, False, f"does not build or run with channels={r.channels}, views {r.global_size}/{r.local_size} px"
+            + (f", backbone_kwargs={kw}" if kw else "") + f": {type(err).__name__}: {str(err).splitlines()[0][:200]}")
 
 
 def _views_png(r, sample, path: Path, rows: int, seed: int) -> Path:

@@ -14,7 +14,7 @@ from ..errors import UserError
 from ..utils import atomic_write_bytes, ensure_writable
 from .infer import Inferred, infer_dataset
 
-__all__ = ["new_recipe", "NewRecipe", "NAME_RE"]
+__all__ = ["new_recipe", "NewRecipe", "NAME_RE", "batch_size_for", "epochs_for", "view_sizes_for"]
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 
@@ -28,15 +28,65 @@ class NewRecipe:
     inferred: Inferred
 
 
+# Training defaults of a new recipe: simple documented rules (a later calibration may replace the numbers).
+BATCH_FLOOR = 16  # below this BatchNorm's batch statistics and SIGReg's per-batch test of the embedding are noise
+BATCH_CAP = 256  # the LeJEPA default; larger batches need a larger learning rate
+TARGET_STEPS = 2000  # optimisation steps a first run should see (about 1-3k for small data)
+EPOCHS_MIN, EPOCHS_MAX = 10, 300  # >= 10: the 1-epoch warmup stays <= 10 % of the run; <= 300: tiny data is capped
+
+
+def _pow2_floor(n: int) -> int:
+    return 2 ** int(math.log2(max(1, n)))
+
+
+def batch_size_for(n_train: int) -> tuple[int, str]:
+    """Batch size for ``n_train`` training images and why: the largest power of two <= n_train / 4 (an epoch has at
+    least 4 steps), capped at BATCH_CAP; raised to BATCH_FLOOR where two such batches still fit (n_train >= 32);
+    below that the largest power of two <= n_train / 2 (at least 2, what SIGReg needs), with a warning."""
+    if n_train >= 4 * BATCH_FLOOR:
+        b = min(BATCH_CAP, _pow2_floor(n_train // 4))
+        return b, f"largest power of two <= n_train/4 = {n_train // 4} (capped at {BATCH_CAP}): >= 4 steps an epoch"
+    if n_train >= 2 * BATCH_FLOOR:
+        return BATCH_FLOOR, (f"the floor of {BATCH_FLOOR} (BatchNorm and SIGReg need that many samples a step); "
+                             f"{n_train // BATCH_FLOOR} steps an epoch")
+    b = max(2, _pow2_floor(n_train // 2))
+    return b, (f"WARNING: only {n_train} training images: batch {b} is below the floor of {BATCH_FLOOR} where "
+               "BatchNorm statistics and SIGReg's per-batch test are meaningful; expect a weak backbone "
+               "(more data, or an evaluation-only baseline, is the better use of such a set)")
+
+
+def epochs_for(n_train: int, batch_size: int) -> tuple[int, str]:
+    """Epochs so a run sees about TARGET_STEPS optimisation steps (drop_last batches), clamped to
+    [EPOCHS_MIN, EPOCHS_MAX], and why."""
+    steps = max(1, n_train // max(1, batch_size))
+    e = int(min(EPOCHS_MAX, max(EPOCHS_MIN, math.ceil(TARGET_STEPS / steps))))
+    return e, (f"{steps} steps an epoch x {e} epochs = {steps * e:,} steps (target {TARGET_STEPS:,}, epochs kept in "
+               f"[{EPOCHS_MIN}, {EPOCHS_MAX}])")
+
+
+def view_sizes_for(image_size: int) -> tuple[int, int, str]:
+    """(global, local, why): global = the image side up to 224 (no upsampling), rounded down to a multiple of 8 from
+    16 px on; local ~ 0.44 x global (the 98/224 of the LeJEPA defaults), a multiple of 8 and at least 8; images
+    under 16 px: local = half the global side."""
+    g = min(int(image_size), 224)
+    if g >= 16:
+        g -= g % 8
+        loc = max(8, int(round(g * 98 / 224 / 8)) * 8)
+        if loc >= g:
+            loc = g // 2
+    else:
+        loc = max(1, g // 2)
+    return g, loc, (f"global {g} px = image side {image_size} up to 224, multiple of 8; local {loc} px ~ 0.44 x "
+                    "global (multiple of 8)")
+
+
 def _view_sizes(size: int) -> tuple[int, int]:
-    g = min(size, 224)
-    return g, max(8, int(round(g * 98 / 224)))
+    g, loc, _ = view_sizes_for(size)
+    return g, loc
 
 
 def _batch_for(n_train: int) -> int:
-    if n_train >= 4096:
-        return 256
-    return max(2, 2 ** int(math.log2(max(2, n_train // 16))))
+    return batch_size_for(n_train)[0]
 
 
 def _recipe_text(name: str, inf: Inferred, hf: str | None, data: str | None, config: str | None,
@@ -55,6 +105,9 @@ def _recipe_text(name: str, inf: Inferred, hf: str | None, data: str | None, con
         cls, module = "LocalSource", "table"
     src_args += [f"{k}={v!r}" for k, v in kw.items()]
     train_n = inf.role_sizes.get("train", 0)
+    batch, why_batch = batch_size_for(train_n)
+    epochs, why_epochs = epochs_for(train_n, batch)
+    _, _, why_views = view_sizes_for(inf.image_size)
     size_txt = " / ".join(f"{r} {inf.role_sizes.get(r, 0):,}" for r in ("train", "val", "test"))
     if "carve" in kw:
         size_txt += " (val carved from train)"
@@ -112,6 +165,7 @@ def _recipe_text(name: str, inf: Inferred, hf: str | None, data: str | None, con
         *pix,
         f"    mean={tuple(inf.mean)!r},",
         f"    std={tuple(inf.std)!r},",
+        f"    # views: {why_views}",
         f"    global_size={g},",
         f"    local_size={loc},",
         "    global_scale=(0.3, 1.0),",
@@ -119,7 +173,9 @@ def _recipe_text(name: str, inf: Inferred, hf: str | None, data: str | None, con
         "    global_augment=augment,",
         "    local_augment=augment,",
         '    backbone="resnet18",',
-        f"    train=TrainConfig(epochs=100, batch_size={_batch_for(train_n)}, lr=5e-4, weight_decay=5e-2, lam=0.05, "
+        f"    # batch size for {train_n:,} training images: {why_batch}",
+        f"    # epochs: {why_epochs}",
+        f"    train=TrainConfig(epochs={epochs}, batch_size={batch}, lr=5e-4, weight_decay=5e-2, lam=0.05, "
         "num_slices=1024),",
         '    licence="TODO",',
         '    citation="TODO",',
@@ -205,6 +261,9 @@ def new_recipe(name: str, *, hf: str | None = None, data: str | Path | None = No
     ensure_writable(out, "recipes new --out")  # before the data is read
     inf = infer_dataset(hf=hf, data=data, config=config, revision=revision, image_column=image_column,
                         label_column=label_column, samples=samples)
+    n_train = inf.role_sizes.get("train", 0)
+    if batch_size_for(n_train)[0] < BATCH_FLOOR:
+        inf.notes.append(batch_size_for(n_train)[1].removeprefix("WARNING: "))
     out.mkdir(parents=True, exist_ok=True)
     text = _recipe_text(name, inf, hf, None if data is None else str(data), config, revision)
     compile(text, str(py), "exec")  # a template bug must never leave an unloadable recipe behind

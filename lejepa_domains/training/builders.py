@@ -29,8 +29,10 @@ class TrainingData:
 def load_training_data(recipe, data, skip_bad_samples: bool, per_step: int, world: int) -> TrainingData:
     """Train (and val) split through :func:`lejepa_domains.data.load_split`, plus the one check that needs the
     batch: a step must fit in the training images."""
-    from ..data import has_split, load_split
+    from ..data import check_splits_needed, has_split, load_split
 
+    # the evaluation after training needs a non-empty test split: found now, not after the whole run
+    check_splits_needed(recipe, data, roles=("test",), skip_bad_samples=skip_bad_samples)
     train = load_split(recipe, "train", data, skip_bad_samples=skip_bad_samples)
     val = load_split(recipe, "val", data, skip_bad_samples=skip_bad_samples) if has_split(recipe, "val") else None
     skipped = {role: list(s.meta.get("skipped", [])) for role, s in (("train", train), ("val", val)) if s is not None}

@@ -115,6 +115,11 @@ def dinov2_weights_source(name: str, weights: str | Path | None) -> tuple[Path |
     cached = _hub_cached_file(f"timm/{arch}.{DINOV2_TAG}")
     if cached is not None:
         return Path(cached), f"hf-cache:{cached}"
+    from ...data.hub import hub_reachable
+
+    if not hub_reachable():  # one brief probe; unreachable → offline for the process
+        why = "HF_HUB_OFFLINE is set" if _hub_offline() else "the hub did not answer"
+        raise OfflineError(_offline_message(name, arch, f"{why} and they are not in the local cache"))
     if _hub_offline():
         raise OfflineError(_offline_message(name, arch, "HF_HUB_OFFLINE is set and they are not in the local cache"))
     return None, f"hf-hub:timm/{arch}.{DINOV2_TAG}"

@@ -1,0 +1,273 @@
+"""Data and recipe failures a user can cause (issue 13): empty splits and missing classes found up front, a bad
+backbone or stale normalisation named by ``recipes check``, training defaults that fit the data, listings that never
+truncate a name, and a fast one-line offline error. CLI behaviour runs through the installed console script."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fixtures_data import imagefolder, medmnist_npz, parquet_dataset
+
+from test_failures import cli, files_under, one_error_line  # noqa: E402  (the console-script helpers)
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path, monkeypatch):
+    from lejepa_domains.data import sources
+
+    monkeypatch.setenv("LEJEPA_DOMAINS_DATA_CACHE", str(tmp_path / "data-cache"))
+    sources._MEMO.clear()
+    yield
+    sources._MEMO.clear()
+
+
+def write_recipe(path: Path, data: Path, *, splits=None, backbone="resnet18", mean=(0.5, 0.5, 0.5),
+                 std=(0.25, 0.25, 0.25), class_names=("a", "b", "c"), size=16) -> Path:
+    path.write_text(
+        "from lejepa_domains import Recipe, TrainConfig\nfrom lejepa_domains.data.table import LocalSource\n"
+        f"recipe = Recipe(name={path.stem!r}, source=LocalSource({str(data)!r}), num_classes={len(class_names)}, "
+        f"class_names={list(class_names)!r}, splits={splits or {'train': 'train', 'test': 'test'}!r}, "
+        f"image_size={size}, mean={tuple(mean)!r}, std={tuple(std)!r}, global_size={size}, local_size=8, "
+        f"backbone={backbone!r}, train=TrainConfig(epochs=1, batch_size=8, num_slices=16))\n")
+    return path
+
+
+def _drop_class(root: Path, split: str, drop: int) -> None:
+    import pyarrow.parquet as pq
+
+    f = next((root / "data").glob(f"{split}-*.parquet"))
+    t = pq.read_table(f)
+    keep = np.asarray(t.column("label").to_pylist()) != drop
+    pq.write_table(t.filter(keep).replace_schema_metadata(t.schema.metadata), f)
+
+
+# ------------------------------------------------------------------------------------------- 1. splits and classes
+
+def test_check_splits_needed_and_class_coverage(tmp_path):
+    from lejepa_domains import DataError, load_recipe
+    from lejepa_domains.data import check_splits_needed, class_coverage, coverage_warnings
+
+    root = parquet_dataset(tmp_path / "pq", {"train": 12, "test": 9}, num_classes=3, class_names=["a", "b", "c"])
+    _drop_class(root, "test", 2)
+    r = load_recipe(write_recipe(tmp_path / "cov.py", root))
+    got = check_splits_needed(r, roles=("train", "val", "test"))  # no val split: skipped
+    assert got.rows == {"train": 12, "test": 6} and got.missing == {"test": ["c"]}
+    assert len(got.warnings) == 1 and "test split of recipe 'cov' has no images of 1 of 3 classes: 'c'" in \
+        got.warnings[0]
+    assert class_coverage(r, {"train": np.array([0, 1, 2]), "val": np.array([1]), "test": None}) == {"val": ["a", "c"]}
+    assert coverage_warnings(r, {}) == []
+    # an empty split: one line naming recipe, role and split, before anything long runs
+    empty = parquet_dataset(tmp_path / "e", {"train": 12, "test": 0}, num_classes=3)
+    r = load_recipe(write_recipe(tmp_path / "emp.py", empty))
+    with pytest.raises(DataError, match=r"recipe 'emp': the test split 'test' is empty"):
+        check_splits_needed(r)
+    assert check_splits_needed(r, roles=("train",)).rows == {"train": 12}
+
+
+def test_recipes_check_warns_about_a_class_missing_from_test(tmp_path):
+    root = parquet_dataset(tmp_path / "pq", {"train": 12, "test": 9}, num_classes=3, class_names=["a", "b", "c"])
+    _drop_class(root, "test", 1)
+    py = write_recipe(tmp_path / "miss.py", root)
+    code, out, err = cli("recipes", "check", py, "--out", tmp_path / "png")
+    text = " ".join((out + err).split())
+    assert code == 0, out + err
+    assert "warning: the test split of recipe 'miss' has no images of 1 of 3 classes: 'b'" in text
+
+
+def test_pretrain_finds_an_empty_test_split_before_training(tmp_path):
+    root = parquet_dataset(tmp_path / "pq", {"train": 12, "test": 0}, num_classes=3)
+    py = write_recipe(tmp_path / "hollow.py", root)
+    code, _, err = cli("pretrain", py, "--out", tmp_path / "run", "--device", "cpu")
+    assert code == 2 and "recipe 'hollow': the test split 'test' is empty" in one_error_line(err), err
+    assert not (tmp_path / "run").exists()
+
+
+def test_recipes_check_names_an_empty_split(tmp_path):
+    root = parquet_dataset(tmp_path / "pq", {"train": 12, "test": 0}, num_classes=3)
+    py = write_recipe(tmp_path / "hollow.py", root)
+    code, out, err = cli("recipes", "check", py, "--out", tmp_path / "png")
+    assert code == 2 and "test split 'test' loads" in out and "is empty" in " ".join(out.split())
+    assert "failed 1 check(s): test split 'test' loads" in one_error_line(err)
+    assert files_under(tmp_path / "png") == []
+
+
+def test_eval_report_names_classes_missing_from_test(tmp_path):
+    from lejepa_domains import evaluate
+    from lejepa_domains.evaluate.report import render_markdown
+
+    root = parquet_dataset(tmp_path / "pq", {"train": 24, "test": 12}, num_classes=3, class_names=["a", "b", "c"])
+    _drop_class(root, "test", 2)
+    py = write_recipe(tmp_path / "ev.py", root)
+    rep = evaluate(str(py), baselines=["pixels"], out=tmp_path / "eval", plots=False, device="cpu", n_boot=10,
+                   use_cache=False, quiet=True, runs_dir=tmp_path / "runs", shots=(1,), n_sets=2)
+    assert rep["splits"]["missing_classes"] == {"test": ["c"]}
+    saved = json.loads((tmp_path / "eval" / "report.json").read_text())
+    assert saved["splits"]["missing_classes"] == {"test": ["c"]}
+    md = (tmp_path / "eval" / "report.md").read_text()
+    assert "**Warning:** the test split has no images of 1 class(es): c" in md
+    assert "Warning" not in render_markdown({**saved, "splits": {**saved["splits"], "missing_classes": {}}})
+
+
+# ------------------------------------------------------------------------------------------- 2. backbone and stats
+
+def test_recipes_check_catches_a_bad_backbone_and_stale_normalisation(tmp_path):
+    from lejepa_domains import load_recipe
+    from lejepa_domains.recipe_tools import check_recipe
+    from lejepa_domains.recipe_tools.check import STATS_TOLERANCE, backbone_check
+
+    root = parquet_dataset(tmp_path / "pq", {"train": 12, "test": 6}, num_classes=3)
+    py = write_recipe(tmp_path / "typo.py", root, backbone="resnet18x")
+    code, out, err = cli("recipes", "check", py, "--out", tmp_path / "png")
+    assert code == 2 and "did you mean resnet18" in " ".join(out.split())
+    assert "failed 1 check(s): backbone 'resnet18x'" in one_error_line(err)
+    assert files_under(tmp_path / "png") == []
+    name, ok, detail = backbone_check(load_recipe(write_recipe(tmp_path / "good.py", root)))
+    assert ok and "512-d features" in detail
+    # a ViT fixed at 224 px cannot take 16 px views: named before any training
+    ok, detail = backbone_check(load_recipe(write_recipe(tmp_path / "vit.py", root, backbone="vit_tiny_patch16_224")))[1:]
+    assert not ok and "views 16/8 px" in detail
+    # normalisation far from the measured one: the values to paste, ready to copy
+    rep = check_recipe(write_recipe(tmp_path / "stale.py", root, mean=(0.9, 0.9, 0.9)), out=tmp_path / "png2")
+    w = [x for x in rep.warnings if "paste into the recipe" in x]
+    assert rep.ok and len(w) == 1 and f"tolerance {STATS_TOLERANCE}" in w[0]
+    assert f"mean={tuple(rep.mean)!r}, std={tuple(rep.std)!r}" in w[0]
+
+
+# ------------------------------------------------------------------------------------------- 3. new recipe defaults
+
+def test_training_defaults_fit_the_data():
+    from lejepa_domains.recipe_tools.scaffold import (BATCH_CAP, BATCH_FLOOR, EPOCHS_MAX, EPOCHS_MIN, TARGET_STEPS,
+                                                      batch_size_for, epochs_for, view_sizes_for)
+
+    assert batch_size_for(40)[0] == BATCH_FLOOR == 16  # not 2: BatchNorm and SIGReg on 2 samples are noise
+    for n in (64, 100, 1000, 16_200, 10**7):
+        b = batch_size_for(n)[0]
+        assert BATCH_FLOOR <= b <= min(BATCH_CAP, n // 4) and b & (b - 1) == 0
+    b, why = batch_size_for(9)
+    assert b == 4 and why.startswith("WARNING") and batch_size_for(1)[0] == 2
+    assert epochs_for(40, 16)[0] == EPOCHS_MAX and epochs_for(10**7, 256)[0] == EPOCHS_MIN
+    e = epochs_for(16_200, 256)[0]
+    assert abs(e * (16_200 // 256) - TARGET_STEPS) <= 16_200 // 256
+    assert view_sizes_for(28)[:2] == (24, 8) and view_sizes_for(224)[:2] == (224, 96)
+    assert view_sizes_for(4000)[:2] == (224, 96) and view_sizes_for(8)[:2] == (8, 4)
+    for s in (16, 20, 64, 96, 150, 256):
+        g, loc, _ = view_sizes_for(s)
+        assert g <= s and g % 8 == 0 and loc % 8 == 0 and loc < g
+
+
+@pytest.mark.parametrize("channels", [1, 13])
+def test_new_recipe_writes_defaults_that_fit_40_images(tmp_path, channels):
+    from lejepa_domains import load_recipe
+    from lejepa_domains.recipe_tools import new_recipe
+
+    if channels == 1:
+        data = imagefolder(tmp_path / "d", {"train": 44, "test": 12}, size=20, channels=1)
+    else:
+        data = medmnist_npz(tmp_path / "ms.npz", {"train": 40, "val": 6, "test": 6}, num_classes=2, size=16,
+                            channels=3)
+        z = dict(np.load(data))
+        for k in list(z):
+            if k.endswith("_images"):
+                z[k] = np.repeat(z[k][..., :1], 13, axis=-1).astype(np.uint16) * 257
+        np.savez(data, **z)
+    res = new_recipe("forty", data=data, out=tmp_path / "o")
+    text = res.recipe_path.read_text()
+    r = load_recipe(res.recipe_path)
+    assert r.channels == channels
+    assert r.train.batch_size == 16 and r.train.epochs == 300 and "batch_size=2," not in text
+    assert "# batch size for" in text and "# epochs:" in text and "# views:" in text
+    assert r.global_size <= r.image_size and r.local_size < r.global_size
+
+
+# ------------------------------------------------------------------------------------------- 4. listings
+
+def test_recipe_listing_never_truncates_names_in_a_pipe_or_at_80_columns():
+    from lejepa_domains import list_recipes
+
+    names = [i.name for i in list_recipes()]
+    for cols in ("80", None):
+        code, out, err = cli("recipes", env={"COLUMNS": cols})
+        assert code == 0, err
+        words = set(out.replace("│", " ").replace("┃", " ").split())
+        assert all(n in words for n in names), (set(names) - words, out)
+        assert "…" not in out
+
+
+def test_recipes_show_is_a_summary_and_json_for_tools():
+    code, out, err = cli("recipes", "show", "galaxy10", env={"COLUMNS": "80"})
+    assert code == 0, err
+    text = " ".join(out.replace("│", " ").split())
+    for field in ("source", "splits", "images", "classes", "views", "backbone", "training", "card", "licence"):
+        assert f" {field} " in f" {text} ", field
+    assert "matthieulel/galaxy10_decals" in text and "256x256 px, 3 channel(s)" in text
+    assert len(out.splitlines()) < 80 and not out.lstrip().startswith("{")
+    code, out, err = cli("recipes", "show", "galaxy10", "--json")
+    assert code == 0, err
+    d = json.loads(out)
+    assert d["name"] == "galaxy10" and d["source"]["hub_id"] == "matthieulel/galaxy10_decals"
+
+
+# ------------------------------------------------------------------------------------------- 5. offline, fast
+
+@pytest.fixture
+def silent_server():
+    """A loopback TCP server that accepts connections (kernel backlog) and never answers."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(16)
+    yield f"http://127.0.0.1:{srv.getsockname()[1]}"
+    srv.close()
+
+
+def _closed_port() -> str:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return f"http://127.0.0.1:{port}"
+
+
+@pytest.mark.parametrize("kind", ["silent", "closed"])
+def test_hub_probe_goes_offline_at_once(monkeypatch, tmp_path, silent_server, kind):
+    from huggingface_hub import constants
+
+    from lejepa_domains import OfflineError
+    from lejepa_domains.data import hub
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", silent_server if kind == "silent" else _closed_port())
+    monkeypatch.setattr(hub, "_PROBED", {})
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    import datasets.config as dconf
+
+    monkeypatch.setattr(dconf, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(dconf, "HF_DATASETS_OFFLINE", False)
+    t = time.monotonic()
+    assert hub.hub_reachable(timeout=1.0) is False
+    assert time.monotonic() - t < 3 and constants.HF_HUB_OFFLINE and os.environ["HF_HUB_OFFLINE"] == "1"
+    with pytest.raises(OfflineError, match="'someone/ds' is not reachable"):
+        hub.open_hub("someone/ds")
+    assert time.monotonic() - t < 10
+
+
+def test_offline_error_is_fast_and_one_line_through_the_cli(tmp_path, silent_server):
+    env = {"HF_HUB_OFFLINE": None, "HF_DATASETS_OFFLINE": None, "TRANSFORMERS_OFFLINE": None,
+           "HF_ENDPOINT": silent_server, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_DISABLE_TELEMETRY": "1"}
+    t = time.monotonic()
+    code, out, err = cli("recipes", "new", "hubby", "--hf", "someone/ds", "--out", tmp_path / "o", env=env,
+                         timeout=120)
+    took = time.monotonic() - t
+    line = one_error_line(err)
+    assert code == 2 and "'someone/ds' is not reachable" in line and "--data PATH" in line
+    assert len([ln for ln in err.splitlines() if ln.strip()]) == 1, err  # no retry noise
+    assert took < 60, took  # the probe gives up after 2.5 s; the rest is interpreter start-up on a loaded machine
+    assert files_under(tmp_path / "o") == []
