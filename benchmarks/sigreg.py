@@ -19,7 +19,16 @@ Peak memory:
     bytes allocated during the call on top of what was already live (inputs, parameters) — the CPU analogue of the CUDA
     number. It does not count allocator caching, libraries' scratch buffers or Python objects.
 
+Per-step cost of drawing SIGReg's directions (issue 17), before and after, side by side: "before" is the draw of the
+releases up to issue 16 (kept below as :func:`legacy_directions`, a reference only: the step read back from its
+device buffer with ``.item()``, a D × M Gaussian matrix from the CPU generator, normalised, copied to the device from
+pageable memory); "after" is ``SIGReg.directions(D, device)`` (the step a host integer, the matrix drawn on the
+device by its own generator). Both are timed as the host (the Python thread driving the step) sees them: on CUDA
+"after" is a few kernel launches, the draw runs on the GPU (its device time is printed too); on a CPU the draw is
+the device's own work either way, so both cost the same — and draw bit-identical directions (checked).
+
 Run:  python benchmarks/sigreg.py --n 512 --d 512 --slices 1024 --repeats 10
+      python benchmarks/sigreg.py --directions-only --dims 512 2048 --slices 1024 --repeats 20
 """
 
 from __future__ import annotations
@@ -64,6 +73,63 @@ def naive_sigreg(x: torch.Tensor, num_slices: int, directions: torch.Tensor | No
         directions = torch.randn(x.shape[-1], num_slices, device=x.device, dtype=x.dtype)
         directions = directions / directions.norm(p=2, dim=0)
     return naive_epps_pulley(x @ directions).mean()
+
+
+def legacy_directions(step: torch.Tensor, seed: int, dim: int, num_slices: int, device) -> torch.Tensor:
+    """SIGReg's directions as drawn up to issue 16 — a reference for this benchmark only: ``step`` is the module's
+    0-d buffer on the training device (``.item()``: a device → host sync on CUDA), the matrix is drawn on the CPU and
+    copied over (a blocking copy from pageable memory)."""
+    s = int(step.item())
+    g = torch.Generator(device="cpu")
+    g.manual_seed(seed * 1_000_003 + s)
+    a = torch.randn(dim, num_slices, generator=g, dtype=torch.float32)
+    a = a / a.norm(dim=0, keepdim=True)
+    return a.to(device)
+
+
+def directions_cost(dims, num_slices: int, device: torch.device, repeats: int, seed: int = 0) -> list[dict]:
+    """Per call: host milliseconds of the before/after draws (median, interleaved), the after draw's device time on
+    CUDA, and whether both give the same matrix (they must on a CPU)."""
+    rows = []
+    for dim in dims:
+        sig = SIGReg(num_slices=num_slices, seed=seed)
+        buf = torch.zeros((), dtype=torch.long, device=device)
+        same = torch.equal(legacy_directions(buf, seed, dim, num_slices, device).cpu(),
+                           sig.directions(dim, device=device).cpu())
+        before, after, after_dev = [], [], []
+        for i in range(repeats + 1):  # the first call of each warms up
+            _sync(device)
+            t0 = time.perf_counter()
+            legacy_directions(buf, seed, dim, num_slices, device)
+            t1 = time.perf_counter()
+            _sync(device)
+            sig.step = i
+            t2 = time.perf_counter()
+            sig.directions(dim, device=device)
+            t3 = time.perf_counter()  # host time: what the step waits for before its next op
+            _sync(device)
+            t4 = time.perf_counter()
+            buf += 1
+            if i:
+                before.append(t1 - t0)
+                after.append(t3 - t2)
+                after_dev.append(t4 - t2)
+        rows.append({"dim": dim, "slices": num_slices, "before_ms": 1e3 * statistics.median(before),
+                     "after_ms": 1e3 * statistics.median(after),
+                     "after_with_device_ms": 1e3 * statistics.median(after_dev), "identical": same})
+    return rows
+
+
+def print_directions(rows: list[dict], device: torch.device) -> None:
+    threads = f", {torch.get_num_threads()} threads" if device.type == "cpu" else ""
+    print(f"SIGReg directions per step, host time (median), device={device}{threads}:")
+    extra = "  after incl. device time" if device.type == "cuda" else ""
+    print(f"{'D':>6} {'M':>6} {'before (CPU draw + copy) ms':>28} {'after (on the device) ms':>26}{extra}  "
+          f"{'same matrix':>11}")
+    for r in rows:
+        dev = f"  {r['after_with_device_ms']:23.3f}" if device.type == "cuda" else ""
+        print(f"{r['dim']:>6} {r['slices']:>6} {r['before_ms']:>28.3f} {r['after_ms']:>26.3f}{dev}  "
+              f"{str(r['identical']):>11}")
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -133,6 +199,9 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="auto", help="cpu, cuda or auto")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: leave torch's default)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--dims", type=int, nargs="+", default=[512, 2048],
+                    help="embedding dimensions of the directions-cost table")
+    ap.add_argument("--directions-only", action="store_true", help="only the directions-cost table")
     args = ap.parse_args(argv)
 
     if args.device == "auto":
@@ -141,6 +210,12 @@ def main(argv=None) -> int:
         device = torch.device(args.device)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
+
+    direction_rows = directions_cost(args.dims, args.slices, device, args.repeats, args.seed)
+    if args.directions_only:
+        print(f"torch={torch.__version__}")
+        print_directions(direction_rows, device)
+        return 0 if device.type != "cpu" or all(r["identical"] for r in direction_rows) else 1
 
     g = torch.Generator().manual_seed(args.seed)
     # a non-Gaussian input (shifted, anisotropic) so that the statistic is not near its floor
@@ -210,6 +285,7 @@ def main(argv=None) -> int:
     speed, ratio = t_n[0] / t_o[0], m_o / max(m_n, 1)
     print(f"targets (full SIGReg): speedup >= 2x: {'met' if speed >= 2 else 'MISSED'} ({speed:.2f}x); "
           f"peak memory <= 1/2: {'met' if ratio <= 0.5 else 'MISSED'} ({ratio:.3f})")
+    print_directions(direction_rows, device)
     if not math.isfinite(v_ours) or rel64 > 1e-10:
         print("WARNING: values disagree")
         return 1

@@ -117,11 +117,10 @@ def _sync(dev: torch.device) -> None:
 def preset_step(name: str, batch: int, steps: int, warmup: int, num_slices: int, device: str) -> dict:
     """Median wall time of a full training step at a preset configuration, of SIGReg fwd+bwd alone, and of the
     device-side views of one batch."""
-    from torch import nn
-
     from lejepa_domains.data.device_views import DeviceMultiCrop
     from lejepa_domains.objective import LeJEPALoss
     from lejepa_domains.train import param_groups, train_step
+    from lejepa_domains.training.probe import OnlineProbe
     from lejepa_domains.utils import resolve_device
 
     dev = resolve_device(device)
@@ -135,8 +134,7 @@ def preset_step(name: str, batch: int, steps: int, warmup: int, num_slices: int,
     amp = torch.bfloat16 if dev.type == "cuda" else None
     loss_fn = LeJEPALoss(num_slices=num_slices).to(dev)
     opt = torch.optim.AdamW(param_groups(model, 0.05), lr=5e-4)
-    probe = nn.Linear(model.backbone.num_features, 10).to(dev)
-    probe_opt = torch.optim.AdamW(probe.parameters(), lr=1e-3)
+    probe = OnlineProbe(model.backbone.num_features, 10, 1e-3, dev)
     g = torch.randn(2, batch, 3, 224, 224, device=dev)
     loc = torch.randn(8, batch, 3, 96, 96, device=dev)
     y = torch.randint(0, 10, (batch,), device=dev)
@@ -154,8 +152,7 @@ def preset_step(name: str, batch: int, steps: int, warmup: int, num_slices: int,
 
     full, sig, vt = [], [], []
     for i in range(warmup + steps):  # interleaved, so a busy machine slows all three alike
-        a = timed(lambda: train_step(model, loss_fn, opt, g, loc, y, 2, probe=probe, probe_opt=probe_opt,
-                                     amp_dtype=amp))
+        a = timed(lambda: train_step(model, loss_fn, opt, g, loc, y, 2, probe=probe, amp_dtype=amp))
         p = proj.detach().clone().requires_grad_()
         b = timed(lambda: loss_fn.sigreg(p).backward())
         c = timed(lambda: views(imgs, step=i))

@@ -28,6 +28,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from .counters import HostCounters
+
 __all__ = ["epps_pulley", "SIGReg", "quadrature", "gaussian_floor"]
 
 
@@ -46,6 +48,23 @@ def quadrature(t_max: float = 3.0, n_points: int = 17, *, device=None, dtype=tor
     w[0] = dt
     w[-1] = dt
     return t, w * torch.exp(-0.5 * t * t)
+
+
+_QUADRATURE: dict[tuple, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+
+
+def _cached_quadrature(t_max: float, n_points: int, device: torch.device, dtype: torch.dtype
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``quadrature(t_max, n_points)`` and the N(0, 1) characteristic function ``e^{−t²/2}`` on its knots, made once
+    per (grid, device, dtype) instead of a handful of small kernels per step. Read-only: never modify them."""
+    key = (t_max, n_points, str(device), dtype, torch.is_inference_mode_enabled())  # inference tensors apart
+    hit = _QUADRATURE.get(key)
+    if hit is None:
+        if len(_QUADRATURE) > 64:
+            _QUADRATURE.clear()
+        t, w = quadrature(t_max, n_points, device=device, dtype=dtype)
+        hit = _QUADRATURE[key] = (t, w, torch.exp(-0.5 * t * t))
+    return hit
 
 
 def gaussian_floor(t_max: float = 3.0) -> float:
@@ -124,31 +143,43 @@ def epps_pulley(x: torch.Tensor, t_max: float = 3.0, n_points: int = 17) -> torc
     if not x.is_floating_point() or x.dtype in (torch.float16, torch.bfloat16):
         x = x.float()
     n_local = x.shape[-2]
-    t, w = quadrature(t_max, n_points, device=x.device, dtype=x.dtype)
+    t, w, phi = _cached_quadrature(float(t_max), int(n_points), x.device, x.dtype)
     c, s = _ECFSums.apply(x, t)  # (..., M, T) each
     world = _world_size()
     if world > 1:
         both = _AllReduceSum.apply(torch.stack([c, s]))
         c, s = both[0], both[1]
     n_global = n_local * world
-    phi = torch.exp(-0.5 * t * t)
     err = (c / n_global - phi) ** 2 + (s / n_global) ** 2  # (..., M, T)
     return n_global * (err * w).sum(-1)
 
 
-class SIGReg(nn.Module):
+class SIGReg(HostCounters, nn.Module):
     """Sliced Epps-Pulley regulariser (LeJEPA's SIGReg).
 
     ``forward(z)`` takes embeddings ``(N, D)`` or ``(V, N, D)`` (V views, one statistic per view) and returns a scalar:
     the mean over views and slices of ``epps_pulley(z @ A)``, with ``A`` a (D, num_slices) matrix of unit-norm Gaussian
-    columns. ``A`` is redrawn at every call from a ``torch.Generator`` seeded by ``seed + step``; ``step`` is a
-    registered buffer (saved in checkpoints, identical on every rank) advanced once per call, so every rank uses the
-    same directions and a resumed run draws the same directions it would have drawn.
+    columns, redrawn at every call from a generator seeded by ``(seed, step)``.
+
+    ``step`` is a host-side integer advanced once per call (no device tensor is read back, so a step has no host
+    synchronisation here). It is saved in the state dict as ``"step"`` (a 0-d int64 tensor, the key the buffer of
+    earlier releases had; their checkpoints load), and it is identical on every rank, so every rank uses the same
+    directions and a resumed run draws the directions it would have drawn.
+
+    **Where the directions are drawn**: on the device of ``z``, from a generator of that device (CUDA's Philox), so no
+    D × num_slices matrix is made on the CPU and copied over per step. On the CPU this is the CPU generator
+    (Mersenne Twister) — the same directions as every earlier release. **CPU and CUDA directions differ** (different
+    generators), so the statistic of a given step differs between a CPU and a GPU run by the Monte Carlo spread over
+    random slices (both are draws from the same distribution); on CUDA they also depend on the GPU model (the
+    generator's output depends on the kernel's launch grid, i.e. the number of SMs). Under ``torch.distributed`` the
+    first call checks once that every rank has the same device model and otherwise draws on the CPU (and copies) so
+    the ranks still agree. ``directions(dim)`` without a device draws on the CPU.
 
     Always computed in float32, also inside bf16/fp16 autocast.
     """
 
-    step: torch.Tensor
+    host_counters = ("step",)
+    step: int
 
     def __init__(self, num_slices: int = 1024, t_max: float = 3.0, n_points: int = 17, seed: int = 0,
                  resample: bool = True):
@@ -160,17 +191,44 @@ class SIGReg(nn.Module):
         self.n_points = int(n_points)
         self.seed = int(seed)
         self.resample = bool(resample)
-        self.register_buffer("step", torch.zeros((), dtype=torch.long))
+        self.step = 0
+        self._draw_on_device: dict[str, bool] = {}  # device → whether its generator may be used (rank check)
+
+    def _seed(self) -> int:
+        return self.seed * 1_000_003 + (self.step if self.resample else 0)
 
     def directions(self, dim: int, device=None) -> torch.Tensor:
-        """(dim, num_slices) unit-norm Gaussian directions for the current step (drawn on CPU, so identical on every
-        device and rank)."""
-        step = int(self.step.item()) if self.resample else 0
-        g = torch.Generator(device="cpu")
-        g.manual_seed(self.seed * 1_000_003 + step)
-        a = torch.randn(dim, self.num_slices, generator=g, dtype=torch.float32)
-        a = a / a.norm(dim=0, keepdim=True)
-        return a.to(device) if device is not None else a
+        """(dim, num_slices) unit-norm Gaussian directions of the current step, float32, drawn on ``device`` (default
+        the CPU) from a generator of that device seeded by (seed, step)."""
+        dev = torch.device(device) if device is not None else torch.device("cpu")
+        gen = self._device_generator(dev)
+        if gen is None:  # the CPU generator (exactly the directions of earlier releases), then a copy if needed
+            gen = torch.Generator(device="cpu")
+            gen.manual_seed(self._seed())
+            a = torch.randn(dim, self.num_slices, generator=gen, dtype=torch.float32)
+            a = a / a.norm(dim=0, keepdim=True)
+            return a if dev.type == "cpu" else a.to(dev, non_blocking=True)
+        gen.manual_seed(self._seed())
+        a = torch.randn(dim, self.num_slices, generator=gen, dtype=torch.float32, device=dev)
+        return a / a.norm(dim=0, keepdim=True)
+
+    def _device_generator(self, dev: torch.device) -> torch.Generator | None:
+        """A generator on ``dev``, or None where the directions are drawn on the CPU (the CPU itself; a device without
+        generators; ranks whose devices would not draw the same numbers)."""
+        if dev.type == "cpu":
+            return None
+        if dev.type == "cuda" and dev.index is None:
+            dev = torch.device("cuda", torch.cuda.current_device())
+        key = str(dev)
+        if key not in self._draw_on_device:
+            self._draw_on_device[key] = _same_generator_on_every_rank(dev)
+        if not self._draw_on_device[key]:
+            return None
+        try:
+            return torch.Generator(device=dev)
+        except (RuntimeError, TypeError, ValueError):  # a backend without device generators
+            self._draw_on_device[key] = False
+            return None
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         if z.dim() not in (2, 3):
@@ -179,9 +237,29 @@ class SIGReg(nn.Module):
             zf = z.float() if z.dtype != torch.float64 else z
             a = self.directions(z.shape[-1], device=z.device).to(zf.dtype)
             stat = epps_pulley(zf @ a, t_max=self.t_max, n_points=self.n_points)  # (V, S) or (S,)
-        with torch.no_grad():
-            self.step += 1
+        self.step += 1
         return stat.mean()
 
     def extra_repr(self) -> str:
         return f"num_slices={self.num_slices}, t_max={self.t_max}, n_points={self.n_points}, resample={self.resample}"
+
+
+def _same_generator_on_every_rank(dev: torch.device) -> bool:
+    """Whether every rank's ``dev`` generator draws the same numbers from the same seed: True in one process; under
+    torch.distributed one all-gather of the device model (CUDA: name and SM count), once per module and device."""
+    if _world_size() <= 1:
+        return True
+    desc: tuple = (dev.type,)
+    if dev.type == "cuda":
+        p = torch.cuda.get_device_properties(dev)
+        desc = (dev.type, p.name, p.multi_processor_count)
+    seen = [None] * _world_size()
+    dist.all_gather_object(seen, desc)
+    same = all(s == seen[0] for s in seen)
+    if not same:
+        import warnings
+
+        warnings.warn(f"SIGReg: the ranks' devices differ ({sorted(set(map(str, seen)))}); their generators would "
+                      "draw different directions, so the directions are drawn on the CPU and copied each step",
+                      stacklevel=3)
+    return same

@@ -40,7 +40,7 @@ from .training.state import Training, build_network, build_training
 from .utils import resolve_device
 from .variants import Variant
 
-__all__ = ["pretrain", "train_step", "RunResult", "StepMetrics"]
+__all__ = ["pretrain", "train_step", "step_inputs", "RunResult", "StepMetrics"]
 
 LEJEPA = Variant()
 
@@ -67,6 +67,8 @@ def train_step(model: nn.Module, loss_fn: LeJEPALoss, opt: torch.optim.Optimizer
 
     ``globals_`` (G, B, C, H, W), ``locals_`` (L, B, C, h, w), ``labels`` (B,) or None. The only host
     synchronisation is the finiteness check of the loss and gradient norm: a non-finite step is skipped, not applied.
+    Nothing else is read back from the device, and nothing is made on the host and copied over (SIGReg draws its
+    directions on the device; tests/test_sync_audit.py fails when a new sync or blocking copy appears).
     ``variant`` (default: LeJEPA itself) is where an ablation changes the forward pass or the invariance term.
     """
     with torch.autocast(device_type=globals_.device.type, dtype=amp_dtype or torch.float32,
@@ -76,8 +78,8 @@ def train_step(model: nn.Module, loss_fn: LeJEPALoss, opt: torch.optim.Optimizer
 
     opt.zero_grad(set_to_none=True)
     out.loss.backward()
-    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip if grad_clip > 0 else float("inf"))
-    finite = bool(torch.isfinite(out.loss) & torch.isfinite(grad_norm))
+    grad_norm = _grad_norm(model, grad_clip)
+    finite = bool(torch.isfinite(out.loss) & torch.isfinite(grad_norm))  # the step's one host synchronisation
     if finite:
         opt.step()
         variant.after_step(model)
@@ -91,6 +93,14 @@ def train_step(model: nn.Module, loss_fn: LeJEPALoss, opt: torch.optim.Optimizer
         probe_loss, correct, count = probe.step(feats, labels, n_global)
     return StepMetrics(out.loss.detach(), out.invariance.detach(), out.sigreg.detach(), probe_loss, correct,
                        count, feats[0], finite)
+
+
+def _grad_norm(model: nn.Module, grad_clip: float) -> torch.Tensor:
+    """Total gradient norm, clipping the gradients to ``grad_clip`` when it is > 0. Without clipping only the norm
+    is computed (``clip_grad_norm_`` with an infinite bound would rescale every gradient by exactly 1)."""
+    if grad_clip > 0:
+        return torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    return torch.nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None])
 
 
 # ------------------------------------------------------------------------------------------------- pretrain
@@ -228,14 +238,7 @@ def train_epochs(t: Training, rec: Recipe, cfg, data, run: RunDir, ctx, config: 
             batch_in_epoch = skip_batches
             for batch in t.loader:
                 t_data = time.perf_counter()
-                if t.device_views is not None:  # (B, H, W, C) images → views on the device, seeded per batch
-                    imgs, y = batch
-                    g, loc = t.device_views(imgs.to(dev, non_blocking=True), epoch=epoch, step=batch_in_epoch,
-                                            rank=ctx.rank)
-                else:
-                    g, loc, y = batch
-                    g, loc = g.to(dev, non_blocking=True), loc.to(dev, non_blocking=True)
-                y_dev = y.to(dev, non_blocking=True) if data.labelled and bool((y >= 0).all()) else None
+                g, loc, y_dev = step_inputs(t, batch, dev, epoch, batch_in_epoch, ctx.rank, data.labelled)
                 m = train_step(t.train_model, t.loss_fn, t.opt, g, loc, y_dev, rec.n_global, variant=t.variant,
                                probe=t.probe, amp_dtype=t.amp_dtype, grad_clip=cfg.grad_clip)
                 t.sched.step()
@@ -250,8 +253,8 @@ def train_epochs(t: Training, rec: Recipe, cfg, data, run: RunDir, ctx, config: 
                         f"{run / CHECKPOINT} — lower --lr or raise --lambda, then --resume or start again")
                 result.step_times.append(meter.time_step(t_data))
                 bar.step(t.step)
-                if meter.n_steps and (meter.n_steps % cfg.log_every == 0 or meter.n_steps == 1):
-                    s = meter.running()
+                if bar.enabled and meter.n_steps and (meter.n_steps % cfg.log_every == 0 or meter.n_steps == 1):
+                    s = meter.running()  # the loop's one host sync, on refresh steps only (none without a bar)
                     bar.update(t.step, loss=s[0], sigreg=s[2], ips=meter.n_images * ctx.world_size /
                                (meter.wait + meter.busy), wait=meter.wait_share, epoch=epoch + 1, epochs=cfg.epochs)
                 if stop.raised is not None or (max_steps is not None and t.step >= max_steps):
@@ -308,6 +311,28 @@ def train_epochs(t: Training, rec: Recipe, cfg, data, run: RunDir, ctx, config: 
 
 
 # ------------------------------------------------------------------------------------------------- helpers
+
+def step_inputs(t: Training, batch, dev: torch.device, epoch: int, step: int, rank: int, labelled: bool
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """One DataLoader batch → ``(globals, locals, labels or None)`` on ``dev``: with ``--views device`` the cached
+    images are copied over and turned into views there (seeded by epoch, step in epoch and rank), otherwise the
+    loader's views are copied; every copy is non-blocking."""
+    if t.device_views is not None:  # (B, H, W, C) images → views on the device
+        imgs, y = batch
+        g, loc = t.device_views(imgs.to(dev, non_blocking=True), epoch=epoch, step=step, rank=rank)
+    else:
+        g, loc, y = batch
+        g, loc = g.to(dev, non_blocking=True), loc.to(dev, non_blocking=True)
+    return g, loc, _probe_labels(y, labelled, dev)
+
+
+def _probe_labels(y: torch.Tensor, labelled: bool, dev: torch.device) -> torch.Tensor | None:
+    """The batch's labels on ``dev`` (copied without blocking) when every one is known, else None (no probe step).
+    ``y`` is the DataLoader's host tensor, so the check reads nothing back from the device."""
+    if not labelled or not bool((y >= 0).all()):
+        return None
+    return y.to(dev, non_blocking=True)
+
 
 def _versions() -> dict[str, str]:
     import timm

@@ -306,22 +306,22 @@ def test_sigreg_shapes_and_views():
 
 def test_step_counter_and_directions():
     sig = SIGReg(num_slices=256, seed=11)
-    assert "step" in sig.state_dict() and sig.step.item() == 0
+    assert "step" in sig.state_dict() and sig.step == 0
     a0 = sig.directions(20)
     assert a0.shape == (20, 256)
     torch.testing.assert_close(a0.norm(dim=0), torch.ones(256), rtol=0, atol=1e-6)
     z = torch.randn(30, 20)
     sig(z)
-    assert sig.step.item() == 1
+    assert sig.step == 1
     sig(torch.randn(2, 30, 20))  # one call with several views advances once
-    assert sig.step.item() == 2
+    assert sig.step == 2
     a2 = sig.directions(20)
     assert not torch.allclose(a0, a2)
     # same step => same directions (fresh module, and after loading a checkpoint)
     other = SIGReg(num_slices=256, seed=11)
     assert torch.equal(other.directions(20), a0)
     other.load_state_dict(sig.state_dict())
-    assert other.step.item() == 2 and torch.equal(other.directions(20), a2)
+    assert other.step == 2 and torch.equal(other.directions(20), a2)
     # the value computed at a given step uses that step's directions
     fresh = SIGReg(num_slices=256, seed=11)
     fresh.load_state_dict(sig.state_dict())
@@ -331,7 +331,97 @@ def test_step_counter_and_directions():
     fixed = SIGReg(num_slices=256, seed=11, resample=False)
     fixed(z)
     fixed(z)
-    assert fixed.step.item() == 2 and torch.equal(fixed.directions(20), a0)
+    assert fixed.step == 2 and torch.equal(fixed.directions(20), a0)
+
+
+def _legacy_directions(seed: int, step: int, dim: int, num_slices: int) -> torch.Tensor:
+    """The directions of the releases before issue 17 (CPU generator, then a copy): the CPU must still draw these."""
+    g = torch.Generator(device="cpu")
+    g.manual_seed(seed * 1_000_003 + step)
+    a = torch.randn(dim, num_slices, generator=g, dtype=torch.float32)
+    return a / a.norm(dim=0, keepdim=True)
+
+
+def test_cpu_directions_are_bit_identical_to_earlier_releases():
+    sig = SIGReg(num_slices=64, seed=3)
+    for step in range(3):
+        want = _legacy_directions(3, step, 24, 64)
+        assert torch.equal(sig.directions(24), want)
+        assert torch.equal(sig.directions(24, device="cpu"), want)
+        assert torch.equal(sig.directions(24, device=torch.device("cpu")), want)
+        sig(torch.randn(16, 24))
+
+
+def test_step_is_a_host_int_mirrored_into_the_state_dict():
+    sig = SIGReg(num_slices=16, seed=1)
+    assert isinstance(sig.step, int) and "step" not in dict(sig.named_buffers())
+    for _ in range(3):
+        sig(torch.randn(8, 5))
+    sd = sig.state_dict()
+    assert list(sd) == ["step"] and sd["step"].dtype == torch.long and sd["step"].device.type == "cpu"
+    assert int(sd["step"]) == 3
+    sd["step"] += 1  # the saved tensor is a copy: changing it does not move the module
+    assert sig.step == 3
+    # a checkpoint of an earlier release holds the step as a buffer tensor (any device): it loads
+    old = SIGReg(num_slices=16, seed=1)
+    old.load_state_dict({"step": torch.tensor(7)})
+    assert old.step == 7 and isinstance(old.step, int)
+    torch.testing.assert_close(old.directions(5), _legacy_directions(1, 7, 5, 16), rtol=0, atol=0)
+    # nested (LeJEPALoss → "sigreg.step"), strictness as for a persistent buffer
+    crit = LeJEPALoss(num_slices=16, seed=1)
+    crit.sigreg.step = 5
+    assert int(crit.state_dict()["sigreg.step"]) == 5
+    fresh = LeJEPALoss(num_slices=16, seed=1)
+    fresh.load_state_dict(crit.state_dict())
+    assert fresh.sigreg.step == 5
+    with pytest.raises(RuntimeError, match="Missing key.*sigreg.step"):
+        fresh.load_state_dict({})
+    missing = fresh.load_state_dict({}, strict=False)
+    assert missing.missing_keys == ["sigreg.step"] and fresh.sigreg.step == 5
+    with pytest.raises(RuntimeError, match="Unexpected key.*sigreg.other"):
+        fresh.load_state_dict({"sigreg.step": torch.tensor(1), "sigreg.other": torch.tensor(1)})
+    # moving the module does not touch the counter
+    fresh.sigreg.step = 4
+    assert fresh.to(torch.float64).sigreg.step == 4
+
+
+def test_forward_reads_nothing_back_from_the_device(monkeypatch):
+    """No ``.item()`` / ``int(tensor)`` / host copy in SIGReg's forward (it was one ``.item()`` per step)."""
+    calls = []
+    for name in ("item", "tolist", "cpu", "numpy", "__bool__", "__int__", "__float__", "__index__"):
+        real = getattr(torch.Tensor, name)
+
+        def spy(self, *a, _real=real, _name=name, **k):
+            calls.append(_name)
+            return _real(self, *a, **k)
+
+        monkeypatch.setattr(torch.Tensor, name, spy)
+    sig = SIGReg(num_slices=32, seed=0)
+    z = torch.randn(2, 16, 8, requires_grad=True)
+    sig(z).backward()
+    sig(z)
+    monkeypatch.undo()
+    assert calls == [] and sig.step == 2
+
+
+def test_device_draw_falls_back_to_the_cpu_where_no_device_generator_exists():
+    """A device without generators of its own (the meta device here) gets the CPU directions, copied over."""
+    sig = SIGReg(num_slices=8, seed=2)
+    assert sig._device_generator(torch.device("cpu")) is None
+    a = sig.directions(4, device="meta")
+    assert a.device.type == "meta" and a.shape == (4, 8) and sig._draw_on_device == {"meta": False}
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_directions_are_drawn_on_the_device_and_reproducible():
+    sig = SIGReg(num_slices=64, seed=3)
+    a = sig.directions(24, device="cuda")
+    assert a.device.type == "cuda"
+    torch.testing.assert_close(a.norm(dim=0), torch.ones(64, device="cuda"), rtol=0, atol=1e-5)
+    assert torch.equal(a, SIGReg(num_slices=64, seed=3).directions(24, device="cuda"))  # seeded by (seed, step)
+    assert not torch.equal(a.cpu(), sig.directions(24))  # another generator than the CPU's (documented)
+    sig(torch.randn(16, 24, device="cuda"))
+    assert sig.step == 1 and not torch.equal(sig.directions(24, device="cuda"), a)
 
 
 def test_sigreg_decreases_under_gradient_descent(one_thread):
@@ -393,7 +483,7 @@ def test_lejepa_loss_weighting(lam):
     torch.testing.assert_close(out.sigreg, sig_ref, rtol=0, atol=0)
     assert out.invariance.item() == pytest.approx(inv_ref, rel=1e-5)
     assert torch.equal(out.loss, (1 - lam) * out.invariance + lam * out.sigreg)
-    assert crit.sigreg.step.item() == 1
+    assert crit.sigreg.step == 1
 
 
 def test_lejepa_loss_zero_invariance_when_views_equal():

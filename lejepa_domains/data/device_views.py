@@ -30,8 +30,12 @@ Input may be uint8, uint16 or floating point. The recipe's pixel scaling (``reci
 asinh, …) is applied when the data has the recipe's value type; otherwise uint8 is scaled by 1/255, uint16 by
 1/65535 and floating point is taken as already on the [0, 1] scale. All
 random parameters are drawn on the CPU from a ``torch.Generator`` seeded by ``(seed, epoch, step, rank)``, then moved
-to the device: the views of a batch are reproducible, identical whatever the device, and a resumed run (which knows
-its epoch and step) sees the same views as an uninterrupted one.
+to the device: the views of a batch are reproducible, the same whatever the device (to float rounding), and a resumed
+run (which knows its epoch and step) sees the same views as an uninterrupted one.
+
+Per batch only those parameters cross to the device — a few numbers per view (crop box, flip, jitter factors, blur
+kernel, 3 × 3 colour matrix), copied without blocking; the sampling grids are built on the device and the constants
+(mean, std, grey weights) are kept there. Nothing is read back, so making the views never waits for the device.
 """
 
 from __future__ import annotations
@@ -108,6 +112,7 @@ class DeviceMultiCrop:
         self.local_scale = tuple(float(s) for s in recipe.local_scale)
         self.mean = torch.tensor([float(m) for m in recipe.mean], dtype=torch.float32)
         self.std = torch.tensor([float(s) for s in recipe.std], dtype=torch.float32)
+        self._on_device: dict[tuple, torch.Tensor] = {}  # constants already copied to a device
         self.seed = int(seed)
         self.scaling = getattr(recipe, "pixel_scaling", None)  # dtype-aware scaling of the recipe, when it has one
         c = len(self.mean)
@@ -144,9 +149,17 @@ class DeviceMultiCrop:
                 continue
             v = self._crops(x, n_views, size, area, gen)  # (V·B, C, S, S), view-major
             v = self._photometric(v, gen)
-            m, s = self.mean.to(v.device).view(1, c, 1, 1), self.std.to(v.device).view(1, c, 1, 1)
-            out.append(v.sub_(m).div_(s).view(n_views, b, c, size, size))
+            m, s = self._const("mean", self.mean, v), self._const("std", self.std, v)
+            out.append(v.sub_(m.view(1, c, 1, 1)).div_(s.view(1, c, 1, 1)).view(n_views, b, c, size, size))
         return out[0], out[1]
+
+    def _const(self, name: str, value: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """``value`` on ``like``'s device and dtype, copied there once and kept."""
+        key = (name, str(like.device), like.dtype)
+        hit = self._on_device.get(key)
+        if hit is None:
+            hit = self._on_device[key] = value.to(like.device, like.dtype)
+        return hit
 
     # ------------------------------------------------------------------------------------------------ geometry
 
@@ -189,13 +202,15 @@ class DeviceMultiCrop:
         n = n_views * b
         box = self.crop_boxes(n, height, width, area, gen)  # (N, 4), view-major
         flip = torch.rand(n, generator=gen) < self.aug.flip_p
-        t = (torch.arange(size, dtype=torch.float32) + 0.5) / size  # output pixel centres, fraction of the crop
+        dev = x.device  # the (N, 4) boxes and (N,) flips cross over; the (B, V·S, S, 2) grid is built there
+        box, flip = box.to(dev, non_blocking=True), flip.to(dev, non_blocking=True)
+        t = (torch.arange(size, dtype=torch.float32, device=dev) + 0.5) / size  # pixel centres, fraction of the crop
         tx = torch.where(flip[:, None], 1.0 - t[None], t[None])  # (N, S)
         gx = (box[:, 0:1] + tx * box[:, 2:3]) * 2 - 1  # grid_sample coordinates, align_corners=False
         gy = (box[:, 1:2] + t[None] * box[:, 3:4]) * 2 - 1
         grid = torch.stack([gx[:, None, :].expand(n, size, size), gy[:, :, None].expand(n, size, size)], dim=-1)
         grid = grid.view(n_views, b, size, size, 2).permute(1, 0, 2, 3, 4).reshape(b, n_views * size, size, 2)
-        out = F.grid_sample(x, grid.to(x.device, non_blocking=True), mode="bilinear", padding_mode="border",
+        out = F.grid_sample(x, grid, mode="bilinear", padding_mode="border",
                             align_corners=False)  # (B, C, V·S, S)
         return out.view(b, c, n_views, size, size).permute(2, 0, 1, 3, 4).reshape(n, c, size, size)
 
@@ -220,11 +235,13 @@ class DeviceMultiCrop:
         solar = torch.rand(n, generator=gen) < a.solarize_p
 
         clip = (lambda t: t.clamp_(0, 1)) if a.clamp else (lambda t: t)
-        v = clip(v.mul_(bright.to(dev).view(n, 1, 1, 1)))  # in place: `v` is this call's own tensor
+        bc = torch.stack([bright, contrast]).to(dev, non_blocking=True)  # one copy for both factors
+        v = clip(v.mul_(bc[0].view(n, 1, 1, 1)))  # in place: `v` is this call's own tensor
         grey_mean = self._grey(v.mean(dim=(2, 3), keepdim=True))  # (N, 1, 1, 1): grey is linear, mean first
-        v = clip(v.sub_(grey_mean).mul_(contrast.to(dev).view(n, 1, 1, 1)).add_(grey_mean))
+        v = clip(v.sub_(grey_mean).mul_(bc[1].view(n, 1, 1, 1)).add_(grey_mean))
         if c == 3 and (a.saturation > 0 or a.hue > 0):
-            v = clip(torch.einsum("nij,njhw->nihw", self._colour_matrix(sat, hue).to(dev), v))
+            colour = self._colour_matrix(sat, hue).to(dev, non_blocking=True)
+            v = clip(torch.einsum("nij,njhw->nihw", colour, v))
         if c == 3 and a.gray_p > 0:
             v = self._on_subset(v, gray, lambda u, idx: self._grey(u).expand(-1, 3, -1, -1))
         v = self._on_subset(v, blur, lambda u, idx: self._blur(u, sigma[idx]))
@@ -237,15 +254,14 @@ class DeviceMultiCrop:
         idx = mask.nonzero().flatten()
         if len(idx) == 0:
             return v
-        idx_d = idx.to(v.device)
+        idx_d = idx.to(v.device, non_blocking=True)
         return v.index_copy_(0, idx_d, fn(v.index_select(0, idx_d), idx).contiguous())
 
     @staticmethod
     def _grey(v: torch.Tensor) -> torch.Tensor:
         """(N, C, S, S) → (N, 1, S, S): the 0.299/0.587/0.114 grey for 3 channels, else the channel mean."""
         if v.shape[1] == 3:
-            w = torch.tensor([0.299, 0.587, 0.114], device=v.device, dtype=v.dtype).view(1, 3, 1, 1)
-            return (v * w).sum(dim=1, keepdim=True)
+            return (v * _grey_weights(v.device, v.dtype)).sum(dim=1, keepdim=True)
         return v.mean(dim=1, keepdim=True)
 
     @staticmethod
@@ -267,13 +283,25 @@ class DeviceMultiCrop:
             return v
         offs = torch.arange(-radius, radius + 1, dtype=torch.float32)
         k = torch.exp(-0.5 * (offs[None] / sigma[:, None]) ** 2)
-        k = (k / k.sum(dim=1, keepdim=True)).to(v.device)  # (M, 2r+1)
+        k = (k / k.sum(dim=1, keepdim=True)).to(v.device, non_blocking=True)  # (M, 2r+1)
         p = F.pad(v, (radius, radius, radius, radius), mode="reflect").reshape(1, m * c, h + 2 * radius, w + 2 * radius)
         kk = k.repeat_interleave(c, dim=0)  # (M·C, 2r+1): one depthwise kernel per view and channel
         size = 2 * radius + 1
         y = F.conv2d(p, kk.view(m * c, 1, size, 1), groups=m * c)  # vertical pass
         y = F.conv2d(y, kk.view(m * c, 1, 1, size), groups=m * c)  # horizontal pass
         return y.view(m, c, h, w)
+
+
+_GREY: dict[tuple, torch.Tensor] = {}
+
+
+def _grey_weights(device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """The 0.299/0.587/0.114 grey weights (1, 3, 1, 1) on ``device``, copied there once (not per call)."""
+    key = (str(device), dtype, torch.is_inference_mode_enabled())
+    hit = _GREY.get(key)
+    if hit is None:
+        hit = _GREY[key] = torch.tensor([0.299, 0.587, 0.114], dtype=dtype).view(1, 3, 1, 1).to(device)
+    return hit
 
 
 # ------------------------------------------------------------------------------------------------- data loading

@@ -30,12 +30,22 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 @torch.no_grad()
 def ema_update(target: nn.Module, online: nn.Module, momentum: float) -> None:
-    """``target ← m · target + (1 − m) · online`` for parameters; buffers (BatchNorm statistics) are copied."""
+    """``target ← m · target + (1 − m) · online`` for parameters; buffers (BatchNorm statistics) are copied.
+
+    Two multi-tensor (``torch._foreach_*``) calls instead of one kernel per tensor: the same values (the CPU runs the
+    per-tensor ops), far fewer launches per step on a GPU."""
     online = unwrap(online)
-    for pt, po in zip(target.parameters(), online.parameters()):
-        pt.lerp_(po.detach(), 1.0 - momentum)
-    for bt, bo in zip(target.buffers(), online.buffers()):
-        bt.copy_(bo)
+    pt = list(target.parameters())
+    po = [p.detach() for p in online.parameters()]
+    if len(pt) != len(po):
+        raise ValueError(f"EMA teacher has {len(pt)} parameters, the online network {len(po)}")
+    if pt:
+        torch._foreach_lerp_(pt, po, 1.0 - momentum)
+    bt, bo = list(target.buffers()), list(online.buffers())
+    if len(bt) != len(bo):
+        raise ValueError(f"EMA teacher has {len(bt)} buffers, the online network {len(bo)}")
+    if bt:
+        torch._foreach_copy_(bt, bo)
 
 
 class EMATeacher(Variant):

@@ -27,6 +27,7 @@ import math
 import torch
 from torch import nn
 
+from ..counters import HostCounters
 from ..errors import UserError
 from ..models import LeJEPAModel, Projector, create_backbone
 from .base import Variant
@@ -105,7 +106,7 @@ def vit_tokens(vit: nn.Module, x: torch.Tensor, keep: torch.Tensor | None = None
     t = vit._pos_embed(vit.patch_embed(x))  # (B, P + N, D)
     if keep is not None:
         p = vit.num_prefix_tokens
-        t = torch.cat([t[:, :p], t[:, p + keep.to(t.device)]], dim=1)
+        t = torch.cat([t[:, :p], t[:, p + keep.to(t.device, non_blocking=True)]], dim=1)
     t = vit.norm_pre(t)
     t = vit.blocks(t)
     return vit.norm(t)
@@ -143,15 +144,20 @@ class MaskPredictor(nn.Module):
         return self.out(z[:, ctx.shape[1]:])
 
 
-class MaskedLeJEPAModel(LeJEPAModel):
+class MaskedLeJEPAModel(HostCounters, LeJEPAModel):
     """A :class:`LeJEPAModel` (ViT backbone + projector) with a mask predictor.
 
     ``forward(globals_, locals_)`` is the ordinary multi-crop forward; ``forward(globals_ (G, B, C, H, W), None,
     masked=True)`` returns ``(emb (2G, B, F), proj (2G, B, K), prediction loss (scalar))`` with the G full views
     first and the G context views after them.
+
+    ``mask_step`` (the step counter seeding the blocks) is a host integer, saved in the state dict as ``"mask_step"``
+    (the key of the buffer it was before; such checkpoints load), so drawing the blocks reads nothing back from the
+    device.
     """
 
-    mask_step: torch.Tensor
+    host_counters = ("mask_step",)
+    mask_step: int
 
     def __init__(self, backbone: nn.Module, projector: Projector, predictor: MaskPredictor, *, n_targets: int = 4,
                  target_scale=(0.15, 0.2), context_scale=(0.85, 1.0), seed: int = 0):
@@ -164,11 +170,20 @@ class MaskedLeJEPAModel(LeJEPAModel):
         self.target_scale = tuple(target_scale)
         self.context_scale = tuple(context_scale)
         self.seed = int(seed)
-        self.register_buffer("mask_step", torch.zeros((), dtype=torch.long))
+        self.mask_step = 0
 
     def grid(self, h: int, w: int) -> tuple[int, int]:
         ph, pw = self.backbone.patch_embed.patch_size
         return h // ph, w // pw
+
+    @torch.compiler.disable  # host-side draws and a Python counter: outside any compiled graph
+    def next_blocks(self, gh: int, gw: int, device: torch.device) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """This step's context and target blocks (:func:`sample_blocks`, drawn on the CPU from a generator seeded by
+        (seed, mask_step)), copied to ``device`` without blocking; advances ``mask_step``."""
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.mask_step)
+        context_idx, targets = sample_blocks(gh, gw, self.n_targets, self.target_scale, self.context_scale, gen)
+        self.mask_step += 1
+        return (context_idx.to(device, non_blocking=True), [t.to(device, non_blocking=True) for t in targets])
 
     def forward(self, globals_: torch.Tensor, locals_: torch.Tensor | None = None, masked: bool = False):
         if not masked:
@@ -176,19 +191,15 @@ class MaskedLeJEPAModel(LeJEPAModel):
         g, b = globals_.shape[:2]
         x = globals_.flatten(0, 1)  # (G·B, C, H, W)
         gh, gw = self.grid(x.shape[-2], x.shape[-1])
-        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + int(self.mask_step.item()))
-        context_idx, targets = sample_blocks(gh, gw, self.n_targets, self.target_scale, self.context_scale, gen)
-        with torch.no_grad():
-            self.mask_step += 1
+        context_idx, targets = self.next_blocks(gh, gw, x.device)
         vit = self.backbone
         p = vit.num_prefix_tokens
         full = vit_tokens(vit, x)  # (G·B, P + N, D)
         ctx = vit_tokens(vit, x, keep=context_idx)  # (G·B, P + Nc, D)
-        dev = x.device
         losses = []
         for t in targets:
-            pred = self.predictor(ctx[:, p:], context_idx.to(dev), t.to(dev))  # (G·B, Nt, D)
-            losses.append((pred.float() - full[:, p + t.to(dev)].float()).square().mean())
+            pred = self.predictor(ctx[:, p:], context_idx, t)  # (G·B, Nt, D)
+            losses.append((pred.float() - full[:, p + t].float()).square().mean())
         prediction = torch.stack(losses).mean() if losses else full.sum() * 0.0
         emb = torch.cat([vit.forward_head(full), vit.forward_head(ctx)], dim=0)  # (2·G·B, F)
         proj = self.projector(emb)
