@@ -31,10 +31,10 @@ def load_training_data(recipe, data, skip_bad_samples: bool, per_step: int, worl
     batch: a step must fit in the training images."""
     from ..data import check_splits_needed, has_split, load_split
 
-    # the evaluation after training needs a non-empty test split: found now, not after the whole run
-    check_splits_needed(recipe, data, roles=("test",), skip_bad_samples=skip_bad_samples)
     train = load_split(recipe, "train", data, skip_bad_samples=skip_bad_samples)
     val = load_split(recipe, "val", data, skip_bad_samples=skip_bad_samples) if has_split(recipe, "val") else None
+    # the evaluation after training needs a non-empty test split: found now, not after the whole run
+    check_splits_needed(recipe, data, roles=("test",), skip_bad_samples=skip_bad_samples)
     skipped = {role: list(s.meta.get("skipped", [])) for role, s in (("train", train), ("val", val)) if s is not None}
     if len(train) < per_step:
         raise UserError(f"--batch-size {per_step // world} × {world} process(es) exceeds the {len(train)} training "
