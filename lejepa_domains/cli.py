@@ -262,6 +262,46 @@ def _usage_line(e: BaseException, argv: List[str]) -> str:
     return f"{path}: {msg}; see '{path} --help'"
 
 
+def _one_line(msg: str) -> str:
+    """A user error raised in a DataLoader worker comes back wrapped ("Caught DataError in DataLoader worker
+    process 0. Original Traceback …"): its own message is the last line of that traceback."""
+    if "Original Traceback" not in msg:
+        return msg
+    last = [ln for ln in msg.splitlines() if ln.strip()][-1]
+    head, sep, rest = last.partition(": ")
+    return rest if sep and "Error" in head else last
+
+
+def _error_line(msg: str) -> None:
+    """Print ``error: msg``; one of several torchrun processes names its rank, and only the first process of the
+    run to fail prints (lejepa_domains.distributed.first_to_fail), so the user reads one line."""
+    if os.environ.get("WORLD_SIZE", "1") not in ("", "0", "1"):
+        from .distributed import first_to_fail, launched_rank
+
+        if not first_to_fail():
+            return
+        rank, world = launched_rank() or (0, 1)
+        msg = f"rank {rank} of {world}: {msg}"
+    err_console.print(f"[bold red]error:[/] {msg}", highlight=False, soft_wrap=True)
+
+
+def _peer_loss_exit(e: BaseException) -> None:
+    """Under torchrun, a collective that failed because another process went away: that process printed the
+    error (or died without a word, then this line says so); stop quietly with exit 3 instead of a traceback."""
+    if os.environ.get("WORLD_SIZE", "1") in ("", "0", "1"):
+        return
+    from .distributed import PEER_LOST_EXIT, is_peer_loss
+    from .launch import AGENT_ENV
+
+    if not is_peer_loss(e):
+        return
+    if os.environ.get(AGENT_ENV) == "1":  # started by `--devices`: its agent names the process that went away
+        sys.exit(PEER_LOST_EXIT)
+    _error_line("another process of this run stopped without an error line (killed, out of memory, or a crash: "
+                "see the output above); the run folder keeps the last checkpoint written, resume with --resume")
+    sys.exit(PEER_LOST_EXIT)
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     """Console-script entry point: user errors — bad data, bad recipes and usage errors alike — become one red
     ``error:`` line and exit code 2, never a traceback."""
@@ -270,7 +310,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     try:
         app(args=argv, standalone_mode=False)
     except UserError as e:
-        err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        _error_line(_one_line(str(e)))
         sys.exit(e.exit_code)
     except SystemExit:
         raise
@@ -280,6 +320,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     except Exception as e:
         ce = _click_error(e)
         if ce is None:
+            _peer_loss_exit(e)
             raise
         kind = {c.__name__ for c in type(ce).__mro__}
         if "Exit" in kind:  # --help, --version, typer.Exit(code)
