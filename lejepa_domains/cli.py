@@ -67,11 +67,17 @@ def pretrain(
                                                    "inside epochs (0: at epoch ends only)."),
     skip_bad_samples: bool = typer.Option(False, "--skip-bad-samples", help="Skip (and log and count) images that "
                                           "cannot be decoded instead of stopping."),
+    time_budget: Optional[str] = typer.Option(None, "--time-budget", help="End the run within this wall time "
+                                              "(10m, 1h30m, 90s): the number of steps is set from timed steps; "
+                                              "without --epochs the budget alone decides."),
 ) -> None:
     """Pretrain a backbone from scratch with LeJEPA on a recipe's data."""
     options = {k: v for k, v in locals().items() if v is not None and k not in ("recipe", "devices")}
     if not skip_bad_samples:  # the flag only switches skipping on; off is the default
         options.pop("skip_bad_samples")
+    from .training import clock
+
+    clock.COMMAND_STARTED = clock.process_started()  # the estimate and --time-budget count the whole command
     if devices is not None:
         from .launch import launch, pretrain_preflight
 

@@ -44,6 +44,7 @@ class TrainConfig:
     compile: bool = False
     views: str = "cpu"  # "cpu": albumentations in DataLoader workers; "device": batched torch ops on the training device
     seed: int = 0
+    time_budget: float = 0.0  # seconds the command may take in all (--time-budget 10m); 0 = train the epochs asked
     log_every: int = 10  # steps between progress-bar refreshes of the loss figures
     rankme_samples: int = 2048  # embeddings kept per epoch to compute the effective rank
     # ---- ablation switches (`lejepa-domains ablate`); the defaults are LeJEPA itself
@@ -70,6 +71,7 @@ class TrainConfig:
             (self.num_slices >= 1, f"--num-slices must be >= 1, got {self.num_slices}"),
             (self.num_workers >= 0, f"--num-workers must be >= 0, got {self.num_workers}"),
             (self.checkpoint_every >= 0, f"--checkpoint-every must be >= 0, got {self.checkpoint_every}"),
+            (self.time_budget >= 0, f"--time-budget must be a positive duration, got {self.time_budget}"),
             (self.precision in ("auto", "bf16", "fp32"), f"--precision must be auto, bf16 or fp32, got {self.precision!r}"),
             (self.views in ("cpu", "device"), f"--views must be 'cpu' or 'device', got {self.views!r}"),
             (self.regularizer in ("sigreg", "vicreg", "spectral_entropy", "none"),

@@ -30,11 +30,12 @@ from .objective import LeJEPALoss
 from .recipe import Recipe
 from .runs import BACKBONE_WEIGHTS, BEST, CHECKPOINT, METRICS, RunDir, read_backbone_weights, rng_state
 from .training.builders import load_training_data
+from .training.clock import RunClock
 from .training.meters import EpochMeter
 from .training.preemption import StopFlag
 from .training.probe import OnlineProbe
 from .training.sampler import EpochSampler  # noqa: F401  (public names kept here)
-from .training.schedule import lr_factor, param_groups  # noqa: F401
+from .training.schedule import lr_factor, param_groups, plan_total_steps  # noqa: F401
 from .training.setup import setup_run
 from .training.state import Training, build_network, build_training
 from .utils import resolve_device
@@ -105,6 +106,8 @@ def _grad_norm(model: nn.Module, grad_clip: float) -> torch.Tensor:
 
 # ------------------------------------------------------------------------------------------------- pretrain
 
+BUDGET_EPOCHS = 100_000  # the epoch bound of a --time-budget run without --epochs: the budget ends it first
+
 @dataclass
 class RunResult:
     run_dir: Path
@@ -113,6 +116,9 @@ class RunResult:
     interrupted: bool = False
     signal: int | None = None  # the signal that stopped the run (SIGINT, SIGTERM), if one did
     complete_already: bool = False  # --resume of a run that had finished all its epochs: nothing was trained
+    ended_by_budget: bool = False  # --time-budget ended it (at the planned step)
+    estimate: float | None = None  # wall seconds predicted after the calibration steps (training/clock.py)
+    wall: float | None = None  # wall seconds of the command up to the end of training
     step_times: list[float] = field(default_factory=list)  # wall seconds per step (data wait + compute)
 
     @property
@@ -135,6 +141,17 @@ def pretrain(recipe: str | Path | Recipe = "specimens", *, out: str | Path | Non
 
     Returns a :class:`RunResult` with the run folder, per-epoch metrics and the exported backbone's metadata.
     """
+    from .training import clock as _clock
+
+    # the command's clock (--time-budget, the estimate): from the process start for the CLI (imports and data count),
+    # from this call for the Python API
+    started = _clock.COMMAND_STARTED if _clock.COMMAND_STARTED is not None else time.perf_counter()
+    if options.get("time_budget") is not None:
+        from .training.clock import parse_duration
+
+        options["time_budget"] = parse_duration(options["time_budget"])
+    if options.get("time_budget") and options.get("epochs") is None and resume is None:
+        options["epochs"] = BUDGET_EPOCHS  # the budget decides when the run ends
     setup = setup_run(recipe, out=out, resume=resume, init_from=init_from, data=data,
                       skip_bad_samples=skip_bad_samples, options=options)
     rec, cfg = setup.recipe, setup.cfg
@@ -158,13 +175,13 @@ def pretrain(recipe: str | Path | Recipe = "specimens", *, out: str | Path | Non
     D.barrier()
     try:
         return _pretrain_locked(setup, ctx, run, data, model, variant, max_steps=max_steps, progress=progress,
-                                tensorboard=tensorboard)
+                                tensorboard=tensorboard, started=started)
     finally:
         lock.release()
 
 
 def _pretrain_locked(setup, ctx, run: RunDir, data, model: nn.Module, variant: Variant, *, max_steps: int | None,
-                     progress: bool, tensorboard: bool) -> RunResult:
+                     progress: bool, tensorboard: bool, started: float) -> RunResult:
     """``pretrain`` once the run folder is this process's: build, restore, write the config, train."""
     rec, cfg = setup.recipe, setup.cfg
     t = build_training(model, variant, rec, cfg, data, ctx)
@@ -172,12 +189,15 @@ def _pretrain_locked(setup, ctx, run: RunDir, data, model: nn.Module, variant: V
         t.restore(setup.checkpoint, ctx.rank, run.read_metrics())
         if ctx.is_main and (run / METRICS).is_file():  # drop lines of epochs the checkpoint does not hold (a
             run.rewrite_metrics(t.history)  # partial epoch, a kill between metrics line and checkpoint)
-    if setup.resumed and t.start_epoch >= cfg.epochs:
+    clock_before = (setup.checkpoint or {}).get("clock") or {} if setup.resumed else {}
+    budget_done = bool(cfg.time_budget) and clock_before.get("ended_by_budget") \
+        and cfg.time_budget <= clock_before.get("budget_total", 0)
+    if setup.resumed and (t.start_epoch >= cfg.epochs or budget_done):
         D.teardown(ctx)
         if ctx.is_main:
             from .show import print_complete
 
-            print_complete(run, cfg.epochs)
+            print_complete(run, cfg.epochs, budget=cfg.time_budget if budget_done else None)
         return RunResult(run_dir=run.path, metrics=t.history, complete_already=True)
     t.wrap(ctx, cfg.compile)
     config = {"recipe": rec.describe(), "train": asdict(cfg), "data": setup.data, "device": str(ctx.device),
@@ -189,8 +209,13 @@ def _pretrain_locked(setup, ctx, run: RunDir, data, model: nn.Module, variant: V
     if ctx.is_main and not setup.resumed:
         run.write_config(config)
 
+    clock = RunClock(steps_per_epoch=t.steps_per_epoch, planned_steps=cfg.epochs * t.steps_per_epoch,
+                     start_step=t.step, started=started,
+                     budget=max(1e-3, cfg.time_budget - clock_before.get("spent", 0.0)) if cfg.time_budget else 0.0,
+                     images_per_step=cfg.batch_size * ctx.world_size * (rec.n_global + rec.n_local))
     result = train_epochs(t, rec, cfg, data, run, ctx, config, max_steps=max_steps, progress=progress,
-                          tensorboard=tensorboard, resumed=setup.resumed)
+                          tensorboard=tensorboard, resumed=setup.resumed, clock=clock,
+                          spent_before=clock_before.get("spent", 0.0))
     if ctx.is_main and (progress or result.interrupted):
         from .show import print_run_summary
 
@@ -202,13 +227,17 @@ def _pretrain_locked(setup, ctx, run: RunDir, data, model: nn.Module, variant: V
 # ------------------------------------------------------------------------------------------------- the loop
 
 def train_epochs(t: Training, rec: Recipe, cfg, data, run: RunDir, ctx, config: dict[str, Any], *,
-                 max_steps: int | None, progress: bool, tensorboard: bool, resumed: bool) -> RunResult:
+                 max_steps: int | None, progress: bool, tensorboard: bool, resumed: bool,
+                 clock: RunClock | None = None, spent_before: float = 0.0) -> RunResult:
     """Epochs ``t.start_epoch … cfg.epochs`` (from ``t.skip_batches`` into the first): steps, and at each epoch end
     the metrics line, checkpoint, best checkpoint and backbone export. SIGTERM/SIGINT finish the step, checkpoint
-    and stop (``result.interrupted``)."""
+    and stop (``result.interrupted``). ``clock`` times the run, prints the estimate after its calibration steps and,
+    with a time budget, sets the last step (training/clock.py)."""
     from .show import TrainProgress
 
     dev = ctx.device
+    clock = clock or RunClock(t.steps_per_epoch, cfg.epochs * t.steps_per_epoch, start_step=t.step)
+    agree = (lambda v: D.all_gather_object(v)[0]) if ctx.world_size > 1 else (lambda v: v)  # rank 0's plan
     writer = _tensorboard(run) if (tensorboard and ctx.is_main) else None
     last_saved = t.step if resumed else None  # the step checkpoint.pt holds now
 
@@ -217,8 +246,11 @@ def train_epochs(t: Training, rec: Recipe, cfg, data, run: RunDir, ctx, config: 
         rngs = D.all_gather_object(rng_state())
         if not ctx.is_main:
             return
+        state = t.checkpoint_state(epoch, batch_in_epoch, rngs, config)
+        state["clock"] = {**clock.state(spent_before), "budget_total": cfg.time_budget,
+                          "ended_by_budget": clock.reached(t.step)}
         try:
-            run.save_checkpoint(t.checkpoint_state(epoch, batch_in_epoch, rngs, config))
+            run.save_checkpoint(state)
         except OSError as e:  # full disk, quota, read-only or vanished folder: the temporary file is already removed
             raise run.write_error(run / CHECKPOINT, e, last_saved) from None
         last_saved = t.step
@@ -252,12 +284,16 @@ def train_epochs(t: Training, rec: Recipe, cfg, data, run: RunDir, ctx, config: 
                         f"(epoch {epoch + 1}, step {t.step}); the last good checkpoint is "
                         f"{run / CHECKPOINT} — lower --lr or raise --lambda, then --resume or start again")
                 result.step_times.append(meter.time_step(t_data))
+                if clock.after_step(t.step, result.step_times[-1], agree):
+                    _planned(t, clock, bar, ctx)
                 bar.step(t.step)
                 if bar.enabled and meter.n_steps and (meter.n_steps % cfg.log_every == 0 or meter.n_steps == 1):
                     s = meter.running()  # the loop's one host sync, on refresh steps only (none without a bar)
                     bar.update(t.step, loss=s[0], sigreg=s[2], ips=meter.n_images * ctx.world_size /
-                               (meter.wait + meter.busy), wait=meter.wait_share, epoch=epoch + 1, epochs=cfg.epochs)
-                if stop.raised is not None or (max_steps is not None and t.step >= max_steps):
+                               (meter.wait + meter.busy), wait=meter.wait_share, epoch=epoch + 1,
+                               epochs=-(-clock.end_step // t.steps_per_epoch))
+                if stop.raised is not None or (max_steps is not None and t.step >= max_steps) \
+                        or clock.reached(t.step):
                     break
                 if cfg.checkpoint_every and t.step % cfg.checkpoint_every == 0 \
                         and batch_in_epoch < t.steps_per_epoch:  # epoch ends checkpoint anyway, after their metrics
@@ -270,6 +306,7 @@ def train_epochs(t: Training, rec: Recipe, cfg, data, run: RunDir, ctx, config: 
                 break
 
             # ---- end of epoch: health figures, probe on val, metrics line, checkpoint, backbone export
+            t_end = time.perf_counter()
             record, collapse = meter.epoch_record(epoch + 1, t.step, t.opt.param_groups[0]["lr"], ctx.world_size,
                                                   t.feat_dim, len(data.skipped.get("train", [])))
             if t.probe is not None and meter.n_probe and data.val is not None and data.val.labels is not None \
@@ -305,9 +342,26 @@ def train_epochs(t: Training, rec: Recipe, cfg, data, run: RunDir, ctx, config: 
                 break
             if max_steps is not None and t.step >= max_steps:
                 break
+            if clock.reached(t.step):
+                result.ended_by_budget = True
+                break
+            clock.epoch_done(t.step, time.perf_counter() - t_end, agree)
+            if clock.budget:
+                _planned(t, clock, bar, ctx, say=False)
     if writer is not None:
         writer.close()
+    result.estimate, result.wall = clock.estimate, clock.elapsed()
     return result
+
+
+def _planned(t: Training, clock: RunClock, bar, ctx, say: bool = True) -> None:
+    """The clock has an estimate (``say``: print it) and, with a budget, a last step: the bar and the schedule end
+    there."""
+    if say and ctx.is_main and clock.times:
+        bar.note(clock.estimate_line())
+    if clock.stop_step is not None:
+        plan_total_steps(t.sched, clock.end_step)
+        bar.set_total(clock.end_step, epochs=-(-clock.end_step // t.steps_per_epoch))
 
 
 # ------------------------------------------------------------------------------------------------- helpers

@@ -8,7 +8,7 @@ import math
 import torch
 from torch import nn
 
-__all__ = ["lr_factor", "param_groups", "build_optimizer", "build_scheduler"]
+__all__ = ["lr_factor", "param_groups", "build_optimizer", "build_scheduler", "plan_total_steps"]
 
 
 def lr_factor(step: int, total: int, warmup: int, schedule: str, floor: float = 0.01) -> float:
@@ -35,6 +35,17 @@ def build_optimizer(model: nn.Module, cfg) -> torch.optim.Optimizer:
 
 
 def build_scheduler(opt: torch.optim.Optimizer, cfg, steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
-    total = cfg.epochs * steps_per_epoch
-    warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
-    return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, warmup, cfg.schedule))
+    """The schedule over ``cfg.epochs`` epochs; :func:`plan_total_steps` moves its end (a time budget's plan)."""
+    plan = {"total": cfg.epochs * steps_per_epoch, "warmup": int(round(cfg.warmup_epochs * steps_per_epoch))}
+    plan["warmup_asked"] = plan["warmup"]
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, plan["total"], plan["warmup"],
+                                                                          cfg.schedule))
+    sched.lejepa_plan = plan
+    return sched
+
+
+def plan_total_steps(sched: torch.optim.lr_scheduler.LambdaLR, total: int) -> None:
+    """End the schedule at step ``total`` (cosine decays to its floor there); warmup at most a tenth of it."""
+    plan = sched.lejepa_plan
+    plan["total"] = int(total)
+    plan["warmup"] = min(plan["warmup_asked"], max(0, int(total) // 10))

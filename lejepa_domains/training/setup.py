@@ -15,7 +15,7 @@ from ..utils import ensure_writable
 __all__ = ["RunSetup", "setup_run", "RESUME_OVERRIDES"]
 
 #: options that may change when a run is resumed (they change speed or length, not the optimisation so far)
-RESUME_OVERRIDES = ("epochs", "compile")
+RESUME_OVERRIDES = ("epochs", "compile", "time_budget")
 
 
 @dataclass
