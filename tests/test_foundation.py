@@ -97,6 +97,7 @@ def weights(tmp_path_factory):
 
 # ------------------------------------------------------------------------------------------------------ the loader
 
+@pytest.mark.slow  # four ViT-S loads; the default suite covers both Meta formats through test_init_loads_…
 def test_one_loader_reads_timm_and_meta_files_of_both_families(weights):
     from lejepa_domains.foundation import create_foundation, file_sha256, resolve_foundation
 
@@ -204,6 +205,7 @@ def _cli(*args, cwd=None):
                           env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=600)
 
 
+@pytest.mark.slow  # three CLI runs (pretrain, eval with DINOv3, resume)
 def test_cli_init_trains_exports_and_eval_names_the_start_and_dinov3(weights, tmp_path):
     r3 = write_recipe(tmp_path, 3, 32, 16)
     run = tmp_path / "run"
