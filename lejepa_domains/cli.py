@@ -70,8 +70,18 @@ def pretrain(
     time_budget: Optional[str] = typer.Option(None, "--time-budget", help="End the run within this wall time "
                                               "(10m, 1h30m, 90s): the number of steps is set from timed steps; "
                                               "without --epochs the budget alone decides."),
+    init: Optional[str] = typer.Option(None, "--init", help="Continue from foundation weights: dinov2, dinov2-b, "
+                                       "dinov2-l, dinov3, dinov3-b, dinov3-l or timm:MODEL_NAME (with --weights)."),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="With --init: the weights file (timm or Meta "
+                                           "format; default: the HF cache, else the hub)."),
+    init_patch: Optional[str] = typer.Option(None, "--init-patch", help="With --init: auto (native patch if it "
+                                             "divides the sizes, else resampled) or a patch side in pixels."),
+    backbone_lr_scale: Optional[float] = typer.Option(None, "--backbone-lr-scale", help="Backbone learning rate "
+                                                      "= lr × this (default 1; 0.1 with --init)."),
+    layer_decay: Optional[float] = typer.Option(None, "--layer-decay", help="Layer-wise decay of the backbone's "
+                                                "learning rate, in (0, 1] (1: off)."),
 ) -> None:
-    """Pretrain a backbone from scratch with LeJEPA on a recipe's data."""
+    """Pretrain a backbone with LeJEPA on a recipe's data: from scratch, or continued from foundation weights."""
     options = {k: v for k, v in locals().items() if v is not None and k not in ("recipe", "devices")}
     if not skip_bad_samples:  # the flag only switches skipping on; off is the default
         options.pop("skip_bad_samples")
@@ -96,8 +106,8 @@ def eval_(
     recipe: Optional[str] = typer.Argument(None, help="Recipe name or path (default: the checkpoint's / latest run's)."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Run folder with backbone.json "
                                               "(default: the newest under runs/)."),
-    baseline: Optional[List[str]] = typer.Option(None, "--baseline", help="dinov2, dinov2-b, dinov2-l, random or "
-                                                 "pixels; repeat for several."),
+    baseline: Optional[List[str]] = typer.Option(None, "--baseline", help="dinov2, dinov2-b, dinov2-l, dinov3, "
+                                                 "dinov3-b, dinov3-l, random or pixels; repeat for several."),
     weights: Optional[List[str]] = typer.Option(None, "--weights", help="DINOv2 weights file (.safetensors, .pth or "
                                                 "Meta's checkpoint); NAME=FILE when several DINOv2 baselines."),
     out: Optional[Path] = typer.Option(None, "--out", help="Report folder (default: RUN_DIR/eval)."),
@@ -155,6 +165,31 @@ def ablate(
     from .ablation import ablate as run
 
     run(recipe, study, budget, out=out, seeds=seeds, device=device, data=data)
+
+
+@app.command("compare")
+def compare(
+    recipe: str = typer.Argument("specimens", help="Recipe name or path."),
+    foundation: str = typer.Option("dinov2", "--foundation", help="dinov2, dinov2-b, dinov2-l, dinov3, dinov3-b, "
+                                   "dinov3-l or timm:MODEL_NAME (with --weights)."),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="The foundation weights file (default: the HF "
+                                           "cache, else the hub)."),
+    budget: str = typer.Option("tiny", "--budget", help="tiny, small or full (the scratch runs' length, seeds); "
+                               "toy: tests only."),
+    seeds: Optional[int] = typer.Option(None, "--seeds", help="Seeds per trained arm (default: the budget's)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Folder (default: runs/compare-RECIPE)."),
+    adapt_epochs: Optional[int] = typer.Option(None, "--adapt-epochs", help="Epochs of the adapted runs (default: "
+                                               "a tenth of the scratch runs', at least 1)."),
+    init_patch: str = typer.Option("auto", "--init-patch", help="Patch of the adapted backbone: auto or pixels."),
+    dinov2_size: int = typer.Option(224, "--dinov2-size", help="Input side of the frozen foundation model."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
+    data: Optional[str] = typer.Option(None, "--data", help="Local copy of the data instead of the recipe's source."),
+) -> None:
+    """Scratch, transfer or adapt? LeJEPA from scratch vs the frozen foundation model vs both combined; one report."""
+    from .compare import compare as run
+
+    run(recipe, foundation, weights, budget, out=out, seeds=seeds, device=device, data=data,
+        adapt_epochs=adapt_epochs, init_patch=init_patch, dinov2_size=dinov2_size)
 
 
 @recipes_app.callback()

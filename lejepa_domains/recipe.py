@@ -47,6 +47,9 @@ class TrainConfig:
     time_budget: float = 0.0  # seconds the command may take in all (--time-budget 10m); 0 = train the epochs asked
     log_every: int = 10  # steps between progress-bar refreshes of the loss figures
     rankme_samples: int = 2048  # embeddings kept per epoch to compute the effective rank
+    # ---- continued pretraining from foundation weights (`pretrain --init`); 1.0 = one learning rate for all
+    backbone_lr_scale: float = 1.0  # the backbone's learning rate = lr × this (the projector keeps lr)
+    layer_decay: float = 1.0  # layer-wise decay of the backbone's rate: block i of L gets × layer_decay^(L − i)
     # ---- ablation switches (`lejepa-domains ablate`); the defaults are LeJEPA itself
     regularizer: str = "sigreg"  # sigreg | vicreg | spectral_entropy (NOT SIGReg) | none (collapses)
     resample_slices: bool = True  # False: one fixed set of SIGReg directions drawn once from the seed
@@ -85,6 +88,8 @@ class TrainConfig:
              and self.mask_target_scale[0] <= self.mask_target_scale[1]
              and self.mask_context_scale[0] <= self.mask_context_scale[1],
              f"mask scales must satisfy 0 < low <= high <= 1, got {self.mask_target_scale}, {self.mask_context_scale}"),
+            (self.backbone_lr_scale > 0, f"--backbone-lr-scale must be > 0, got {self.backbone_lr_scale}"),
+            (0 < self.layer_decay <= 1, f"--layer-decay must be in (0, 1], got {self.layer_decay}"),
             (self.predictor_depth >= 1 and self.predictor_dim >= 0,
              f"predictor_depth must be >= 1 and predictor_dim >= 0, got {self.predictor_depth}, {self.predictor_dim}"),
         ]

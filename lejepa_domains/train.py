@@ -129,7 +129,8 @@ class RunResult:
 def pretrain(recipe: str | Path | Recipe = "specimens", *, out: str | Path | None = None,
              resume: str | Path | None = None, init_from: str | Path | None = None, data: str | None = None,
              device: str = "auto", overwrite: bool = False, progress: bool = True, tensorboard: bool = False,
-             max_steps: int | None = None, skip_bad_samples: bool | None = None, **options: Any) -> RunResult:
+             max_steps: int | None = None, skip_bad_samples: bool | None = None, init: str | None = None,
+             weights: str | Path | None = None, init_patch: str | int | None = None, **options: Any) -> RunResult:
     """Pretrain a backbone from scratch with LeJEPA on a recipe's data (the Python API of ``lejepa-domains pretrain``).
 
     ``options`` are :class:`~lejepa_domains.recipe.TrainConfig` fields (``epochs``, ``batch_size``, ``lr``, ``lam``,
@@ -137,7 +138,10 @@ def pretrain(recipe: str | Path | Recipe = "specimens", *, out: str | Path | Non
     except ``epochs`` and ``compile``. ``max_steps`` stops after that many optimisation steps in total (smoke tests,
     benchmarks). ``skip_bad_samples`` leaves out images that cannot be decoded (each logged, listed and counted in
     config.json) instead of stopping at the first one. ``init_from`` starts a *new* run from the backbone weights of
-    another run folder (or a ``backbone.safetensors`` file); ``resume`` continues a run.
+    another run folder (or a ``backbone.safetensors`` file); ``resume`` continues a run. ``init`` (``dinov2``,
+    ``dinov3-b``, ``timm:NAME``…) starts a new run from foundation weights (``weights``: a local file, else the
+    HF cache or hub), with a short default schedule and a lower backbone learning rate (see
+    :mod:`lejepa_domains.training.init`); ``init_patch``: ``auto`` or the patch side to resample to.
 
     Returns a :class:`RunResult` with the run folder, per-epoch metrics and the exported backbone's metadata.
     """
@@ -153,7 +157,8 @@ def pretrain(recipe: str | Path | Recipe = "specimens", *, out: str | Path | Non
     if options.get("time_budget") and options.get("epochs") is None and resume is None:
         options["epochs"] = BUDGET_EPOCHS  # the budget decides when the run ends
     setup = setup_run(recipe, out=out, resume=resume, init_from=init_from, data=data,
-                      skip_bad_samples=skip_bad_samples, options=options)
+                      skip_bad_samples=skip_bad_samples, options=options, init=init, weights=weights,
+                      init_patch=init_patch)
     rec, cfg = setup.recipe, setup.cfg
     ctx = D.setup(resolve_device(device))  # torchrun → process group; otherwise a single process
     run = setup.run
@@ -167,6 +172,12 @@ def pretrain(recipe: str | Path | Recipe = "specimens", *, out: str | Path | Non
         _tensorboard_available()
     init_state = read_backbone_weights(init_from) if init_from is not None else None
     model, variant = build_network(rec, cfg, ctx.rank, init_state, init_from)
+    if setup.foundation is not None and not setup.resumed:  # --init: the foundation weights, every tensor checked
+        from .training.init import load_init_weights
+
+        load_init_weights(model.backbone, rec, setup.foundation, setup.init_weights)
+        if ctx.is_main and progress:
+            _log_init(setup.foundation)
     lock = run.lock()
     if ctx.is_main:
         if not setup.resumed:
@@ -206,6 +217,8 @@ def _pretrain_locked(setup, ctx, run: RunDir, data, model: nn.Module, variant: V
               "skip_bad_samples": {"enabled": setup.skip_bad_samples,
                                    "count": sum(len(v) for v in data.skipped.values()), "samples": data.skipped},
               "created": datetime.now().isoformat(timespec="seconds")}
+    if setup.foundation is not None:
+        config["foundation"] = setup.foundation
     if ctx.is_main and not setup.resumed:
         run.write_config(config)
 
@@ -334,7 +347,10 @@ def train_epochs(t: Training, rec: Recipe, cfg, data, run: RunDir, ctx, config: 
                     raise run.write_error(run / BEST, e, last_saved) from None
             if ctx.is_main:
                 try:  # atomic: the previous export stays whole if this one fails
-                    result.backbone = run.export_backbone(t.model.backbone, rec, {"epoch": epoch + 1, "step": t.step})
+                    extra = {"epoch": epoch + 1, "step": t.step}
+                    if config.get("foundation"):  # where the backbone started (model, weights file hash)
+                        extra["foundation"] = config["foundation"]
+                    result.backbone = run.export_backbone(t.model.backbone, rec, extra)
                 except OSError as e:
                     raise run.write_error(run / BACKBONE_WEIGHTS, e, last_saved) from None
             if stop.raised is not None:
@@ -386,6 +402,20 @@ def _probe_labels(y: torch.Tensor, labelled: bool, dev: torch.device) -> torch.T
     if not labelled or not bool((y >= 0).all()):
         return None
     return y.to(dev, non_blocking=True)
+
+
+def _log_init(record: dict[str, Any]) -> None:
+    """Say where the backbone starts and what was adapted (stderr)."""
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    sha = (record.get("weights_file_sha256") or "")[:16]
+    console.print(f"[bold]pretrain:[/] backbone starts from {record['timm_name']} ({record['weights']}, sha256 "
+                  f"{sha}…; {record['loaded_tensors']} tensors loaded), fresh projector", highlight=False)
+    for note in record.get("adaptations", []):
+        console.print(f"[bold]pretrain:[/] {note}", highlight=False)
+    if record.get("family") == "dinov3":
+        console.print(f"[bold]pretrain:[/] weights under the {record['licence']}", highlight=False)
 
 
 def _versions() -> dict[str, str]:
