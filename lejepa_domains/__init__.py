@@ -10,7 +10,7 @@ from .recipe import Recipe, TrainConfig, list_recipes, load_recipe  # noqa: E402
 __version__ = "0.1.0"
 
 __all__ = ["Recipe", "TrainConfig", "load_recipe", "list_recipes", "pretrain", "evaluate", "ablate", "UserError", "DataError",
-           "OfflineError", "__version__"]
+           "OfflineError", "export_run", "__version__"]
 
 
 def pretrain(recipe="specimens", **kwargs):
@@ -32,3 +32,11 @@ def ablate(recipe="specimens", study="heuristics", budget="tiny", **kwargs):
     from .ablation.runner import ablate as _ablate
 
     return _ablate(recipe, study, budget, **kwargs)
+
+
+def export_run(run_dir, to=None, **kwargs):
+    """Export a run's backbone as a timm ``local-dir:`` folder with a model card, optionally pushed to the Hugging
+    Face Hub (see :func:`lejepa_domains.export.export_run`; not named ``export``, which is the subpackage)."""
+    from .export import export_run as _export_run
+
+    return _export_run(run_dir, to, **kwargs)

@@ -120,7 +120,7 @@ def export_run(run_dir: str | Path, to: str | Path | None = None, *, push: str |
             f"{'included' if report is not None else 'not included'})")
     if push is not None:
         try:
-            result.push = push_folder(target, push, private=private, token=token, api=api)
+            result.push = push_folder(target, push, private=private, token=token, api=api, kept=out is not None)
         finally:
             if out is None:
                 shutil.rmtree(target.parent, ignore_errors=True)

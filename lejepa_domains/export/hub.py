@@ -2,7 +2,7 @@
 (``local-dir:DIR``, ``hf-hub:ORG/NAME[@REVISION]``) into a local folder for evaluation.
 
 Uploads go through :class:`huggingface_hub.HfApi` (``create_repo(private=True, exist_ok=True)`` then one
-``upload_folder`` commit, so the hub shows all files or none). The token comes from where ``huggingface_hub`` looks
+``create_commit`` of every file, so the hub shows all files or none). The token comes from where ``huggingface_hub`` looks
 (``HF_TOKEN``, the token file written by ``hf auth login``). Offline (``HF_HUB_OFFLINE``, or the endpoint does not
 answer one short probe) or without a token: one error line before anything is written or sent.
 """
@@ -43,6 +43,30 @@ def _endpoint() -> str:
     return str(constants.ENDPOINT)
 
 
+def _answers(endpoint: str, timeout: float = 2.5) -> bool:
+    """One HEAD request to the hub endpoint answers within ``timeout`` s (any HTTP status counts). Unlike the data
+    loaders' probe this ignores ``HF_DATASETS_OFFLINE``, which is about datasets, not uploads."""
+    import threading
+    import urllib.error
+    import urllib.request
+
+    answer: list[bool] = []
+
+    def probe() -> None:
+        try:
+            urllib.request.urlopen(urllib.request.Request(endpoint, method="HEAD"), timeout=timeout).close()
+            answer.append(True)
+        except urllib.error.HTTPError:
+            answer.append(True)
+        except Exception:  # noqa: BLE001 - refused, timed out, no DNS: unreachable
+            answer.append(False)
+
+    t = threading.Thread(target=probe, daemon=True)
+    t.start()
+    t.join(timeout)
+    return bool(answer and answer[0])
+
+
 def check_push(repo_id: str) -> str:
     """Everything about ``--push ORG/NAME`` that can be checked before exporting: the id's form, not offline, a
     token. Returns the token. Raises :class:`UserError` / :class:`OfflineError` (one line)."""
@@ -61,29 +85,33 @@ def check_push(repo_id: str) -> str:
     if not token:
         raise UserError(f"--push {repo_id}: no Hugging Face token (set HF_TOKEN or run `hf auth login`); nothing was "
                         "uploaded")
-    from ..data.hub import hub_reachable
-
-    if not hub_reachable():
+    if not _answers(_endpoint()):
         raise OfflineError(f"--push {repo_id}: the Hugging Face hub {_endpoint()} is not reachable (no network); "
                            "nothing was uploaded — export with --to DIR and upload that folder later")
     return token
 
 
 def push_folder(folder: Path, repo_id: str, *, private: bool = True, token: str | None = None,
-                commit_message: str | None = None, api: Any = None) -> PushResult:
+                commit_message: str | None = None, api: Any = None, kept: bool = True) -> PushResult:
     """Upload ``folder`` to the model repository ``repo_id`` (created private unless ``private=False``) in one commit.
     ``api``: an :class:`huggingface_hub.HfApi` (the tests pass a fake). A failure is one line saying nothing was
-    committed (the commit is atomic on the hub)."""
+    committed (the commit is atomic on the hub); ``kept``: the folder stays after this call (said in that line)."""
     if api is None:
         from huggingface_hub import HfApi
 
         from .. import __version__
 
         api = HfApi(token=token, library_name="lejepa-domains", library_version=__version__)
-    files = tuple(sorted(p.name for p in Path(folder).iterdir() if p.is_file()))
+    from huggingface_hub import CommitOperationAdd
+
+    paths = sorted(p for p in Path(folder).iterdir() if p.is_file())
+    files = tuple(p.name for p in paths)
     try:
         url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
-        info = api.upload_folder(repo_id=repo_id, folder_path=str(folder), repo_type="model",
+        # one create_commit (not upload_folder, which may split a folder into several commits): all files or none
+        info = api.create_commit(repo_id=repo_id, repo_type="model",
+                                 operations=[CommitOperationAdd(path_in_repo=p.name, path_or_fileobj=str(p))
+                                             for p in paths],
                                  commit_message=commit_message or "Upload a LeJEPA backbone (lejepa-domains export)")
     except Exception as e:  # HTTP errors (401, 403, 409…), connection errors, timeouts
         why = " ".join(f"{type(e).__name__}: {e}".split())[:240]
@@ -91,8 +119,10 @@ def push_folder(folder: Path, repo_id: str, *, private: bool = True, token: str 
         status = getattr(getattr(e, "response", None), "status_code", None)
         if status in (401, 403):
             hint = " — the token is not allowed to write there (check it has write access to the organisation)"
-        raise UserError(f"--push {repo_id}: the upload failed ({why}){hint}; no files were committed "
-                        f"(the exported folder {folder} is complete: upload it again later)") from None
+        again = (f" (the exported folder {folder} is complete: push it again later, e.g. `hf upload {repo_id} "
+                 f"{folder}`)") if kept else " (export with --to DIR to keep the folder and upload it later)"
+        raise UserError(f"--push {repo_id}: the upload failed ({why}){hint}; no files were committed{again}") \
+            from None
     commit = getattr(info, "oid", None)
     commit_url = getattr(info, "commit_url", None)
     return PushResult(repo_id, str(commit_url or getattr(url, "url", None) or f"{_endpoint()}/{repo_id}"), commit,
