@@ -291,8 +291,10 @@ def main(argv: Optional[List[str]] = None) -> None:
     _ARGV = list(argv) if argv is not None else sys.argv[1:]  # `--devices` re-launches this command line
     try:
         app(args=argv, standalone_mode=False)
-    except UserError as e:
-        err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+    except UserError as e:  # escaped: a message's own brackets ('lejepa-domains[wandb]') are text, not markup
+        from rich.markup import escape
+
+        err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         sys.exit(e.exit_code)
     except SystemExit:
         raise

@@ -139,6 +139,7 @@ def pretrain(recipe: str | Path | Recipe = "specimens", *, out: str | Path | Non
 
     Returns a :class:`RunResult` with the run folder, per-epoch metrics and the exported backbone's metadata.
     """
+    trackers = resolve_loggers(logger, tensorboard)  # a missing tracker package: one line naming the extra
     setup = setup_run(recipe, out=out, resume=resume, init_from=init_from, data=data,
                       skip_bad_samples=skip_bad_samples, options=options)
     rec, cfg = setup.recipe, setup.cfg
@@ -150,7 +151,6 @@ def pretrain(recipe: str | Path | Recipe = "specimens", *, out: str | Path | Non
     # ---- everything that can fail on bad input happens before anything is written
     data = load_training_data(rec, setup.data, setup.skip_bad_samples, cfg.batch_size * ctx.world_size,
                               ctx.world_size)
-    trackers = resolve_loggers(logger, tensorboard)  # a missing tracker package: one line naming the extra
     init_state = read_backbone_weights(init_from) if init_from is not None else None
     model, variant = build_network(rec, cfg, ctx.rank, init_state, init_from)
     lock = run.lock()

@@ -198,8 +198,9 @@ def test_13_channel_export_gives_the_same_features(runs):
 
     recipe, run = runs["ms"]
     out = runs["root"] / "exp-ms"
-    p = cli("export", str(run), "--to", str(out))
-    assert p.returncode == 0, p.stderr[-3000:]
+    from lejepa_domains import export_run
+
+    export_run(run, out)  # the Python API (the RGB test above goes through the console script)
     cfg = json.loads((out / "config.json").read_text())
     pc = cfg["pretrained_cfg"]
     assert pc["input_size"] == [13, SIZE, SIZE] and len(pc["mean"]) == 13 and len(pc["std"]) == 13
@@ -334,8 +335,8 @@ def test_export_refusals(runs, tmp_path):
     busy = tmp_path / "busy"
     busy.mkdir()
     (busy / "keep.txt").write_text("mine")
-    p = cli("export", str(run), "--to", str(busy))
-    one_error_line(p, str(busy), "not empty", "--overwrite")
+    with pytest.raises(UserError, match=f"--to {busy}: the folder exists and is not empty; .*--overwrite"):
+        export(run, busy)
     assert [f.name for f in busy.iterdir()] == ["keep.txt"]
     with pytest.raises(UserError, match="backbone.json"):
         export(tmp_path, tmp_path / "o")
@@ -354,7 +355,8 @@ def _report_numbers(r: dict) -> dict:
                          ("rankme", m["diagnostics"]["rankme"]))}
 
 
-def test_eval_local_dir_and_hf_hub_equal_the_runs_evaluation(runs, tmp_path):
+def test_eval_local_dir_and_hf_hub_equal_the_runs_evaluation(runs, tmp_path, monkeypatch):
+    mp = monkeypatch
     from lejepa_domains import evaluate, load_recipe
 
     recipe, run = runs["rgb"]
@@ -368,24 +370,23 @@ def test_eval_local_dir_and_hf_hub_equal_the_runs_evaluation(runs, tmp_path):
     assert enc["kind"] == "timm-export" and enc["weights_sha256_16"] == runs["rgb_report"]["checkpoint"][
         "weights_sha256_16"]
 
-    # hf-hub:ORG/NAME from the local Hugging Face cache (offline), through the console script; recipe from the model
+    # hf-hub:ORG/NAME from the local Hugging Face cache (offline); the recipe is found from the model itself
+    import huggingface_hub
+
     cache = tmp_path / "hub"
     snap = cache / "models--my-lab--rgbfix" / "snapshots" / ("a" * 40)
     shutil.copytree(out, snap)
     (cache / "models--my-lab--rgbfix" / "refs").mkdir()
     (cache / "models--my-lab--rgbfix" / "refs" / "main").write_text("a" * 40)
-    p = cli("eval", "--checkpoint", "hf-hub:my-lab/rgbfix", "--baseline", "random", "--out", str(tmp_path / "ev-hub"),
-            "--bootstrap", "50", "--no-plots", "--device", "cpu", cwd=tmp_path,
-            env={"HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1"})
-    assert p.returncode == 0, p.stderr[-3000:]
-    hub = json.loads((tmp_path / "ev-hub" / "report.json").read_text())
+    mp.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    hub = evaluate(None, checkpoint="hf-hub:my-lab/rgbfix", baselines=["random"], out=tmp_path / "ev-hub", **FAST)
     assert hub["checkpoint"]["source"] == "exported model hf-hub:my-lab/rgbfix"
     assert hub["recipe"]["name"] == "rgbfix"
-    # same weights, same splits, same protocol: the same kNN top-1 and RankMe as the run's own evaluation (this CLI
-    # run keeps the default C grid and few-shot settings, so the linear columns are not compared here)
-    assert {k: v for k, v in _report_numbers(hub).items() if "linear" not in k} == pytest.approx(
-        {k: v for k, v in _report_numbers(runs["rgb_report"]).items() if "linear" not in k})
+    # same weights, same splits, same protocol: the same numbers as the run's own evaluation
+    assert _report_numbers(hub) == pytest.approx(_report_numbers(runs["rgb_report"]))
 
-    p = cli("eval", "--checkpoint", "hf-hub:my-lab/absent", "--device", "cpu", cwd=tmp_path,
-            env={"HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1"})
-    one_error_line(p, "hf-hub:my-lab/absent", "not in the local Hugging Face cache")
+    from lejepa_domains import OfflineError
+
+    with pytest.raises(OfflineError, match="hf-hub:my-lab/absent: the model is not in the local Hugging Face cache"):
+        evaluate(None, checkpoint="hf-hub:my-lab/absent", out=tmp_path / "ev-absent", **FAST)
+    assert not (tmp_path / "ev-absent").exists()
