@@ -91,7 +91,8 @@ def pretrain(
 def eval_(
     recipe: Optional[str] = typer.Argument(None, help="Recipe name or path (default: the checkpoint's / latest run's)."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Run folder with backbone.json "
-                                              "(default: the newest under runs/)."),
+                                              "(default: the newest under runs/), or an exported model: "
+                                              "local-dir:DIR or hf-hub:ORG/NAME."),
     baseline: Optional[List[str]] = typer.Option(None, "--baseline", help="dinov2, dinov2-b, dinov2-l, random or "
                                                  "pixels; repeat for several."),
     weights: Optional[List[str]] = typer.Option(None, "--weights", help="DINOv2 weights file (.safetensors, .pth or "

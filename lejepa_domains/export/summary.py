@@ -20,6 +20,8 @@ def print_export(result, console: Console | None = None) -> None:
             if p.is_file():
                 table.add_row(p.name, f"{p.stat().st_size / 1e6:.2f} MB" if p.stat().st_size > 1e5
                               else f"{p.stat().st_size:,} bytes")
+    elif result.push is not None:
+        table.add_row("files", ", ".join(result.push.files) + " (uploaded; no local copy kept)")
     pc = result.config["pretrained_cfg"]
     table.add_row("architecture", f"{result.config['architecture']}  input {tuple(pc['input_size'])}, "
                                   f"{len(pc['mean'])} mean/std values")

@@ -106,7 +106,12 @@ def write_timm_folder(run: RunDir, out: Path, *, licence: str, config: dict[str,
     (out / EXPORT_CONFIG).write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8")
 
     # the folder must give back these very weights through timm's own loading path
-    back = timm.create_model(f"local-dir:{out}", pretrained=True)
+    try:
+        back = timm.create_model(f"local-dir:{out}", pretrained=True)
+    except Exception as e:  # a timm release without the local-dir: source, or one that reads the config otherwise
+        raise UserError(f"timm {timm.__version__} cannot load the exported folder back with "
+                        f"create_model('local-dir:…') ({type(e).__name__}: {' '.join(str(e).split())[:160]}); "
+                        "upgrade timm (tested with 1.0.31); nothing exported") from None
     got = weights_hash(back.state_dict())
     if meta.get("weights_sha256_16") and got != meta["weights_sha256_16"]:
         raise UserError(f"timm loads other weights from {out} (hash {got}) than run {run.path} exported "
