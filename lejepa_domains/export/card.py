@@ -10,7 +10,6 @@ an evaluation report of other weights (an older export of the run) is left out a
 
 from __future__ import annotations
 
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -142,7 +141,7 @@ def build_card(*, repo_name: str, meta: dict, config: dict | None, metrics: list
     if scaling.is_uint8_default and channels in (1, 3):
         mode = "RGB" if channels == 3 else "L"
         L += [f'x = transform(PIL.Image.open("image.png").convert("{mode}")).unsqueeze(0)',
-              f"features = model(x)                                  # (1, {meta.get('num_features', 'F')})", "```",
+              f"features = model(x)                        # (1, {meta.get('num_features', 'F')})", "```",
               "", f"This gives exactly the features our evaluation uses for images of {size} × {size} px (how the "
               f"recipe stores them; larger images are resized on the shorter side to {size} px and centre-cropped by "
               "this transform, while the recipe's own loader resizes whole images — see the data card for how).", ""]

@@ -87,5 +87,6 @@ def exported_encoder(folder: str | Path, recipe, name: str = "lejepa", source: s
     enc = Encoder(name=name, model=model, size=size, mean=tuple(data["mean"]), std=tuple(data["std"]),
                   interpolation=interp, identity=identity, provenance=provenance,
                   scaling=None if sc.is_uint8_default else sc.describe(),
-                  notes=[f"exported model loaded with timm.create_model('local-dir:…', pretrained=True) from {where}"])
+                  notes=[f"exported model loaded with timm.create_model('local-dir:…', pretrained=True) from "
+                         f"{where}"])
     return enc, sec
