@@ -9,8 +9,8 @@ from .recipe import Recipe, TrainConfig, list_recipes, load_recipe  # noqa: E402
 
 __version__ = "0.1.0"
 
-__all__ = ["Recipe", "TrainConfig", "load_recipe", "list_recipes", "pretrain", "evaluate", "ablate", "compare", "UserError", "DataError",
-           "OfflineError", "__version__"]
+__all__ = ["Recipe", "TrainConfig", "load_recipe", "list_recipes", "pretrain", "evaluate", "ablate", "compare",
+           "export_run", "UserError", "DataError", "OfflineError", "__version__"]
 
 
 def pretrain(recipe="specimens", **kwargs):
@@ -39,3 +39,11 @@ def compare(recipe="specimens", foundation="dinov2", weights=None, budget="tiny"
     from .compare import compare as _compare
 
     return _compare(recipe, foundation, weights, budget, **kwargs)
+
+
+def export_run(run_dir, to=None, **kwargs):
+    """Export a run's backbone as a timm ``local-dir:`` folder with a model card, optionally pushed to the Hugging
+    Face Hub (see :func:`lejepa_domains.export.export_run`; not named ``export``, which is the subpackage)."""
+    from .export import export_run as _export_run
+
+    return _export_run(run_dir, to, **kwargs)

@@ -61,6 +61,8 @@ def pretrain(
                                           "or gloo processes on CPU) by re-launching through torchrun."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run in --out."),
     tensorboard: bool = typer.Option(False, "--tensorboard", help="Also log to TensorBoard (needs tensorboard)."),
+    logger: Optional[List[str]] = typer.Option(None, "--logger", help="Experiment tracker: tensorboard, wandb or "
+                                               "mlflow (optional extras); repeat for several."),
     init_from: Optional[Path] = typer.Option(None, "--init-from", help="Start a new run from another run's backbone "
                                              "weights (not a resume)."),
     checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", help="Also checkpoint every N steps "
@@ -105,7 +107,8 @@ def pretrain(
 def eval_(
     recipe: Optional[str] = typer.Argument(None, help="Recipe name or path (default: the checkpoint's / latest run's)."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Run folder with backbone.json "
-                                              "(default: the newest under runs/)."),
+                                              "(default: the newest under runs/), or an exported model: "
+                                              "local-dir:DIR or hf-hub:ORG/NAME."),
     baseline: Optional[List[str]] = typer.Option(None, "--baseline", help="dinov2, dinov2-b, dinov2-l, dinov3, "
                                                  "dinov3-b, dinov3-l, random or pixels; repeat for several."),
     weights: Optional[List[str]] = typer.Option(None, "--weights", help="DINOv2 weights file (.safetensors, .pth or "
@@ -134,6 +137,26 @@ def eval_(
         out=out, device=device, data=data, dinov2_size=dinov2_size, dinov2_pool=dinov2_pool, batch_size=batch_size,
         cache_dir=cache_dir, use_cache=not no_cache, n_boot=bootstrap, seed=seed, plots=not no_plots,
         skip_bad_samples=skip_bad_samples, adapter=adapter)
+
+
+@app.command("export")
+def export(
+    run_dir: Path = typer.Argument(..., help="Run folder (holding backbone.json) to export."),
+    to: Optional[Path] = typer.Option(None, "--to", help="Folder to write: config.json + model.safetensors (timm "
+                                      "`local-dir:`) and README.md (model card)."),
+    push: Optional[str] = typer.Option(None, "--push", help="Also upload to this Hugging Face model repository "
+                                       "ORG/NAME (private unless --public)."),
+    public: bool = typer.Option(False, "--public", help="With --push: create the repository public."),
+    eval_report: Optional[Path] = typer.Option(None, "--eval-report", help="Evaluation report.json (or its folder) "
+                                               "for the card (default: RUN_DIR/eval/report.json of these weights)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty --to folder."),
+) -> None:
+    """Export a run's backbone for timm / the Hugging Face Hub, with a model card written from the run."""
+    from .export import export_run
+    from .export.summary import print_export
+
+    print_export(export_run(run_dir, to, push=push, private=not public, eval_report=eval_report,
+                            overwrite=overwrite, log=lambda m: err_console.print(m, highlight=False, soft_wrap=True)))
 
 
 @app.command("ablate")
@@ -323,7 +346,9 @@ def _error_line(msg: str) -> None:
             return
         rank, world = launched_rank() or (0, 1)
         msg = f"rank {rank} of {world}: {msg}"
-    err_console.print(f"[bold red]error:[/] {msg}", highlight=False, soft_wrap=True)
+    from rich.markup import escape  # a message's own brackets ('lejepa-domains[wandb]') are text, not markup
+
+    err_console.print(f"[bold red]error:[/] {escape(msg)}", highlight=False, soft_wrap=True)
 
 
 def _peer_loss_exit(e: BaseException) -> None:

@@ -34,7 +34,8 @@ from .utils import FolderLock, atomic_path, atomic_write_bytes
 
 __all__ = ["RunDir", "CONFIG", "METRICS", "CHECKPOINT", "BEST", "BACKBONE_META", "BACKBONE_WEIGHTS", "RUN_FILES",
            "default_run_path", "find_latest_run", "export_backbone", "load_backbone", "read_backbone_meta",
-           "read_backbone_weights", "rng_state", "set_rng_state", "clean_state_dict", "read_json"]
+           "read_backbone_weights", "rng_state", "set_rng_state", "clean_state_dict", "read_json", "EXPORT_CONFIG",
+           "EXPORT_WEIGHTS", "EXPORT_CARD", "is_timm_export"]
 
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
@@ -43,6 +44,11 @@ BEST = "checkpoint_best.pt"
 BACKBONE_META = "backbone.json"
 BACKBONE_WEIGHTS = "backbone.safetensors"
 RUN_FILES = (CONFIG, CHECKPOINT, BEST, METRICS, BACKBONE_META, BACKBONE_WEIGHTS)
+# a folder written by `lejepa-domains export` holds timm's own files (loaded with timm.create_model("local-dir:DIR",
+# pretrained=True)) and a Hugging Face model card; its config.json is timm's, not a run's
+EXPORT_CONFIG = "config.json"
+EXPORT_WEIGHTS = "model.safetensors"
+EXPORT_CARD = "README.md"
 BACKBONE_KEYS = ("timm_name", "timm_kwargs", "input_size", "channels", "mean", "std")
 
 
@@ -52,6 +58,15 @@ def read_json(path: Path) -> Any:
         return json.loads(Path(path).read_text())
     except (OSError, ValueError):
         return None
+
+
+def is_timm_export(path: str | Path) -> bool:
+    """``path`` is a folder timm loads as ``local-dir:`` (its config.json names an ``architecture`` and holds a
+    ``pretrained_cfg``; weights beside it) and not a run folder (no backbone.json)."""
+    p = Path(path)
+    cfg = read_json(p / EXPORT_CONFIG) if p.is_dir() else None
+    return (isinstance(cfg, dict) and "architecture" in cfg and isinstance(cfg.get("pretrained_cfg"), dict)
+            and not (p / BACKBONE_META).is_file() and (p / EXPORT_WEIGHTS).is_file())
 
 
 def default_run_path(recipe_name: str, root: str | Path = "runs") -> Path:

@@ -19,7 +19,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from torch import nn
@@ -31,6 +31,7 @@ from .recipe import Recipe
 from .runs import BACKBONE_WEIGHTS, BEST, CHECKPOINT, METRICS, RunDir, read_backbone_weights, rng_state
 from .training.builders import load_training_data
 from .training.clock import RunClock
+from .training.loggers import open_loggers, resolve_loggers
 from .training.meters import EpochMeter
 from .training.preemption import StopFlag
 from .training.probe import OnlineProbe
@@ -130,7 +131,8 @@ def pretrain(recipe: str | Path | Recipe = "specimens", *, out: str | Path | Non
              resume: str | Path | None = None, init_from: str | Path | None = None, data: str | None = None,
              device: str = "auto", overwrite: bool = False, progress: bool = True, tensorboard: bool = False,
              max_steps: int | None = None, skip_bad_samples: bool | None = None, init: str | None = None,
-             weights: str | Path | None = None, init_patch: str | int | None = None, **options: Any) -> RunResult:
+             weights: str | Path | None = None, init_patch: str | int | None = None,
+             logger: Sequence[str] | str | None = None, **options: Any) -> RunResult:
     """Pretrain a backbone from scratch with LeJEPA on a recipe's data (the Python API of ``lejepa-domains pretrain``).
 
     ``options`` are :class:`~lejepa_domains.recipe.TrainConfig` fields (``epochs``, ``batch_size``, ``lr``, ``lam``,
@@ -141,10 +143,13 @@ def pretrain(recipe: str | Path | Recipe = "specimens", *, out: str | Path | Non
     another run folder (or a ``backbone.safetensors`` file); ``resume`` continues a run. ``init`` (``dinov2``,
     ``dinov3-b``, ``timm:NAME``…) starts a new run from foundation weights (``weights``: a local file, else the
     HF cache or hub), with a short default schedule and a lower backbone learning rate (see
-    :mod:`lejepa_domains.training.init`); ``init_patch``: ``auto`` or the patch side to resample to.
+    :mod:`lejepa_domains.training.init`); ``init_patch``: ``auto`` or the patch side to resample to. ``logger``:
+    experiment trackers (``tensorboard``, ``wandb``, ``mlflow``; see :mod:`lejepa_domains.training.loggers`);
+    ``tensorboard=True`` is the same as ``logger="tensorboard"``.
 
     Returns a :class:`RunResult` with the run folder, per-epoch metrics and the exported backbone's metadata.
     """
+    trackers = resolve_loggers(logger, tensorboard)  # a missing tracker package: one line naming the extra
     from .training import clock as _clock
 
     # the command's clock (--time-budget, the estimate): from the process start for the CLI (imports and data count),
@@ -168,8 +173,6 @@ def pretrain(recipe: str | Path | Recipe = "specimens", *, out: str | Path | Non
     # ---- everything that can fail on bad input happens before anything is written
     data = load_training_data(rec, setup.data, setup.skip_bad_samples, cfg.batch_size * ctx.world_size,
                               ctx.world_size)
-    if tensorboard:
-        _tensorboard_available()
     init_state = read_backbone_weights(init_from) if init_from is not None else None
     model, variant = build_network(rec, cfg, ctx.rank, init_state, init_from)
     if setup.foundation is not None and not setup.resumed:  # --init: the foundation weights, every tensor checked
@@ -186,13 +189,13 @@ def pretrain(recipe: str | Path | Recipe = "specimens", *, out: str | Path | Non
     D.barrier()
     try:
         return _pretrain_locked(setup, ctx, run, data, model, variant, max_steps=max_steps, progress=progress,
-                                tensorboard=tensorboard, started=started)
+                                trackers=trackers, started=started)
     finally:
         lock.release()
 
 
 def _pretrain_locked(setup, ctx, run: RunDir, data, model: nn.Module, variant: Variant, *, max_steps: int | None,
-                     progress: bool, tensorboard: bool, started: float) -> RunResult:
+                     progress: bool, trackers: Sequence[str], started: float) -> RunResult:
     """``pretrain`` once the run folder is this process's: build, restore, write the config, train."""
     rec, cfg = setup.recipe, setup.cfg
     t = build_training(model, variant, rec, cfg, data, ctx)
@@ -227,7 +230,7 @@ def _pretrain_locked(setup, ctx, run: RunDir, data, model: nn.Module, variant: V
                      budget=max(1e-3, cfg.time_budget - clock_before.get("spent", 0.0)) if cfg.time_budget else 0.0,
                      images_per_step=cfg.batch_size * ctx.world_size * (rec.n_global + rec.n_local))
     result = train_epochs(t, rec, cfg, data, run, ctx, config, max_steps=max_steps, progress=progress,
-                          tensorboard=tensorboard, resumed=setup.resumed, clock=clock,
+                          trackers=trackers, resumed=setup.resumed, clock=clock,
                           spent_before=clock_before.get("spent", 0.0))
     if ctx.is_main and (progress or result.interrupted):
         from .show import print_run_summary
@@ -240,7 +243,7 @@ def _pretrain_locked(setup, ctx, run: RunDir, data, model: nn.Module, variant: V
 # ------------------------------------------------------------------------------------------------- the loop
 
 def train_epochs(t: Training, rec: Recipe, cfg, data, run: RunDir, ctx, config: dict[str, Any], *,
-                 max_steps: int | None, progress: bool, tensorboard: bool, resumed: bool,
+                 max_steps: int | None, progress: bool, resumed: bool, trackers: Sequence[str] = (),
                  clock: RunClock | None = None, spent_before: float = 0.0) -> RunResult:
     """Epochs ``t.start_epoch … cfg.epochs`` (from ``t.skip_batches`` into the first): steps, and at each epoch end
     the metrics line, checkpoint, best checkpoint and backbone export. SIGTERM/SIGINT finish the step, checkpoint
@@ -251,7 +254,7 @@ def train_epochs(t: Training, rec: Recipe, cfg, data, run: RunDir, ctx, config: 
     dev = ctx.device
     clock = clock or RunClock(t.steps_per_epoch, cfg.epochs * t.steps_per_epoch, start_step=t.step)
     agree = (lambda v: D.all_gather_object(v)[0]) if ctx.world_size > 1 else (lambda v: v)  # rank 0's plan
-    writer = _tensorboard(run) if (tensorboard and ctx.is_main) else None
+    writer = open_loggers(trackers, run.path, config) if ctx.is_main else None  # experiment trackers, if any
     last_saved = t.step if resumed else None  # the step checkpoint.pt holds now
 
     def save_checkpoint(epoch: int, batch_in_epoch: int) -> None:
@@ -333,9 +336,7 @@ def train_epochs(t: Training, rec: Recipe, cfg, data, run: RunDir, ctx, config: 
                 except OSError as e:  # a cut-short line is ignored on resume
                     raise run.write_error(run / METRICS, e, last_saved) from None
                 if writer is not None:
-                    for k, v in record.items():
-                        if isinstance(v, (int, float)) and k != "epoch":
-                            writer.add_scalar(k, v, epoch + 1)
+                    writer.log_epoch(record, epoch + 1)
                 bar.epoch_done(record)
             save_checkpoint(epoch + 1 if finished_epoch else epoch, 0 if finished_epoch else batch_in_epoch)
             val_acc = record.get("probe_val_acc")
@@ -365,6 +366,7 @@ def train_epochs(t: Training, rec: Recipe, cfg, data, run: RunDir, ctx, config: 
             if clock.budget:
                 _planned(t, clock, bar, ctx, say=False)
     if writer is not None:
+        writer.log_final(final_report(result, t, run))
         writer.close()
     result.estimate, result.wall = clock.estimate, clock.elapsed()
     return result
@@ -378,6 +380,16 @@ def _planned(t: Training, clock: RunClock, bar, ctx, say: bool = True) -> None:
     if clock.stop_step is not None:
         plan_total_steps(t.sched, clock.end_step)
         bar.set_total(clock.end_step, epochs=-(-clock.end_step // t.steps_per_epoch))
+
+
+def final_report(result: RunResult, t: Training, run: RunDir) -> dict[str, Any]:
+    """What the trackers get at the end of a run: the last epoch's metrics, the best online-probe accuracy, the
+    exported backbone and how the run ended."""
+    vals = [m["probe_val_acc"] for m in result.metrics if m.get("probe_val_acc") is not None]
+    return {"run_dir": str(run.path), "epochs_done": result.metrics[-1]["epoch"] if result.metrics else 0,
+            "steps": t.step, "final": result.final, "best_probe_val_acc": max(vals) if vals else None,
+            "interrupted": result.interrupted, "train_seconds": round(sum(result.step_times), 2),
+            "backbone": result.backbone}
 
 
 # ------------------------------------------------------------------------------------------------- helpers
@@ -425,17 +437,3 @@ def _versions() -> dict[str, str]:
 
     return {"lejepa_domains": __version__, "torch": torch.__version__, "timm": timm.__version__,
             "python": platform.python_version()}
-
-
-def _tensorboard_available() -> None:
-    try:
-        import tensorboard  # noqa: F401
-    except ImportError:
-        raise UserError("--tensorboard needs the tensorboard package: pip install 'lejepa-domains[tensorboard]'") \
-            from None
-
-
-def _tensorboard(run: RunDir):
-    from torch.utils.tensorboard import SummaryWriter
-
-    return SummaryWriter(log_dir=str(run / "tensorboard"))

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ..errors import UserError
-from ..runs import BACKBONE_META, RunDir, find_latest_run
+from ..runs import BACKBONE_META, RunDir, find_latest_run, is_timm_export
 from ..utils import FolderLock, ensure_writable
 from .encoders import (EncoderContext, EncoderOptions, build_encoder, check_options, check_recipe, describe_options,
                        resolve_baselines, weights_by_encoder)
@@ -63,7 +63,18 @@ class RunChoice:
 def _given_run(checkpoint) -> Path | None:
     if checkpoint is None:
         return None
+    from ..export.hub import resolve_model_ref
+
+    exported = resolve_model_ref(checkpoint)  # local-dir:DIR / hf-hub:ORG/NAME (downloaded or from the cache)
+    if exported is not None:
+        if not is_timm_export(exported):
+            raise UserError(f"--checkpoint {checkpoint}: {exported} holds no config.json with an 'architecture' and "
+                            "a 'pretrained_cfg' and model.safetensors beside it (expected a folder written by "
+                            "`lejepa-domains export`)")
+        return exported
     run_dir = Path(checkpoint).expanduser()
+    if is_timm_export(run_dir):
+        return run_dir
     if run_dir.is_file() and run_dir.name == BACKBONE_META:
         run_dir = run_dir.parent
     if not RunDir(run_dir).has_backbone():
@@ -96,6 +107,8 @@ def resolve_run(recipe, checkpoint, runs_dir: str | Path, baselines: Sequence[st
 
     run_dir = _given_run(checkpoint)
     source = "given" if run_dir is not None else None
+    if run_dir is not None and is_timm_export(run_dir):
+        source = f"exported model {checkpoint}"
     rec = None
     if run_dir is None:
         rec = load_recipe(recipe) if recipe is not None else None
@@ -111,6 +124,10 @@ def resolve_run(recipe, checkpoint, runs_dir: str | Path, baselines: Sequence[st
             raise UserError(f"nothing to evaluate: no run folder with {BACKBONE_META} under {Path(runs_dir)}/{of}; "
                             "pass --checkpoint RUN_DIR, run `lejepa-domains pretrain` first, or add --baseline")
     config = RunDir(run_dir).read_config() if run_dir is not None else None
+    if run_dir is not None and is_timm_export(run_dir):  # its config.json is timm's; the run's facts are inside
+        from .encoders.exported import exported_run_config
+
+        config = exported_run_config(run_dir)
     if recipe is None:
         if run_dir is None:
             raise UserError("no RECIPE given and no run to take it from; pass RECIPE")
@@ -276,10 +293,12 @@ def evaluate(recipe=None, checkpoint=None, baselines: Sequence[str] = (), weight
         data = run.config["data"]
     if out is None:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        out = (run_dir / "eval") if run_dir is not None else Path(runs_dir) / f"eval-{rec.name}-{stamp}"
+        out = (run_dir / "eval") if run_dir is not None and not is_timm_export(run_dir) \
+            else Path(runs_dir) / f"eval-{rec.name}-{stamp}"  # never into an exported folder or the hub cache
     out = Path(out)
     cache = (Path(cache_dir) if cache_dir is not None else default_cache_dir()) if use_cache else None
-    ctx = EncoderContext(rec, options, run_dir=run_dir, log=log)
+    ctx = EncoderContext(rec, options, run_dir=run_dir, log=log,
+                         run_ref=str(checkpoint) if run.source and run.source.startswith("exported") else None)
     check_recipe(names, ctx)  # e.g. a bad --adapter fails before any data is loaded
     ensure_writable(out, "eval --out")  # unwritable outputs fail here, before any feature is extracted
     if cache is not None:

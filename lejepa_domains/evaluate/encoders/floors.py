@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from ...errors import UserError
-from ...runs import read_backbone_meta
+from ...runs import is_timm_export, read_backbone_meta
 from ..features import Encoder
 from .common import recipe_scaling, weights_hash_of
 from .registry import EncoderContext, EncoderOptions, register_encoder
@@ -56,6 +56,11 @@ def pixels_encoder(recipe, pixels_size: int = 32, name: str = "pixels") -> Encod
 def build_random(ctx: EncoderContext) -> Encoder:
     if ctx.run_dir is None:
         return random_encoder(ctx.recipe, seed=ctx.options.seed)
+    if is_timm_export(ctx.run_dir):  # an exported model: the architecture it records
+        from .exported import exported_architecture
+
+        name, kwargs = exported_architecture(ctx.run_dir)
+        return random_encoder(ctx.recipe, name, kwargs, seed=ctx.options.seed)
     meta = read_backbone_meta(ctx.run_dir)
     return random_encoder(ctx.recipe, meta["timm_name"], meta["timm_kwargs"], seed=ctx.options.seed)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ...errors import UserError
-from ...runs import load_backbone, read_backbone_meta
+from ...runs import is_timm_export, load_backbone, read_backbone_meta
 from ..features import Encoder
 from .common import load_error, weights_hash_of
 from .registry import EncoderContext, register_encoder
@@ -56,8 +56,15 @@ def lejepa_encoder(run_dir: str | Path, recipe, name: str = "lejepa") -> tuple[E
 
 @register_encoder("lejepa", baseline=False)
 def build_lejepa(ctx: EncoderContext) -> Encoder:
-    """The run's backbone; a run pretrained on another recipe is evaluated, with a warning."""
-    enc, meta = lejepa_encoder(ctx.run_dir, ctx.recipe)
+    """The run's backbone; a run pretrained on another recipe is evaluated, with a warning. A folder written by
+    ``lejepa-domains export`` (``--checkpoint local-dir:DIR`` / ``hf-hub:ORG/NAME``) is loaded through timm."""
+    if is_timm_export(ctx.run_dir):
+        from .exported import exported_encoder
+
+        enc, sec = exported_encoder(ctx.run_dir, ctx.recipe, source=ctx.run_ref)
+        meta = {"recipe": (sec.get("recipe") or {}).get("name")}
+    else:
+        enc, meta = lejepa_encoder(ctx.run_dir, ctx.recipe)
     if meta.get("recipe") not in (None, ctx.recipe.name):
         ctx.log(f"[yellow]eval:[/] the checkpoint was pretrained on recipe {meta.get('recipe')!r}; "
                 f"evaluating it on recipe {ctx.recipe.name!r}")

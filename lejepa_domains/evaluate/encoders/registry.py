@@ -70,6 +70,7 @@ class EncoderContext:
     run_dir: Path | None = None
     train_images: np.ndarray | None = None
     log: Callable[[str], None] = _silent
+    run_ref: str | None = None  # how the run was named when it is a model reference (hf-hub:ORG/NAME, local-dir:DIR)
 
 
 @dataclass(frozen=True)
