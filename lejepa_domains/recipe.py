@@ -46,6 +46,7 @@ class TrainConfig:
     seed: int = 0
     log_every: int = 10  # steps between progress-bar refreshes of the loss figures
     rankme_samples: int = 2048  # embeddings kept per epoch to compute the effective rank
+    keep_snapshots: int = 0  # keep the backbone of this many epochs (spread evenly, last included) in snapshots/
     # ---- ablation switches (`lejepa-domains ablate`); the defaults are LeJEPA itself
     regularizer: str = "sigreg"  # sigreg | vicreg | spectral_entropy (NOT SIGReg) | none (collapses)
     resample_slices: bool = True  # False: one fixed set of SIGReg directions drawn once from the seed
@@ -70,6 +71,7 @@ class TrainConfig:
             (self.num_slices >= 1, f"--num-slices must be >= 1, got {self.num_slices}"),
             (self.num_workers >= 0, f"--num-workers must be >= 0, got {self.num_workers}"),
             (self.checkpoint_every >= 0, f"--checkpoint-every must be >= 0, got {self.checkpoint_every}"),
+            (self.keep_snapshots >= 0, f"--keep-snapshots must be >= 0, got {self.keep_snapshots}"),
             (self.precision in ("auto", "bf16", "fp32"), f"--precision must be auto, bf16 or fp32, got {self.precision!r}"),
             (self.views in ("cpu", "device"), f"--views must be 'cpu' or 'device', got {self.views!r}"),
             (self.regularizer in ("sigreg", "vicreg", "spectral_entropy", "none"),
