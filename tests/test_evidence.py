@@ -196,14 +196,19 @@ def test_eval_select_filtered_test_and_published_rows(snap_run, tmp_path):
 
 
 def test_select_errors_are_one_line(snap_run, tmp_path):
+    from lejepa_domains.evaluate.run import evaluate
+
     bare = tmp_path / "bare"
     shutil.copytree(snap_run.run_dir, bare, ignore=shutil.ignore_patterns("snapshots"))
-    for argv, expect in ((["--select", "probe"], "kept no snapshots"), (["--select", "best"], "expected one of"),
-                         (["--drop-leaked", "some"], "--drop-leaked must be")):
-        p = subprocess.run([CLI, "eval", str(FIXTURE), "--checkpoint", str(bare), "--out", str(tmp_path / "e"),
-                            *argv], capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
-        assert p.returncode == 2, p.stderr
-        assert p.stderr.startswith("error:") and expect in p.stderr and "Traceback" not in p.stderr
+    p = subprocess.run([CLI, "eval", str(FIXTURE), "--checkpoint", str(bare), "--out", str(tmp_path / "e"),
+                        "--select", "probe"], capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert p.returncode == 2, p.stderr
+    assert p.stderr.startswith("error:") and "kept no snapshots" in p.stderr and "Traceback" not in p.stderr
+    assert not (tmp_path / "e").exists()
+    for kw, expect in (({"select": "best"}, "expected one of"), ({"drop_leaked": "some"}, "--drop-leaked must be"),
+                       ({"drop_leaked": "hash", "leakage": False}, "needs the leakage audit")):
+        with pytest.raises(UserError, match=expect):
+            evaluate(str(FIXTURE), checkpoint=bare, out=tmp_path / "e", quiet=True, **kw)
         assert not (tmp_path / "e").exists()
 
 

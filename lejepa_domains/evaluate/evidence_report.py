@@ -167,5 +167,6 @@ def print_evidence(report: dict, console) -> None:
         for col in ("value", "model", "split", "protocol", "source"):
             t.add_column(col)
         for r in pub["rows"]:
-            t.add_row(f"{r['value']:.2f}", r["model"], r["split"], r["protocol"], f"{r['source']} ({r['year'] or 'n.d.'})")
+            t.add_row(f"{r['value']:.2f}", r["model"], r["split"], r["protocol"],
+                      f"{r['source']} ({r['year'] or 'n.d.'})")
         console.print(t)

@@ -39,7 +39,8 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import torch
 
-__all__ = ["LeakageSettings", "exact_hashes", "low_information", "phash_bits", "dihedral", "nearest_hamming", "nearest_cosine",
+__all__ = ["LeakageSettings", "exact_hashes", "low_information", "phash_bits", "dihedral", "nearest_hamming",
+           "nearest_cosine",
            "augmented_copies", "calibrate", "audit", "leaked_mask", "closest_pairs_png", "COPY_KINDS"]
 
 COPY_KINDS = ("crop", "jpeg", "flip", "crop+jpeg")
@@ -50,7 +51,8 @@ class LeakageSettings:
     """Fixed choices of the audit.
 
     ``hash_size``: side of the perceptual hash (``hash_size²`` bits). ``n_calib``: pool images copied for the
-    calibration (None: 400, or a quarter of a pool under 1,600 images, at least 100). ``catch``: share of the calibration copies each threshold must catch. ``n_null``: random distinct
+    calibration (None: 400, or a quarter of a pool under 1,600 images, at least 100). ``catch``: share of the
+    calibration copies each threshold must catch. ``n_null``: random distinct
     pool pairs for the false-positive rate. ``max_pairs``: closest pairs shown per split in the PNG.
     ``fpr_target``: the largest share of unrelated images (each sampled pool image's nearest other pool image) a
     threshold may flag; where catching ``catch`` of the copies would flag more, the threshold is tightened.
@@ -71,9 +73,9 @@ class LeakageSettings:
                 "phash": f"imagehash.phash, {self.hash_size ** 2} bits; Hamming distance to the nearest pool hash, "
                          "minimised over the 8 flips/90° rotations of the evaluation image",
                 "features": "cosine similarity of L2-normalised frozen features to the nearest pool image",
-                "calibration": f"{self.n_calib or 'up to 400'} pool images (seed {self.seed}) copied as {', '.join(COPY_KINDS)} "
-                               f"(crop: 80–95 % of the side, resized back; JPEG quality 50–90, 8-bit only); each "
-                               f"threshold catches {self.catch:.0%} of the copies unless that flags more than "
+                "calibration": f"{self.n_calib or 'up to 400'} pool images (seed {self.seed}) copied as "
+                               f"{', '.join(COPY_KINDS)} (crop: 80–95 % of the side, resized back; JPEG quality "
+                               "50–90, 8-bit only); each threshold catches {self.catch:.0%} of the copies unless that flags more than "
                                f"{self.fpr_target:.0%} of the null (each sampled image's nearest other pool image), "
                                f"then it is tightened to {self.fpr_target:.0%}; false-positive rates also on "
                                f"{self.n_null} random distinct pool pairs",
