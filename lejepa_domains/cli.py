@@ -82,6 +82,8 @@ def pretrain(
                                                       "= lr × this (default 1; 0.1 with --init)."),
     layer_decay: Optional[float] = typer.Option(None, "--layer-decay", help="Layer-wise decay of the backbone's "
                                                 "learning rate, in (0, 1] (1: off)."),
+    keep_snapshots: Optional[int] = typer.Option(None, "--keep-snapshots", help="Keep the backbone of N epochs "
+                                                 "(spread evenly, last included) for `eval --select`."),
 ) -> None:
     """Pretrain a backbone with LeJEPA on a recipe's data: from scratch, or continued from foundation weights."""
     options = {k: v for k, v in locals().items() if v is not None and k not in ("recipe", "devices")}
@@ -129,6 +131,14 @@ def eval_(
     no_plots: bool = typer.Option(False, "--no-plots", help="Skip the PNG plots."),
     skip_bad_samples: Optional[bool] = typer.Option(None, "--skip-bad-samples/--no-skip-bad-samples",
                                                     help="Leave out undecodable images (default: as the run did)."),
+    leakage: bool = typer.Option(True, "--leakage/--no-leakage", help="Audit val/test against the pretraining "
+                                 "pool (exact, perceptual-hash and feature near duplicates)."),
+    drop_leaked: Optional[str] = typer.Option(None, "--drop-leaked", help="Also evaluate with the flagged test "
+                                              "images removed: hash (exact or perceptual hash) or all (also "
+                                              "features)."),
+    select: Optional[str] = typer.Option(None, "--select", help="Evaluate the run's snapshot picked by label-free "
+                                         "(lowest loss), label-free:sigreg, label-free:rankme, probe (val kNN), "
+                                         "last or epoch:N (needs pretrain --keep-snapshots)."),
 ) -> None:
     """Frozen-backbone evaluation: kNN, linear and few-shot probes of a run vs DINOv2 / random / pixels."""
     from .evaluate.run import evaluate as run
@@ -136,7 +146,7 @@ def eval_(
     run(recipe, checkpoint=checkpoint, baselines=tuple(baseline or ()), weights=list(weights) if weights else None,
         out=out, device=device, data=data, dinov2_size=dinov2_size, dinov2_pool=dinov2_pool, batch_size=batch_size,
         cache_dir=cache_dir, use_cache=not no_cache, n_boot=bootstrap, seed=seed, plots=not no_plots,
-        skip_bad_samples=skip_bad_samples, adapter=adapter)
+        skip_bad_samples=skip_bad_samples, adapter=adapter, leakage=leakage, drop_leaked=drop_leaked, select=select)
 
 
 @app.command("export")
@@ -261,11 +271,13 @@ def recipes_check(
     data: Optional[str] = typer.Option(None, "--data", help="Local copy of the data instead of the recipe's source."),
     out: Path = typer.Option(Path("."), "--out", help="Folder for NAME-views.png."),
     samples: int = typer.Option(6, "--samples", help="Images shown in the PNG grid."),
+    leakage: bool = typer.Option(False, "--leakage", help="Also load every image and audit val/test against train "
+                                 "for exact and perceptual-hash duplicates."),
 ) -> None:
     """Load a few samples, validate the recipe, measure normalisation, save a PNG of the views."""
     from .recipe_tools import check_recipe, print_check
 
-    print_check(check_recipe(recipe, data=data, out=out, samples=samples))
+    print_check(check_recipe(recipe, data=data, out=out, samples=samples, leakage=leakage))
 
 
 @app.command("card")

@@ -50,6 +50,7 @@ class TrainConfig:
     # ---- continued pretraining from foundation weights (`pretrain --init`); 1.0 = one learning rate for all
     backbone_lr_scale: float = 1.0  # the backbone's learning rate = lr × this (the projector keeps lr)
     layer_decay: float = 1.0  # layer-wise decay of the backbone's rate: block i of L gets × layer_decay^(L − i)
+    keep_snapshots: int = 0  # keep the backbone of this many epochs (spread evenly, last included) in snapshots/
     # ---- ablation switches (`lejepa-domains ablate`); the defaults are LeJEPA itself
     regularizer: str = "sigreg"  # sigreg | vicreg | spectral_entropy (NOT SIGReg) | none (collapses)
     resample_slices: bool = True  # False: one fixed set of SIGReg directions drawn once from the seed
@@ -75,6 +76,7 @@ class TrainConfig:
             (self.num_workers >= 0, f"--num-workers must be >= 0, got {self.num_workers}"),
             (self.checkpoint_every >= 0, f"--checkpoint-every must be >= 0, got {self.checkpoint_every}"),
             (self.time_budget >= 0, f"--time-budget must be a positive duration, got {self.time_budget}"),
+            (self.keep_snapshots >= 0, f"--keep-snapshots must be >= 0, got {self.keep_snapshots}"),
             (self.precision in ("auto", "bf16", "fp32"), f"--precision must be auto, bf16 or fp32, got {self.precision!r}"),
             (self.views in ("cpu", "device"), f"--views must be 'cpu' or 'device', got {self.views!r}"),
             (self.regularizer in ("sigreg", "vicreg", "spectral_entropy", "none"),

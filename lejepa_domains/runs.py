@@ -9,6 +9,8 @@ A run folder (``runs/RECIPE-YYYYmmdd-HHMMSS`` by default) holds::
     checkpoint_best.pt       the epoch with the best online-probe accuracy on val (when there is a val split)
     backbone.safetensors     the frozen encoder (timm state dict) ...
     backbone.json            ... and what rebuilds it with timm alone (name, kwargs, input size, normalisation)
+    snapshots/epoch-NNNN/    with ``--keep-snapshots N``: the backbone export (the same pair) of chosen epochs, plus
+                             snapshot.json (the epoch's metrics line); for label-free checkpoint selection
 
 Training, evaluation, ablation and the launcher go through :class:`RunDir`; no other module opens these files.
 """
@@ -33,6 +35,7 @@ from .errors import UserError
 from .utils import FolderLock, atomic_path, atomic_write_bytes
 
 __all__ = ["RunDir", "CONFIG", "METRICS", "CHECKPOINT", "BEST", "BACKBONE_META", "BACKBONE_WEIGHTS", "RUN_FILES",
+           "SNAPSHOTS", "Snapshot", "snapshot_epochs",
            "default_run_path", "find_latest_run", "export_backbone", "load_backbone", "read_backbone_meta",
            "read_backbone_weights", "rng_state", "set_rng_state", "clean_state_dict", "read_json", "EXPORT_CONFIG",
            "EXPORT_WEIGHTS", "EXPORT_CARD", "is_timm_export"]
@@ -49,6 +52,8 @@ RUN_FILES = (CONFIG, CHECKPOINT, BEST, METRICS, BACKBONE_META, BACKBONE_WEIGHTS)
 EXPORT_CONFIG = "config.json"
 EXPORT_WEIGHTS = "model.safetensors"
 EXPORT_CARD = "README.md"
+SNAPSHOTS = "snapshots"  # per-epoch backbone exports (``--keep-snapshots``), one sub-folder each
+SNAPSHOT_META = "snapshot.json"
 BACKBONE_KEYS = ("timm_name", "timm_kwargs", "input_size", "channels", "mean", "std")
 
 
@@ -168,6 +173,8 @@ class RunDir:
                                 "continue it or --overwrite to replace it")
             for f in RUN_FILES:
                 (self.path / f).unlink(missing_ok=True)
+            if (self.path / SNAPSHOTS).is_dir():
+                shutil.rmtree(self.path / SNAPSHOTS)
         self.path.mkdir(parents=True, exist_ok=True)
         return self
 
@@ -292,12 +299,69 @@ class RunDir:
     def load_backbone(self, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
         return load_backbone(self.path, map_location)
 
+    # ---- per-epoch backbone snapshots (--keep-snapshots)
+    def snapshot_dir(self, epoch: int) -> Path:
+        return self.path / SNAPSHOTS / f"epoch-{int(epoch):04d}"
+
+    def save_snapshot(self, backbone: nn.Module, recipe, epoch: int, step: int, record: dict[str, Any]) -> Path:
+        """Export the backbone of finished epoch ``epoch`` into ``snapshots/epoch-NNNN/`` (the backbone pair, loadable
+        like the run's own export, plus ``snapshot.json`` with the epoch's metrics line). The folder is written
+        whole or not at all: files go to a temporary sibling that is renamed at the end."""
+        final = self.snapshot_dir(epoch)
+        tmp = final.with_name(final.name + ".partial")
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+        export_backbone(backbone, tmp, recipe, {"epoch": int(epoch), "step": int(step), "snapshot_of": str(self.path)})
+        atomic_write_bytes(tmp / SNAPSHOT_META, json.dumps({"epoch": int(epoch), "step": int(step),
+                                                            "metrics": record}, indent=1, default=str).encode())
+        if final.exists():
+            shutil.rmtree(final)
+        tmp.rename(final)
+        return final
+
+    def snapshots(self) -> list["Snapshot"]:
+        """The complete snapshots of this run, by epoch (a folder without its backbone pair or snapshot.json, e.g.
+        one cut short by a kill, is not listed)."""
+        root = self.path / SNAPSHOTS
+        out = []
+        if not root.is_dir():
+            return out
+        for d in sorted(root.glob("epoch-[0-9][0-9][0-9][0-9]")):
+            meta = read_json(d / SNAPSHOT_META)
+            if not (isinstance(meta, dict) and (d / BACKBONE_META).is_file() and (d / BACKBONE_WEIGHTS).is_file()):
+                continue
+            out.append(Snapshot(int(meta["epoch"]), int(meta.get("step", 0)), d, dict(meta.get("metrics") or {})))
+        return sorted(out, key=lambda s: s.epoch)
+
     # ---- other JSON files kept in the folder (e.g. an ablation's done-marker)
     def read_json(self, name: str) -> Any:
         return read_json(self.path / name)
 
     def write_json(self, name: str, obj: Any) -> None:
         atomic_write_bytes(self.path / name, json.dumps(obj, indent=2, default=str).encode())
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One kept per-epoch backbone: ``path`` is a folder holding a backbone pair (evaluate it like a run folder);
+    ``metrics`` is that epoch's metrics.jsonl line (loss, sigreg, rankme, probe_val_acc, …)."""
+
+    epoch: int
+    step: int
+    path: Path
+    metrics: dict[str, Any]
+
+
+def snapshot_epochs(epochs: int, keep: int) -> list[int]:
+    """The 1-based epochs whose backbone ``--keep-snapshots keep`` keeps in a run of ``epochs`` epochs: ``keep``
+    epochs spread evenly over the run, always including the last (all of them when ``keep >= epochs``, none when
+    ``keep`` is 0). E.g. 10 epochs, keep 4 → [2, 5, 8, 10]."""
+    if keep <= 0 or epochs <= 0:
+        return []
+    if keep >= epochs:
+        return list(range(1, epochs + 1))
+    return sorted({max(1, round(epochs * (i + 1) / keep)) for i in range(keep)})
 
 
 def find_latest_run(runs_dir: str | Path = "runs", recipe_name: str | None = None) -> Path | None:

@@ -28,7 +28,8 @@ from . import distributed as D
 from .errors import UserError
 from .objective import LeJEPALoss
 from .recipe import Recipe
-from .runs import BACKBONE_WEIGHTS, BEST, CHECKPOINT, METRICS, RunDir, read_backbone_weights, rng_state
+from .runs import (BACKBONE_WEIGHTS, BEST, CHECKPOINT, METRICS, RunDir, read_backbone_weights, rng_state,
+                   snapshot_epochs)
 from .training.builders import load_training_data
 from .training.clock import RunClock
 from .training.loggers import open_loggers, resolve_loggers
@@ -354,6 +355,11 @@ def train_epochs(t: Training, rec: Recipe, cfg, data, run: RunDir, ctx, config: 
                     result.backbone = run.export_backbone(t.model.backbone, rec, extra)
                 except OSError as e:
                     raise run.write_error(run / BACKBONE_WEIGHTS, e, last_saved) from None
+                if finished_epoch and epoch + 1 in snapshot_epochs(cfg.epochs, cfg.keep_snapshots):
+                    try:  # --keep-snapshots: this epoch's backbone, for label-free checkpoint selection
+                        run.save_snapshot(t.model.backbone, rec, epoch + 1, t.step, record)
+                    except OSError as e:
+                        raise run.write_error(run.snapshot_dir(epoch + 1), e, last_saved) from None
             if stop.raised is not None:
                 result.interrupted, result.signal = True, stop.raised
                 break

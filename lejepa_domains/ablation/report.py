@@ -68,6 +68,13 @@ def render_markdown(report: dict) -> str:
               "(also where it is not optimised); for a collapsed batch it approaches ≈ 0.41 × batch size, for an "
               "isotropic Gaussian ≈ 1.06. Proj. spread: mean per-dimension std of the L2-normalised projections of "
               "the test images × √K (≈ 1 well spread, → 0 collapsed onto one direction).", ""]
+    lf = report.get("label_free")
+    if lf and lf.get("correlation"):
+        from ..evaluate.evidence_report import correlation_lines
+
+        lines += ["**Label-free signals across the runs.** Does the training signal rank the runs as their "
+                  f"evaluation does? Target: {lf['target']}; {lf['note']}.", "",
+                  *correlation_lines(lf["correlation"], "kNN@20 (test)"), ""]
     notes = [f"- `{v['name']}`: {v['note']}" for v in report["variants"] if v.get("note")]
     if notes:
         lines += ["Notes:", *notes, ""]

@@ -187,7 +187,7 @@ def _evaluate_one(rec_v, run_dir: Path, device: str, data, budget: Budget, cache
         except ValueError:
             pass
     rep = evaluate(rec_v, checkpoint=run_dir, out=run_dir / "eval", device=device, data=data, cache_dir=cache_dir,
-                   n_boot=budget.n_boot, plots=False, quiet=True, **budget.eval_kwargs)
+                   n_boot=budget.n_boot, plots=False, quiet=True, leakage=False, **budget.eval_kwargs)
     return json.loads(report_path.read_text()) if report_path.is_file() else rep, False
 
 
@@ -236,6 +236,18 @@ def _summarise(rows: list[dict]) -> dict:
             out[key] = {"mean": mean, "ci95": list(ci) if ci else None, "n": 1,
                         "ci_kind": "test bootstrap (95%)" if ci else None, "values": vals.tolist()}
     return out
+
+
+def label_free_across_runs(rows: list[dict]) -> dict:
+    """Spearman correlation, across a study's runs, of each label-free training signal (final-epoch loss, SIGReg,
+    RankMe) with the test kNN@20 accuracy (:func:`lejepa_domains.evaluate.selection.signal_correlations`)."""
+    from ..evaluate.selection import signal_correlations
+
+    return {"target": "kNN@20 top-1 on the test split (standard evaluation of each run)",
+            "note": "the losses of variants with other regularisers or targets are on other scales; the ranking "
+                    "across such variants is what is measured, not a calibrated criterion",
+            "correlation": signal_correlations(rows, "knn_top1", {"loss": "train_loss", "sigreg": "train_sigreg",
+                                                                  "rankme": "train_rankme"})}
 
 
 def ablate(recipe="specimens", study: str = "heuristics", budget: str | Budget = "tiny", *, out: str | Path | None = None,
@@ -334,6 +346,7 @@ def _run_study(rec, st: Study, bud: Budget, n_seeds: int, plan, study_dir: Path,
         "variants": variants,
         "seconds": round(time.perf_counter() - t0, 2),
         "plot_collapse": st.plot_collapse,
+        "label_free": label_free_across_runs([r for rows in by_variant.values() for r in rows]),
     }
     report_mod.write_report(report, study_dir)
     if not quiet:

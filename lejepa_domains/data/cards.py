@@ -7,7 +7,8 @@ Required front matter: ``name``; ``source`` (a mapping with ``revision`` and an 
 or ``path``); ``licence``; ``citation``; ``classes`` (one entry per class with ``id`` and ``name``, in class-id order);
 ``splits`` (with ``train`` and ``test`` and a ``method`` saying how they were made, plus ``seed`` when anything was
 carved); ``image_size``; ``channels``; ``normalisation`` (``mean`` and ``std``, one value per channel).
-Required prose: a ``Why these views`` section. Recommended: ``Provenance`` and ``Caveats`` sections, per-class counts.
+Required prose: a ``Why these views`` section. Recommended: ``Provenance`` and ``Caveats`` sections, per-class counts,
+``known_overlaps`` (overlaps with foundation-model training data: ``{model, overlap, source}`` entries or ``unknown``).
 """
 
 from __future__ import annotations
@@ -157,6 +158,7 @@ def validate_card(card: Card, recipe: Any | None = None) -> Card:
                 err.append(f"'normalisation' has {len(norm[k])} {k} value(s) for {ch} channel(s)")
     elif norm is not None and "normalisation" in f:
         err.append("'normalisation' must be a mapping with 'mean' and 'std'")
+    _check_overlaps(f, err, warn)
     secs = _sections(card.body)
     if not any("why these views" in s for s in secs):
         err.append("the prose needs a '## Why these views' section justifying the recipe's augmentations")
@@ -168,6 +170,26 @@ def validate_card(card: Card, recipe: Any | None = None) -> Card:
     if recipe is not None:
         _agree(card, recipe)
     return card
+
+
+def _check_overlaps(f: dict, err: list[str], warn: list[str]) -> None:
+    """``known_overlaps``: known overlaps of the data with foundation-model training data — a list of
+    ``{model, overlap, source}`` (every fact names where it comes from) or a sentence starting with ``unknown``."""
+    ko = f.get("known_overlaps")
+    if ko is None:
+        warn.append("no 'known_overlaps' field (overlaps with foundation-model training data, each with its source; "
+                    "'unknown' when none are known)")
+    elif isinstance(ko, str):
+        if not ko.strip().lower().startswith(("unknown", "none")):
+            err.append("'known_overlaps' must be a list of {model, overlap, source} entries or a sentence starting "
+                       "with 'unknown' or 'none'")
+    elif isinstance(ko, list):
+        for i, o in enumerate(ko):
+            if not isinstance(o, dict) or any(not str(o.get(k) or "").strip() for k in ("model", "overlap", "source")):
+                err.append(f"known_overlaps[{i}] needs 'model', 'overlap' and 'source' (where the fact comes from)")
+                break
+    else:
+        err.append("'known_overlaps' must be a list of {model, overlap, source} entries or 'unknown'")
 
 
 def _close(a: Any, b: Any, tol: float = 1e-6) -> bool:

@@ -186,6 +186,9 @@ def render_markdown(report: dict) -> str:
         for note in enc.get("notes", []):
             lines.append(f"  - {note}")
     lines.append("")
+    from .evidence_report import evidence_markdown
+
+    lines += evidence_markdown(r)  # leakage, filtered test, snapshot selection, published rows (when present)
     return "\n".join(lines)
 
 
@@ -251,10 +254,14 @@ def _pca_plot(name: str, x: np.ndarray, y: np.ndarray, class_names, title: str) 
 
 
 def write_report(report: dict, out: str | Path, feats_test: dict[str, np.ndarray] | None = None,
-                 y_test: np.ndarray | None = None, support: dict | None = None, plots: bool = True) -> None:
+                 y_test: np.ndarray | None = None, support: dict | None = None, plots: bool = True,
+                 extra_files: dict[str, bytes] | None = None) -> None:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     files = ["report.json", "report.md"]
+    for fname, blob in (extra_files or {}).items():  # e.g. leakage.png
+        atomic_write_bytes(out / fname, blob)
+        files.append(fname)
     if plots:
         atomic_write_bytes(out / "fewshot.png", _fewshot_plot(report))
         files.append("fewshot.png")

@@ -184,11 +184,15 @@ def _log_fn(console, quiet: bool) -> Callable[[str], None]:
 
 def _evaluate_backbone(name: str, ctx: EncoderContext, sets: dict, data, splits: Splits,
                        protocols: Sequence[Protocol], bootstrap: Bootstrap, device: torch.device,
-                       extract: dict[str, Any], build: Callable | None = None
-                       ) -> tuple[dict, dict[str, ProtocolResult], np.ndarray]:
+                       extract: dict[str, Any], build: Callable | None = None, on_features: Callable | None = None,
+                       filtered: dict | None = None) -> tuple[dict, dict[str, ProtocolResult], np.ndarray]:
     """Build backbone ``name`` (``build(ctx)`` when given, else the registry's), extract its features of every split
     (``extract``: batch size, cache folder), free it, run the protocols: (report entry, protocol name → result, test
-    features (N_test, D))."""
+    features (N_test, D)).
+
+    ``on_features(encoder, features by role)`` runs before the network is freed (the leakage audit encodes its
+    calibration copies there). ``filtered``: ``{"keep": (N_test,) bool or None, "models": {}}``; with a mask, the
+    kNN and linear protocols run again on the kept test images and their entries go to ``filtered["models"]``."""
     t0 = time.perf_counter()
     enc = build(ctx) if build is not None else build_encoder(name, ctx)
     rec, fx, finfo = ctx.recipe, {}, {}
@@ -198,6 +202,8 @@ def _evaluate_backbone(name: str, ctx: EncoderContext, sets: dict, data, splits:
         fx[role], finfo[role] = extract_features(enc, sets[role].images, device=device, recipe_name=rec.name,
                                                  split=split, source_fingerprint=fingerprint, log=ctx.log, **extract)
     description = enc.describe()
+    if on_features is not None:
+        on_features(enc, fx)
     del enc  # free the network (DINOv2-L is > 1 GB) before the next one
     seconds = {"features": round(time.perf_counter() - t0, 2)}
     inp = ProtocolInput(fx["train"], fx.get("val"), fx["test"], splits, bootstrap, device)
@@ -207,6 +213,11 @@ def _evaluate_backbone(name: str, ctx: EncoderContext, sets: dict, data, splits:
         results[proto.name] = proto.run(inp)
         entry[proto.name] = results[proto.name].entry
         seconds[proto.name] = round(time.perf_counter() - t1, 2)
+    if filtered is not None and filtered.get("keep") is not None:
+        keep = filtered["keep"]
+        inp_f = ProtocolInput(fx["train"], fx.get("val"), fx["test"][keep], replace(splits, test=splits.test[keep]),
+                              bootstrap, device)
+        filtered["models"][name] = {p.name: p.run(inp_f).entry for p in protocols if p.name in ("knn", "linear")}
     entry["encoder"] = description
     entry["features"] = {"dim": int(fx["train"].shape[1]), "cached": {r: i["cached"] for r, i in finfo.items()},
                          "seconds": {r: round(i["seconds"], 3) for r, i in finfo.items()}}
@@ -255,7 +266,8 @@ def evaluate(recipe=None, checkpoint=None, baselines: Sequence[str] = (), weight
              n_boot: int = 1000, seed: int = 0, dinov2_size: int = 224, dinov2_pool: str = "cls",
              pixels_size: int = 32, val_fraction: float = 0.1, plots: bool = True, quiet: bool = False,
              console=None, skip_bad_samples: bool | None = None, adapter: str | None = None,
-             extra_runs: dict[str, Any] | None = None, pairs: Sequence[tuple[str, str]] = ()) -> dict:
+             extra_runs: dict[str, Any] | None = None, pairs: Sequence[tuple[str, str]] = (),
+             leakage: bool = True, drop_leaked: str | None = None, select: str | None = None) -> dict:
     """Evaluate a LeJEPA run and/or baselines with frozen features; write ``report.json``, ``report.md`` and plots
     to ``out`` and return the report dict. See the README's "Evaluation protocol" for every fixed choice.
 
@@ -264,7 +276,13 @@ def evaluate(recipe=None, checkpoint=None, baselines: Sequence[str] = (), weight
     (``auto``, ``bands:A,B,C``, ``mean``, ``pca``; see :mod:`lejepa_domains.evaluate.adapter`).
     ``extra_runs`` {name: run folder, or a builder ``ctx → Encoder``}: more backbones evaluated beside the reference
     on the same path (``compare``'s adapted and transfer arms); ``pairs`` [(a, b), …]: paired bootstrap differences a − b written to
-    ``report["pairs"]["a-b"]`` (same test resamples for every backbone)."""
+    ``report["pairs"]["a-b"]`` (same test resamples for every backbone).
+
+    ``leakage``: audit the evaluation splits against the pretraining pool (:mod:`.leakage`; ``report["leakage"]``,
+    ``leakage.png``). ``drop_leaked`` (``hash`` or ``all``): also evaluate on the test split with the flagged images
+    removed, reported beside the full-test numbers. ``select``: evaluate the run's snapshot picked by a rule
+    (``label-free``, ``label-free:sigreg``, ``label-free:rankme``, ``probe``, ``last``, ``epoch:N``; see
+    :mod:`.selection`) instead of its final backbone; the run must have been trained with ``--keep-snapshots``."""
     from rich.console import Console
 
     from ..utils import resolve_device
@@ -285,10 +303,27 @@ def evaluate(recipe=None, checkpoint=None, baselines: Sequence[str] = (), weight
     options = EncoderOptions(weights=weights_map, dinov2_size=dinov2_size, dinov2_pool=dinov2_pool, adapter=adapter,
                              pixels_size=pixels_size, seed=seed)
     check_options(names, options)  # e.g. DINOv2 weights that cannot be had fail here
+    if drop_leaked not in (None, "hash", "all"):
+        raise UserError(f"--drop-leaked must be 'hash' (exact or perceptual-hash matches) or 'all' (also feature "
+                        f"matches), got {drop_leaked!r}")
+    if drop_leaked is not None and not leakage:
+        raise UserError("--drop-leaked needs the leakage audit; remove --no-leakage")
+    if select is not None:
+        from .selection import parse_rule
+
+        parse_rule(select)
 
     # ---- which run, which recipe, where things go
     run = resolve_run(recipe, checkpoint, runs_dir, names, log)
     rec, run_dir = run.recipe, run.run_dir
+    snapshots = []
+    if select is not None:
+        if run_dir is None:
+            raise UserError(f"--select {select}: needs a run (--checkpoint RUN_DIR) trained with --keep-snapshots N")
+        snapshots = RunDir(run_dir).snapshots()
+        if not snapshots:
+            raise UserError(f"--select {select}: run {run_dir} kept no snapshots; pretrain it with --keep-snapshots "
+                            "N (or evaluate its final backbone without --select)")
     if data is None and run.config and run.config.get("data"):
         data = run.config["data"]
     if out is None:
@@ -318,16 +353,37 @@ def evaluate(recipe=None, checkpoint=None, baselines: Sequence[str] = (), weight
         log(f"[bold]eval:[/] recipe {rec.name!r}: train {len(splits.train)}, val {len(splits.val)} "
             f"({splits.val_info['source']}), test {len(splits.test)}; device {dev}")
 
-        # ---- backbones, one at a time
+        # ---- which snapshot (--select), scored on val only
         ctx = replace(ctx, train_images=sets["train"].images)
+        extract = {"batch_size": batch_size, "cache_dir": cache}
+        selection = None
+        if select is not None:
+            from .selection import choose_snapshot, score_snapshots, selection_summary
+
+            rows = score_snapshots(snapshots, ctx, sets, data, splits, dev, extract)
+            chosen = choose_snapshot(rows, select)
+            selection = selection_summary(rows, select, chosen)
+            ctx = replace(ctx, run_dir=Path(chosen["path"]))
+            log(f"[bold]eval:[/] --select {select}: snapshot of epoch {chosen['epoch']} (of "
+                f"{', '.join(str(r['epoch']) for r in rows)})")
+
+        # ---- backbones, one at a time; the first one's features also serve the leakage audit
         models: dict[str, dict] = {}
         results: dict[str, dict[str, ProtocolResult]] = {}
         feats_test: dict[str, np.ndarray] = {}
         builders = {n: p if callable(p) else _run_builder(n, p) for n, p in (extra_runs or {}).items()}
-        for name in ([REFERENCE] if run_dir is not None else []) + names + list(builders):
+        audit: dict[str, Any] = {}
+        filtered = {"keep": None, "models": {}, "criteria": drop_leaked} if drop_leaked else None
+        order = ([REFERENCE] if run_dir is not None else []) + names + list(builders)
+        for i, name in enumerate(order):
+            hook = None
+            if leakage and i == 0:
+                from .leakage_run import audit_hook
+
+                hook = audit_hook(audit, name, sets, splits, dev, batch_size, filtered, log)
             models[name], results[name], feats_test[name] = _evaluate_backbone(
-                name, ctx, sets, data, splits, (knn, linear, fewshot, diagnostics), bootstrap, dev,
-                {"batch_size": batch_size, "cache_dir": cache}, build=builders.get(name))
+                name, ctx, sets, data, splits, (knn, linear, fewshot, diagnostics), bootstrap, dev, extract,
+                build=builders.get(name), on_features=hook, filtered=filtered)
 
         # ---- the report
         described = (knn, linear, fewshot, bootstrap, diagnostics)
@@ -355,10 +411,16 @@ def evaluate(recipe=None, checkpoint=None, baselines: Sequence[str] = (), weight
                             "machine": platform.machine(), "threads": torch.get_num_threads()},
             "cache_dir": str(cache) if cache is not None else None,
         }
+        from .leakage_run import evidence_sections
+
+        extra_files = evidence_sections(report, rec, audit, filtered, selection, sets, plots)
         report["seconds"] = round(time.perf_counter() - t_start, 2)
         report_mod.write_report(report, out, feats_test=feats_test, y_test=splits.test, support=fewshot.support_record(),
-                                plots=plots)
+                                plots=plots, extra_files=extra_files)
         if not quiet:
+            from .evidence_report import print_evidence
+
             report_mod.print_table(report, Console())
+            print_evidence(report, Console())
             log(f"[bold]eval:[/] report written to {out}/report.md ({report['seconds']:.0f}s)")
         return report

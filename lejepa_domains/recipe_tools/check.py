@@ -36,6 +36,7 @@ class CheckReport:
     n_stats: int
     png: Path | None
     card: Path | None
+    leakage: dict | None = None  # ``--leakage``: the hash audit of val/test against train (see evaluate.leakage)
 
     @property
     def ok(self) -> bool:
@@ -43,9 +44,13 @@ class CheckReport:
 
 
 def check_recipe(recipe_ref, *, data: str | Path | None = None, out: str | Path = ".", samples: int = 6,
-                 stats_samples: int = 256, seed: int = 0) -> CheckReport:
+                 stats_samples: int = 256, seed: int = 0, leakage: bool = False) -> CheckReport:
     """Load a few samples of every split, validate the recipe against them, measure per-channel statistics on
-    training samples and save ``NAME-views.png`` (samples with their global and local views) into ``out``."""
+    training samples and save ``NAME-views.png`` (samples with their global and local views) into ``out``.
+
+    ``leakage``: also load every image of every split and audit val and test against the train split (the
+    pretraining pool) for exact and perceptual-hash duplicates (:func:`lejepa_domains.evaluate.leakage.audit`,
+    without features: no backbone is trained yet); counts in ``CheckReport.leakage``, a warning when any is found."""
     import torch
 
     from ..data.views import MultiCropDataset
@@ -128,6 +133,15 @@ def check_recipe(recipe_ref, *, data: str | Path | None = None, out: str | Path 
         out = Path(out).expanduser()
         out.mkdir(parents=True, exist_ok=True)
         png = _views_png(r, sets["train"], out / f"{r.name}-views.png", samples, seed)
+    leak = None
+    if leakage and all(ok for _, ok, _ in checks):
+        leak = _leakage(r, data)
+        for role, e in leak["splits"].items():
+            if e["any"]:
+                warnings.append(f"leakage: {e['any']} of {e['n']} {role} images are copies of training images "
+                                f"({e['exact']} exact, {e['exact_low_information']} of them blank; {e['phash']} "
+                                "perceptual-hash near copies); `lejepa-domains eval --drop-leaked hash` evaluates "
+                                "without them")
     card = None
     try:
         c = card_for(r)
@@ -135,7 +149,20 @@ def check_recipe(recipe_ref, *, data: str | Path | None = None, out: str | Path 
         warnings += [f"card {c.path.name}: {e}" for e in c.errors]
     except UserError as e:
         warnings.append(str(e))
-    return CheckReport(r.name, checks, warnings, mean, std, 0 if mean is None else len(sets["train"]), png, card)
+    return CheckReport(r.name, checks, warnings, mean, std, 0 if mean is None else len(sets["train"]), png, card,
+                       leak)
+
+
+def _leakage(r, data) -> dict:
+    """The hash audit (exact + perceptual) of every evaluation split against the whole train split."""
+    from ..data import has_split
+    from ..evaluate.leakage import audit
+
+    pool = load_split(r, "train", data).images
+    roles = [role for role in ("val", "test") if role != "val" or has_split(r, "val")]
+    res = audit(pool, {role: load_split(r, role, data).images for role in roles})
+    res.pop("_arrays", None)
+    return res
 
 
 def backbone_check(r) -> tuple[str, bool, str]:

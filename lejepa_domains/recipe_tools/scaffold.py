@@ -233,6 +233,8 @@ def _card_text(name: str, inf: Inferred, hf: str | None, data: str | None, confi
                                          "`lejepa-domains recipes check`"},
         "classes": classes,
         "splits": splits,
+        "known_overlaps": "unknown (known overlaps with the training data of foundation models, each with its "
+                          "source: replace when you know of any)",
     }
     notes = "\n".join(f"- {n}" for n in inf.notes) or "- none found automatically"
     return (f"---\n{yaml.safe_dump(front, sort_keys=False, allow_unicode=True, width=110)}---\n\n"

@@ -104,6 +104,12 @@ def print_check(rep: CheckReport, console=None) -> None:
     if rep.mean is not None:
         console.print(f"normalisation measured on {rep.n_stats} training images: mean={tuple(rep.mean)}, "
                       f"std={tuple(rep.std)}", highlight=False)
+    if rep.leakage is not None:
+        ph = rep.leakage["calibration"]["phash"]
+        console.print("leakage vs train (" + ", ".join(f"{role}: {e['exact']} exact, {e['phash']} perceptual-hash of "
+                                                      f"{e['n']}" for role, e in rep.leakage["splits"].items())
+                      + f"; hash threshold {ph['threshold']} bits, catches {100 * (ph['caught'] or 0):.0f} % of "
+                      f"augmented copies at {100 * (ph['fpr_nearest'] or 0):.1f} % false positives)", highlight=False)
     for w in rep.warnings:
         console.print(f"[yellow]warning:[/] {w}", highlight=False)
     if rep.png is not None:
