@@ -67,6 +67,10 @@ def pretrain(
                                                    "inside epochs (0: at epoch ends only)."),
     skip_bad_samples: bool = typer.Option(False, "--skip-bad-samples", help="Skip (and log and count) images that "
                                           "cannot be decoded instead of stopping."),
+    stream: Optional[bool] = typer.Option(None, "--stream/--no-stream", help="Sharded data: stream the shards, or "
+                                          "decode once into the memory-mapped cache (default: cache if it fits)."),
+    shuffle_buffer: Optional[int] = typer.Option(None, "--shuffle-buffer", help="Streaming: samples in each "
+                                                 "reader's seeded shuffle buffer."),
 ) -> None:
     """Pretrain a backbone from scratch with LeJEPA on a recipe's data."""
     options = {k: v for k, v in locals().items() if v is not None and k not in ("recipe", "devices")}

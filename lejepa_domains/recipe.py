@@ -46,6 +46,8 @@ class TrainConfig:
     seed: int = 0
     log_every: int = 10  # steps between progress-bar refreshes of the loss figures
     rankme_samples: int = 2048  # embeddings kept per epoch to compute the effective rank
+    stream: bool | None = None  # sharded sources: None = decode once if it fits, else stream; True/False force it
+    shuffle_buffer: int = 1000  # streaming: samples in each reader's seeded shuffle buffer (0/1: read order)
     # ---- ablation switches (`lejepa-domains ablate`); the defaults are LeJEPA itself
     regularizer: str = "sigreg"  # sigreg | vicreg | spectral_entropy (NOT SIGReg) | none (collapses)
     resample_slices: bool = True  # False: one fixed set of SIGReg directions drawn once from the seed
@@ -69,6 +71,7 @@ class TrainConfig:
             (self.warmup_epochs >= 0, f"warmup_epochs must be >= 0, got {self.warmup_epochs}"),
             (self.num_slices >= 1, f"--num-slices must be >= 1, got {self.num_slices}"),
             (self.num_workers >= 0, f"--num-workers must be >= 0, got {self.num_workers}"),
+            (self.shuffle_buffer >= 0, f"--shuffle-buffer must be >= 0, got {self.shuffle_buffer}"),
             (self.checkpoint_every >= 0, f"--checkpoint-every must be >= 0, got {self.checkpoint_every}"),
             (self.precision in ("auto", "bf16", "fp32"), f"--precision must be auto, bf16 or fp32, got {self.precision!r}"),
             (self.views in ("cpu", "device"), f"--views must be 'cpu' or 'device', got {self.views!r}"),
