@@ -10,7 +10,7 @@ from .recipe import Recipe, TrainConfig, list_recipes, load_recipe  # noqa: E402
 __version__ = "0.1.0"
 
 __all__ = ["Recipe", "TrainConfig", "load_recipe", "list_recipes", "pretrain", "evaluate", "ablate", "UserError", "DataError",
-           "OfflineError", "__version__"]
+           "OfflineError", "__version__", "write_shards"]
 
 
 def pretrain(recipe="specimens", **kwargs):
@@ -32,3 +32,11 @@ def ablate(recipe="specimens", study="heuristics", budget="tiny", **kwargs):
     from .ablation.runner import ablate as _ablate
 
     return _ablate(recipe, study, budget, **kwargs)
+
+
+def write_shards(source=None, out="shards", **kwargs):
+    """Write WebDataset tar shards from a local copy, a hub dataset or a recipe (see
+    :func:`lejepa_domains.data.shard_writer.write_shards`)."""
+    from .data.shard_writer import write_shards as _write_shards
+
+    return _write_shards(source, out, **kwargs)

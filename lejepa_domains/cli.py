@@ -208,6 +208,28 @@ def recipes_check(
     print_check(check_recipe(recipe, data=data, out=out, samples=samples))
 
 
+@app.command("shards")
+def shards(
+    source: Optional[str] = typer.Argument(None, help="Local copy (ImageFolder, parquet/arrow, save_to_disk, npz) or "
+                                           "a recipe name / .py file."),
+    out: Path = typer.Option(Path("shards"), "--out", help="Folder for SPLIT-000000.tar …"),
+    hf: Optional[str] = typer.Option(None, "--hf", help="Hugging Face dataset id instead of SOURCE."),
+    maxcount: int = typer.Option(1000, "--maxcount", help="Samples per shard."),
+    image_column: str = typer.Option("image", "--image-column", help="Image column of tabular data."),
+    label_column: str = typer.Option("label", "--label-column", help="Label column of tabular data."),
+    split: Optional[List[str]] = typer.Option(None, "--split", help="Only these splits (repeat)."),
+) -> None:
+    """Write WebDataset tar shards (for streaming) from a local copy, a hub dataset or a recipe."""
+    from .data.shard_writer import write_shards
+
+    res = write_shards(source, out, hf=hf, maxcount=maxcount, image_column=image_column, label_column=label_column,
+                       splits=split)
+    for name, v in res.splits.items():
+        err_console.print(f"{name}: {v['samples']:,} samples in {v['shards']} shard(s): {v['pattern']}",
+                          highlight=False)
+    typer.echo(res.source_text())
+
+
 @app.command("card")
 def card(name: str = typer.Argument(..., help="Recipe name, recipe file or card .md file.")) -> None:
     """Print a recipe's data card."""

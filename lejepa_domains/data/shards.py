@@ -394,7 +394,11 @@ class ShardSource(Source):
     def _read_table(self, split: str, urls: list[str], i: int, fmt: str, decode_labels: bool) -> Iterator[RawSample]:
         ds = self._split_stream(split, urls, fmt).shard(num_shards=len(urls), index=i, contiguous=True)
         name = f"{self.hub} split {split!r} shard {i}" if fmt == "hub" else f"shard {urls[i]}"
-        for j, row in enumerate(ds):
+        # ``iter(batch_size)``, not ``iter(ds)``: inside a DataLoader worker, iterating a 🤗 IterableDataset splits
+        # its shards over the workers itself, and ours are already split (lejepa_domains/data/stream.py)
+        rows = ({k: batch[k][r] for k in batch} for batch in ds.iter(batch_size=64)
+                for r in range(len(next(iter(batch.values())))))
+        for j, row in enumerate(rows):
             where = f"{name}, row {j}"
             if self.image_key not in row:
                 raise DataError(f"{where}: no image column {self.image_key!r} (columns {sorted(row)})")
