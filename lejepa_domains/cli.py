@@ -71,11 +71,19 @@ def pretrain(
                                           "decode once into the memory-mapped cache (default: cache if it fits)."),
     shuffle_buffer: Optional[int] = typer.Option(None, "--shuffle-buffer", help="Streaming: samples in each "
                                                  "reader's seeded shuffle buffer."),
+    slurm: Optional[str] = typer.Option(None, "--slurm", help="Submit to Slurm through submitit: "
+                                        "nodes=2,gpus_per_node=8,partition=P,time=24:00:00 (requeued on preemption, "
+                                        "resuming exactly)."),
 ) -> None:
     """Pretrain a backbone from scratch with LeJEPA on a recipe's data."""
-    options = {k: v for k, v in locals().items() if v is not None and k not in ("recipe", "devices")}
+    options = {k: v for k, v in locals().items() if v is not None and k not in ("recipe", "devices", "slurm")}
     if not skip_bad_samples:  # the flag only switches skipping on; off is the default
         options.pop("skip_bad_samples")
+    if slurm is not None:
+        from .slurm import submit_pretrain
+
+        submit_pretrain(slurm, recipe, {**options, "devices": devices})
+        return
     if devices is not None:
         from .launch import launch, pretrain_preflight
 
