@@ -250,3 +250,25 @@ def test_corrupt_member_is_one_error_line_or_skipped_and_counted(tmp_path):
     # 36 samples, one bad: the reader's spare stretch (36 − 32 = 4) stands in, so the epoch keeps its 4 steps
     rec = json.loads((tmp_path / "run2" / "metrics.jsonl").read_text().splitlines()[0])
     assert rec["step"] == 4
+
+
+# ------------------------------------------------------------------ shards writer, recipes new / check on shards
+
+def test_shards_from_an_imagefolder_then_recipes_new_and_check_on_the_pattern(tmp_path):
+    from fixtures_data import imagefolder
+
+    src = imagefolder(tmp_path / "folder", {"train": 24, "val": 6, "test": 6}, size=16)
+    code, out, err = cli("shards", src, "--out", tmp_path / "shards", "--maxcount", "10")
+    assert code == 0, err
+    assert "train: 24 samples in 3 shard(s)" in err and "ShardSource(" in out
+    assert sorted(p.name for p in (tmp_path / "shards").glob("*.tar")) == [
+        "test-000000.tar", "train-000000.tar", "train-000001.tar", "train-000002.tar", "val-000000.tar"]
+    pattern = str(tmp_path / "shards" / "train-{000000..000002}.tar")
+    code, _, err = cli("recipes", "new", "folderstream", "--data", pattern, "--out", tmp_path)
+    assert code == 0, err
+    text = (tmp_path / "folderstream.py").read_text()
+    assert "ShardSource(URLS, image_key='png', label_key='cls')" in text and "image_size=16" in text
+    assert "val-*.tar" in text and "test-*.tar" in text  # found beside train (their own shard counts)
+    code, out, err = cli("recipes", "check", tmp_path / "folderstream.py", "--out", tmp_path)
+    assert code == 0, out + err
+    assert "24 images" in out  # the train split's size, from the shard index

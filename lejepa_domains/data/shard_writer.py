@@ -126,8 +126,8 @@ def write_shards(source: str | Path | None = None, out: str | Path = "shards", *
     for split in reader.splits:
         if splits and split not in splits:
             continue
-        table = reader.table(split, image_column if reader.tabular else None,
-                             label_column if reader.tabular else None)
+        table = reader.table(split, image_column if reader.tabular else "image",
+                             label_column if reader.tabular else "label")
         labels = table.labels
 
         def rows(table=table, labels=labels, split=split):

@@ -51,6 +51,8 @@ __all__ = ["ShardSource", "ShardPlan", "RawSample", "expand_pattern", "TAR_IMAGE
 #: extensions tried, in order, for the image of a tar sample when ``image_key`` is not given
 TAR_IMAGE_KEYS = "png;jpg;jpeg;webp;tif;tiff;npy;fits"
 _TABLE_EXT = (".parquet", ".arrow")
+#: ``peek`` (``recipes check``) counts the labels of the whole split up to this many samples, else of its sample
+LABEL_SCAN = 50_000
 
 
 def _is_remote(url: str) -> bool:
@@ -510,10 +512,15 @@ class ShardSource(Source):
                     break
                 imgs.append(self._decode(s))
                 labels.append(-1 if s.label is None else s.label)
+        counts, counted = None, "none"
+        if self.label_key is not None:  # every label of a split up to LABEL_SCAN samples (read, not decoded)
+            pool = [s.label for i in range(len(p.urls)) for s in p.read(i)] if p.n <= LABEL_SCAN else labels
+            counted = "split" if p.n <= LABEL_SCAN else f"the {len(labels)} sampled samples"
+            counts = np.bincount(np.asarray(pool, dtype=np.int64), minlength=self.num_classes or 0).tolist()
         info = {"where": f"{len(p.urls)} shard(s) of split {split!r}", "split": split, "rows": p.n,
                 "shards": len(p.urls), "columns": [self.image_key] + ([self.label_key] if self.label_key else []),
                 "split_method": {"method": "shards"}, "class_names": self.class_names,
-                "label_counts": None}
+                "label_counts": counts, "label_counts_of": counted}
         y = None if self.label_key is None else np.asarray(labels, dtype=np.int64)
         return ImageSet(np.stack(imgs), y, self.class_names, info)
 

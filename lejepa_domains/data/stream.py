@@ -177,7 +177,7 @@ class StreamDataset(IterableDataset):
                 continue
             y = -1 if raw.label is None else raw.label
             if self.output == "images":
-                yield torch.from_numpy(np.ascontiguousarray(img)), y
+                yield torch.from_numpy(np.array(img)), y  # a copy: decoded arrays may be read-only
             else:
                 yield self.views(img, sid, y)
             given += 1

@@ -27,15 +27,18 @@ _LABEL_KEYS = ("cls", "label", "labels", "target", "class", "y")
 
 
 def _sibling(pattern: str, role: str) -> str | None:
-    if "train" not in pattern:
+    head, sep, name = pattern.rpartition("/")
+    if "train" not in name:
         return None
     for word in ({"val": ("val", "validation", "valid"), "test": ("test", "testing")}[role]):
-        cand = pattern.replace("train", word)
-        try:
-            expand_pattern(cand)
-            return cand
-        except (DataError, UserError):
-            continue
+        cand = head + sep + name.replace("train", word)
+        globbed = head + sep + re.sub(r"\{[^}]*\}", "*", name.replace("train", word))  # other shard counts
+        for c in dict.fromkeys((cand, globbed)):
+            try:
+                expand_pattern(c)
+                return c
+            except (DataError, UserError):
+                continue
     return None
 
 
