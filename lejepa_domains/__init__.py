@@ -9,7 +9,7 @@ from .recipe import Recipe, TrainConfig, list_recipes, load_recipe  # noqa: E402
 
 __version__ = "0.1.0"
 
-__all__ = ["Recipe", "TrainConfig", "load_recipe", "list_recipes", "pretrain", "evaluate", "ablate", "UserError", "DataError",
+__all__ = ["Recipe", "TrainConfig", "load_recipe", "list_recipes", "pretrain", "evaluate", "ablate", "compare", "UserError", "DataError",
            "OfflineError", "__version__", "write_shards"]
 
 
@@ -32,6 +32,13 @@ def ablate(recipe="specimens", study="heuristics", budget="tiny", **kwargs):
     from .ablation.runner import ablate as _ablate
 
     return _ablate(recipe, study, budget, **kwargs)
+
+
+def compare(recipe="specimens", foundation="dinov2", weights=None, budget="tiny", **kwargs):
+    """Scratch, transfer or adapt: one comparison and its report (see :func:`lejepa_domains.compare.runner.compare`)."""
+    from .compare import compare as _compare
+
+    return _compare(recipe, foundation, weights, budget, **kwargs)
 
 
 def write_shards(source=None, out="shards", **kwargs):

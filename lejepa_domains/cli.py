@@ -67,6 +67,19 @@ def pretrain(
                                                    "inside epochs (0: at epoch ends only)."),
     skip_bad_samples: bool = typer.Option(False, "--skip-bad-samples", help="Skip (and log and count) images that "
                                           "cannot be decoded instead of stopping."),
+    time_budget: Optional[str] = typer.Option(None, "--time-budget", help="End the run within this wall time "
+                                              "(10m, 1h30m, 90s): the number of steps is set from timed steps; "
+                                              "without --epochs the budget alone decides."),
+    init: Optional[str] = typer.Option(None, "--init", help="Continue from foundation weights: dinov2, dinov2-b, "
+                                       "dinov2-l, dinov3, dinov3-b, dinov3-l or timm:MODEL_NAME (with --weights)."),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="With --init: the weights file (timm or Meta "
+                                           "format; default: the HF cache, else the hub)."),
+    init_patch: Optional[str] = typer.Option(None, "--init-patch", help="With --init: auto (native patch if it "
+                                             "divides the sizes, else resampled) or a patch side in pixels."),
+    backbone_lr_scale: Optional[float] = typer.Option(None, "--backbone-lr-scale", help="Backbone learning rate "
+                                                      "= lr × this (default 1; 0.1 with --init)."),
+    layer_decay: Optional[float] = typer.Option(None, "--layer-decay", help="Layer-wise decay of the backbone's "
+                                                "learning rate, in (0, 1] (1: off)."),
     stream: Optional[bool] = typer.Option(None, "--stream/--no-stream", help="Sharded data: stream the shards, or "
                                           "decode once into the memory-mapped cache (default: cache if it fits)."),
     shuffle_buffer: Optional[int] = typer.Option(None, "--shuffle-buffer", help="Streaming: samples in each "
@@ -75,7 +88,7 @@ def pretrain(
                                         "nodes=2,gpus_per_node=8,partition=P,time=24:00:00 (requeued on preemption, "
                                         "resuming exactly)."),
 ) -> None:
-    """Pretrain a backbone from scratch with LeJEPA on a recipe's data."""
+    """Pretrain a backbone with LeJEPA on a recipe's data: from scratch, or continued from foundation weights."""
     options = {k: v for k, v in locals().items() if v is not None and k not in ("recipe", "devices", "slurm")}
     if not skip_bad_samples:  # the flag only switches skipping on; off is the default
         options.pop("skip_bad_samples")
@@ -84,6 +97,9 @@ def pretrain(
 
         submit_pretrain(slurm, recipe, {**options, "devices": devices})
         return
+    from .training import clock
+
+    clock.COMMAND_STARTED = clock.process_started()  # the estimate and --time-budget count the whole command
     if devices is not None:
         from .launch import launch, pretrain_preflight
 
@@ -102,8 +118,8 @@ def eval_(
     recipe: Optional[str] = typer.Argument(None, help="Recipe name or path (default: the checkpoint's / latest run's)."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Run folder with backbone.json "
                                               "(default: the newest under runs/)."),
-    baseline: Optional[List[str]] = typer.Option(None, "--baseline", help="dinov2, dinov2-b, dinov2-l, random or "
-                                                 "pixels; repeat for several."),
+    baseline: Optional[List[str]] = typer.Option(None, "--baseline", help="dinov2, dinov2-b, dinov2-l, dinov3, "
+                                                 "dinov3-b, dinov3-l, random or pixels; repeat for several."),
     weights: Optional[List[str]] = typer.Option(None, "--weights", help="DINOv2 weights file (.safetensors, .pth or "
                                                 "Meta's checkpoint); NAME=FILE when several DINOv2 baselines."),
     out: Optional[Path] = typer.Option(None, "--out", help="Report folder (default: RUN_DIR/eval)."),
@@ -161,6 +177,31 @@ def ablate(
     from .ablation import ablate as run
 
     run(recipe, study, budget, out=out, seeds=seeds, device=device, data=data)
+
+
+@app.command("compare")
+def compare(
+    recipe: str = typer.Argument("specimens", help="Recipe name or path."),
+    foundation: str = typer.Option("dinov2", "--foundation", help="dinov2, dinov2-b, dinov2-l, dinov3, dinov3-b, "
+                                   "dinov3-l or timm:MODEL_NAME (with --weights)."),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="The foundation weights file (default: the HF "
+                                           "cache, else the hub)."),
+    budget: str = typer.Option("tiny", "--budget", help="tiny, small or full (the scratch runs' length, seeds); "
+                               "toy: tests only."),
+    seeds: Optional[int] = typer.Option(None, "--seeds", help="Seeds per trained arm (default: the budget's)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Folder (default: runs/compare-RECIPE)."),
+    adapt_epochs: Optional[int] = typer.Option(None, "--adapt-epochs", help="Epochs of the adapted runs (default: "
+                                               "a tenth of the scratch runs', at least 1)."),
+    init_patch: str = typer.Option("auto", "--init-patch", help="Patch of the adapted backbone: auto or pixels."),
+    dinov2_size: int = typer.Option(224, "--dinov2-size", help="Input side of the frozen foundation model."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
+    data: Optional[str] = typer.Option(None, "--data", help="Local copy of the data instead of the recipe's source."),
+) -> None:
+    """Scratch, transfer or adapt? LeJEPA from scratch vs the frozen foundation model vs both combined; one report."""
+    from .compare import compare as run
+
+    run(recipe, foundation, weights, budget, out=out, seeds=seeds, device=device, data=data,
+        adapt_epochs=adapt_epochs, init_patch=init_patch, dinov2_size=dinov2_size)
 
 
 @recipes_app.callback()
@@ -296,6 +337,46 @@ def _usage_line(e: BaseException, argv: List[str]) -> str:
     return f"{path}: {msg}; see '{path} --help'"
 
 
+def _one_line(msg: str) -> str:
+    """A user error raised in a DataLoader worker comes back wrapped ("Caught DataError in DataLoader worker
+    process 0. Original Traceback …"): its own message is the last line of that traceback."""
+    if "Original Traceback" not in msg:
+        return msg
+    last = [ln for ln in msg.splitlines() if ln.strip()][-1]
+    head, sep, rest = last.partition(": ")
+    return rest if sep and "Error" in head else last
+
+
+def _error_line(msg: str) -> None:
+    """Print ``error: msg``; one of several torchrun processes names its rank, and only the first process of the
+    run to fail prints (lejepa_domains.distributed.first_to_fail), so the user reads one line."""
+    if os.environ.get("WORLD_SIZE", "1") not in ("", "0", "1"):
+        from .distributed import first_to_fail, launched_rank
+
+        if not first_to_fail():
+            return
+        rank, world = launched_rank() or (0, 1)
+        msg = f"rank {rank} of {world}: {msg}"
+    err_console.print(f"[bold red]error:[/] {msg}", highlight=False, soft_wrap=True)
+
+
+def _peer_loss_exit(e: BaseException) -> None:
+    """Under torchrun, a collective that failed because another process went away: that process printed the
+    error (or died without a word, then this line says so); stop quietly with exit 3 instead of a traceback."""
+    if os.environ.get("WORLD_SIZE", "1") in ("", "0", "1"):
+        return
+    from .distributed import PEER_LOST_EXIT, is_peer_loss
+    from .launch import AGENT_ENV
+
+    if not is_peer_loss(e):
+        return
+    if os.environ.get(AGENT_ENV) == "1":  # started by `--devices`: its agent names the process that went away
+        sys.exit(PEER_LOST_EXIT)
+    _error_line("another process of this run stopped without an error line (killed, out of memory, or a crash: "
+                "see the output above); the run folder keeps the last checkpoint written, resume with --resume")
+    sys.exit(PEER_LOST_EXIT)
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     """Console-script entry point: user errors — bad data, bad recipes and usage errors alike — become one red
     ``error:`` line and exit code 2, never a traceback."""
@@ -304,7 +385,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     try:
         app(args=argv, standalone_mode=False)
     except UserError as e:
-        err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        _error_line(_one_line(str(e)))
         sys.exit(e.exit_code)
     except SystemExit:
         raise
@@ -314,6 +395,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     except Exception as e:
         ce = _click_error(e)
         if ce is None:
+            _peer_loss_exit(e)
             raise
         kind = {c.__name__ for c in type(ce).__mro__}
         if "Exit" in kind:  # --help, --version, typer.Exit(code)

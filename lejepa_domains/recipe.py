@@ -44,8 +44,12 @@ class TrainConfig:
     compile: bool = False
     views: str = "cpu"  # "cpu": albumentations in DataLoader workers; "device": batched torch ops on the training device
     seed: int = 0
+    time_budget: float = 0.0  # seconds the command may take in all (--time-budget 10m); 0 = train the epochs asked
     log_every: int = 10  # steps between progress-bar refreshes of the loss figures
     rankme_samples: int = 2048  # embeddings kept per epoch to compute the effective rank
+    # ---- continued pretraining from foundation weights (`pretrain --init`); 1.0 = one learning rate for all
+    backbone_lr_scale: float = 1.0  # the backbone's learning rate = lr × this (the projector keeps lr)
+    layer_decay: float = 1.0  # layer-wise decay of the backbone's rate: block i of L gets × layer_decay^(L − i)
     stream: bool | None = None  # sharded sources: None = decode once if it fits, else stream; True/False force it
     shuffle_buffer: int = 1000  # streaming: samples in each reader's seeded shuffle buffer (0/1: read order)
     # ---- ablation switches (`lejepa-domains ablate`); the defaults are LeJEPA itself
@@ -73,6 +77,7 @@ class TrainConfig:
             (self.num_workers >= 0, f"--num-workers must be >= 0, got {self.num_workers}"),
             (self.shuffle_buffer >= 0, f"--shuffle-buffer must be >= 0, got {self.shuffle_buffer}"),
             (self.checkpoint_every >= 0, f"--checkpoint-every must be >= 0, got {self.checkpoint_every}"),
+            (self.time_budget >= 0, f"--time-budget must be a positive duration, got {self.time_budget}"),
             (self.precision in ("auto", "bf16", "fp32"), f"--precision must be auto, bf16 or fp32, got {self.precision!r}"),
             (self.views in ("cpu", "device"), f"--views must be 'cpu' or 'device', got {self.views!r}"),
             (self.regularizer in ("sigreg", "vicreg", "spectral_entropy", "none"),
@@ -86,6 +91,8 @@ class TrainConfig:
              and self.mask_target_scale[0] <= self.mask_target_scale[1]
              and self.mask_context_scale[0] <= self.mask_context_scale[1],
              f"mask scales must satisfy 0 < low <= high <= 1, got {self.mask_target_scale}, {self.mask_context_scale}"),
+            (self.backbone_lr_scale > 0, f"--backbone-lr-scale must be > 0, got {self.backbone_lr_scale}"),
+            (0 < self.layer_decay <= 1, f"--layer-decay must be in (0, 1], got {self.layer_decay}"),
             (self.predictor_depth >= 1 and self.predictor_dim >= 0,
              f"predictor_depth must be >= 1 and predictor_dim >= 0, got {self.predictor_depth}, {self.predictor_dim}"),
         ]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import random
 import shutil
 from dataclasses import dataclass
@@ -205,6 +206,7 @@ class RunDir:
     # ---- checkpoints
     def save_checkpoint(self, state: dict[str, Any]) -> None:
         """Atomic ``torch.save``: readers see the previous checkpoint or the complete new one."""
+        self._still_there(CHECKPOINT)
         with atomic_path(self.path / CHECKPOINT) as tmp:
             torch.save(state, tmp)
 
@@ -246,6 +248,10 @@ class RunDir:
     def write_error(self, target: Path, e: OSError, last_saved_step: int | None) -> UserError:
         """One clear line for an output of this run that could not be written (the previous checkpoint is untouched:
         every write is atomic)."""
+        if not (self.path / CONFIG).is_file():  # the folder (or its config.json) went away under the run
+            return UserError(f"run folder {self.path} vanished while training (deleted, moved, or its filesystem "
+                             f"unmounted): could not write {target.name}; stopped without recreating it (whatever "
+                             "was in it is gone; start the run again)")
         why = e.strerror or str(e)
         if e.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
             why += " (the disk or quota is full)"
@@ -256,7 +262,14 @@ class RunDir:
 
     # ---- backbone
     def export_backbone(self, backbone: nn.Module, recipe, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        self._still_there(BACKBONE_WEIGHTS)
         return export_backbone(backbone, self.path, recipe, extra)
+
+    def _still_there(self, name: str) -> None:
+        """Writes go through atomic_path, which would recreate a deleted folder; a run whose folder vanished must
+        stop instead (OSError → :meth:`write_error`'s "vanished" line)."""
+        if not self.path.is_dir():
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(self.path / name))
 
     def backbone_meta(self) -> dict[str, Any]:
         return read_backbone_meta(self.path)

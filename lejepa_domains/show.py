@@ -102,6 +102,19 @@ class TrainProgress:
         if self.live:
             self.progress.update(self.task, completed=step, eta=self.eta(), **self.fields)
 
+    def note(self, line: str) -> None:
+        """A line above the bar (the run's estimate)."""
+        if self.enabled:
+            self.progress.console.print(line, highlight=False)
+
+    def set_total(self, total: int, epochs: int | None = None) -> None:
+        """The run ends at another step (a time budget's plan)."""
+        self.total = int(total)
+        if epochs is not None:
+            self.fields["epochs"] = epochs
+        if self.live:
+            self.progress.update(self.task, total=self.total, **self.fields)
+
     def _log_line(self) -> None:
         self.t_last_log = time.perf_counter()
         f = self.fields
@@ -146,6 +159,14 @@ def print_run_summary(result, recipe, interrupted: bool = False) -> None:
     from .runs import RunDir
 
     run = RunDir(result.run_dir)
+    if getattr(result, "estimate", None) and getattr(result, "wall", None):
+        from .training.clock import format_duration
+
+        off = 100 * (result.estimate - result.wall) / result.wall
+        console.print(f"wall time {format_duration(result.wall)}; estimated {format_duration(result.estimate)} after "
+                      f"the first steps ({off:+.0f} %)"
+                      + ("; the --time-budget ended it" if getattr(result, "ended_by_budget", False) else ""),
+                      highlight=False)
     if interrupted:
         step = run.checkpoint_step()
         console.print(f"[yellow]stopped early[/] ({_signal_name(result.signal)}); checkpoint at step {step} "
@@ -163,8 +184,15 @@ def _signal_name(signum: int | None) -> str:
         return f"signal {signum}"
 
 
-def print_complete(run, epochs: int) -> None:
+def print_complete(run, epochs: int, budget: float | None = None) -> None:
     """``--resume`` of a run that has finished: say so, and how to train longer."""
+    if budget:
+        from .training.clock import format_duration
+
+        console.print(f"run {run} is already complete: it used its --time-budget of {format_duration(budget)}; "
+                      "nothing to train — pass a larger --time-budget (the total for the run) with --resume to "
+                      "train it longer", highlight=False)
+        return
     console.print(f"run {run} is already complete ({epochs} of {epochs} epochs); nothing to train — pass "
                   f"--epochs N (N > {epochs}) with --resume to train it longer", highlight=False)
 

@@ -30,11 +30,12 @@ from .objective import LeJEPALoss
 from .recipe import Recipe
 from .runs import BACKBONE_WEIGHTS, BEST, CHECKPOINT, METRICS, RunDir, read_backbone_weights, rng_state
 from .training.builders import load_training_data
+from .training.clock import RunClock
 from .training.meters import EpochMeter
 from .training.preemption import StopFlag
 from .training.probe import OnlineProbe
 from .training.sampler import EpochSampler  # noqa: F401  (public names kept here)
-from .training.schedule import lr_factor, param_groups  # noqa: F401
+from .training.schedule import lr_factor, param_groups, plan_total_steps  # noqa: F401
 from .training.setup import setup_run
 from .training.state import Training, build_network, build_training
 from .utils import resolve_device
@@ -105,6 +106,8 @@ def _grad_norm(model: nn.Module, grad_clip: float) -> torch.Tensor:
 
 # ------------------------------------------------------------------------------------------------- pretrain
 
+BUDGET_EPOCHS = 100_000  # the epoch bound of a --time-budget run without --epochs: the budget ends it first
+
 @dataclass
 class RunResult:
     run_dir: Path
@@ -113,6 +116,9 @@ class RunResult:
     interrupted: bool = False
     signal: int | None = None  # the signal that stopped the run (SIGINT, SIGTERM), if one did
     complete_already: bool = False  # --resume of a run that had finished all its epochs: nothing was trained
+    ended_by_budget: bool = False  # --time-budget ended it (at the planned step)
+    estimate: float | None = None  # wall seconds predicted after the calibration steps (training/clock.py)
+    wall: float | None = None  # wall seconds of the command up to the end of training
     step_times: list[float] = field(default_factory=list)  # wall seconds per step (data wait + compute)
 
     @property
@@ -123,7 +129,8 @@ class RunResult:
 def pretrain(recipe: str | Path | Recipe = "specimens", *, out: str | Path | None = None,
              resume: str | Path | None = None, init_from: str | Path | None = None, data: str | None = None,
              device: str = "auto", overwrite: bool = False, progress: bool = True, tensorboard: bool = False,
-             max_steps: int | None = None, skip_bad_samples: bool | None = None, **options: Any) -> RunResult:
+             max_steps: int | None = None, skip_bad_samples: bool | None = None, init: str | None = None,
+             weights: str | Path | None = None, init_patch: str | int | None = None, **options: Any) -> RunResult:
     """Pretrain a backbone from scratch with LeJEPA on a recipe's data (the Python API of ``lejepa-domains pretrain``).
 
     ``options`` are :class:`~lejepa_domains.recipe.TrainConfig` fields (``epochs``, ``batch_size``, ``lr``, ``lam``,
@@ -131,12 +138,27 @@ def pretrain(recipe: str | Path | Recipe = "specimens", *, out: str | Path | Non
     except ``epochs`` and ``compile``. ``max_steps`` stops after that many optimisation steps in total (smoke tests,
     benchmarks). ``skip_bad_samples`` leaves out images that cannot be decoded (each logged, listed and counted in
     config.json) instead of stopping at the first one. ``init_from`` starts a *new* run from the backbone weights of
-    another run folder (or a ``backbone.safetensors`` file); ``resume`` continues a run.
+    another run folder (or a ``backbone.safetensors`` file); ``resume`` continues a run. ``init`` (``dinov2``,
+    ``dinov3-b``, ``timm:NAME``…) starts a new run from foundation weights (``weights``: a local file, else the
+    HF cache or hub), with a short default schedule and a lower backbone learning rate (see
+    :mod:`lejepa_domains.training.init`); ``init_patch``: ``auto`` or the patch side to resample to.
 
     Returns a :class:`RunResult` with the run folder, per-epoch metrics and the exported backbone's metadata.
     """
+    from .training import clock as _clock
+
+    # the command's clock (--time-budget, the estimate): from the process start for the CLI (imports and data count),
+    # from this call for the Python API
+    started = _clock.COMMAND_STARTED if _clock.COMMAND_STARTED is not None else time.perf_counter()
+    if options.get("time_budget") is not None:
+        from .training.clock import parse_duration
+
+        options["time_budget"] = parse_duration(options["time_budget"])
+    if options.get("time_budget") and options.get("epochs") is None and resume is None:
+        options["epochs"] = BUDGET_EPOCHS  # the budget decides when the run ends
     setup = setup_run(recipe, out=out, resume=resume, init_from=init_from, data=data,
-                      skip_bad_samples=skip_bad_samples, options=options)
+                      skip_bad_samples=skip_bad_samples, options=options, init=init, weights=weights,
+                      init_patch=init_patch)
     rec, cfg = setup.recipe, setup.cfg
     ctx = D.setup(resolve_device(device))  # torchrun → process group; otherwise a single process
     run = setup.run
@@ -150,6 +172,12 @@ def pretrain(recipe: str | Path | Recipe = "specimens", *, out: str | Path | Non
         _tensorboard_available()
     init_state = read_backbone_weights(init_from) if init_from is not None else None
     model, variant = build_network(rec, cfg, ctx.rank, init_state, init_from)
+    if setup.foundation is not None and not setup.resumed:  # --init: the foundation weights, every tensor checked
+        from .training.init import load_init_weights
+
+        load_init_weights(model.backbone, rec, setup.foundation, setup.init_weights)
+        if ctx.is_main and progress:
+            _log_init(setup.foundation)
     lock = run.lock()
     if ctx.is_main:
         if not setup.resumed:
@@ -158,13 +186,13 @@ def pretrain(recipe: str | Path | Recipe = "specimens", *, out: str | Path | Non
     D.barrier()
     try:
         return _pretrain_locked(setup, ctx, run, data, model, variant, max_steps=max_steps, progress=progress,
-                                tensorboard=tensorboard)
+                                tensorboard=tensorboard, started=started)
     finally:
         lock.release()
 
 
 def _pretrain_locked(setup, ctx, run: RunDir, data, model: nn.Module, variant: Variant, *, max_steps: int | None,
-                     progress: bool, tensorboard: bool) -> RunResult:
+                     progress: bool, tensorboard: bool, started: float) -> RunResult:
     """``pretrain`` once the run folder is this process's: build, restore, write the config, train."""
     rec, cfg = setup.recipe, setup.cfg
     t = build_training(model, variant, rec, cfg, data, ctx)
@@ -172,12 +200,15 @@ def _pretrain_locked(setup, ctx, run: RunDir, data, model: nn.Module, variant: V
         t.restore(setup.checkpoint, ctx.rank, run.read_metrics())
         if ctx.is_main and (run / METRICS).is_file():  # drop lines of epochs the checkpoint does not hold (a
             run.rewrite_metrics(t.history)  # partial epoch, a kill between metrics line and checkpoint)
-    if setup.resumed and t.start_epoch >= cfg.epochs:
+    clock_before = (setup.checkpoint or {}).get("clock") or {} if setup.resumed else {}
+    budget_done = bool(cfg.time_budget) and clock_before.get("ended_by_budget") \
+        and cfg.time_budget <= clock_before.get("budget_total", 0)
+    if setup.resumed and (t.start_epoch >= cfg.epochs or budget_done):
         D.teardown(ctx)
         if ctx.is_main:
             from .show import print_complete
 
-            print_complete(run, cfg.epochs)
+            print_complete(run, cfg.epochs, budget=cfg.time_budget if budget_done else None)
         return RunResult(run_dir=run.path, metrics=t.history, complete_already=True)
     t.wrap(ctx, cfg.compile)
     config = {"recipe": rec.describe(), "train": asdict(cfg), "data": setup.data, "device": str(ctx.device),
@@ -186,11 +217,18 @@ def _pretrain_locked(setup, ctx, run: RunDir, data, model: nn.Module, variant: V
               "skip_bad_samples": {"enabled": setup.skip_bad_samples,
                                    "count": sum(len(v) for v in data.skipped.values()), "samples": data.skipped},
               "created": datetime.now().isoformat(timespec="seconds")}
+    if setup.foundation is not None:
+        config["foundation"] = setup.foundation
     if ctx.is_main and not setup.resumed:
         run.write_config(config)
 
+    clock = RunClock(steps_per_epoch=t.steps_per_epoch, planned_steps=cfg.epochs * t.steps_per_epoch,
+                     start_step=t.step, started=started,
+                     budget=max(1e-3, cfg.time_budget - clock_before.get("spent", 0.0)) if cfg.time_budget else 0.0,
+                     images_per_step=cfg.batch_size * ctx.world_size * (rec.n_global + rec.n_local))
     result = train_epochs(t, rec, cfg, data, run, ctx, config, max_steps=max_steps, progress=progress,
-                          tensorboard=tensorboard, resumed=setup.resumed)
+                          tensorboard=tensorboard, resumed=setup.resumed, clock=clock,
+                          spent_before=clock_before.get("spent", 0.0))
     if ctx.is_main and (progress or result.interrupted):
         from .show import print_run_summary
 
@@ -202,13 +240,17 @@ def _pretrain_locked(setup, ctx, run: RunDir, data, model: nn.Module, variant: V
 # ------------------------------------------------------------------------------------------------- the loop
 
 def train_epochs(t: Training, rec: Recipe, cfg, data, run: RunDir, ctx, config: dict[str, Any], *,
-                 max_steps: int | None, progress: bool, tensorboard: bool, resumed: bool) -> RunResult:
+                 max_steps: int | None, progress: bool, tensorboard: bool, resumed: bool,
+                 clock: RunClock | None = None, spent_before: float = 0.0) -> RunResult:
     """Epochs ``t.start_epoch … cfg.epochs`` (from ``t.skip_batches`` into the first): steps, and at each epoch end
     the metrics line, checkpoint, best checkpoint and backbone export. SIGTERM/SIGINT finish the step, checkpoint
-    and stop (``result.interrupted``)."""
+    and stop (``result.interrupted``). ``clock`` times the run, prints the estimate after its calibration steps and,
+    with a time budget, sets the last step (training/clock.py)."""
     from .show import TrainProgress
 
     dev = ctx.device
+    clock = clock or RunClock(t.steps_per_epoch, cfg.epochs * t.steps_per_epoch, start_step=t.step)
+    agree = (lambda v: D.all_gather_object(v)[0]) if ctx.world_size > 1 else (lambda v: v)  # rank 0's plan
     writer = _tensorboard(run) if (tensorboard and ctx.is_main) else None
     last_saved = t.step if resumed else None  # the step checkpoint.pt holds now
 
@@ -217,8 +259,11 @@ def train_epochs(t: Training, rec: Recipe, cfg, data, run: RunDir, ctx, config: 
         rngs = D.all_gather_object(rng_state())
         if not ctx.is_main:
             return
+        state = t.checkpoint_state(epoch, batch_in_epoch, rngs, config)
+        state["clock"] = {**clock.state(spent_before), "budget_total": cfg.time_budget,
+                          "ended_by_budget": clock.reached(t.step)}
         try:
-            run.save_checkpoint(t.checkpoint_state(epoch, batch_in_epoch, rngs, config))
+            run.save_checkpoint(state)
         except OSError as e:  # full disk, quota, read-only or vanished folder: the temporary file is already removed
             raise run.write_error(run / CHECKPOINT, e, last_saved) from None
         last_saved = t.step
@@ -252,12 +297,16 @@ def train_epochs(t: Training, rec: Recipe, cfg, data, run: RunDir, ctx, config: 
                         f"(epoch {epoch + 1}, step {t.step}); the last good checkpoint is "
                         f"{run / CHECKPOINT} — lower --lr or raise --lambda, then --resume or start again")
                 result.step_times.append(meter.time_step(t_data))
+                if clock.after_step(t.step, result.step_times[-1], agree):
+                    _planned(t, clock, bar, ctx)
                 bar.step(t.step)
                 if bar.enabled and meter.n_steps and (meter.n_steps % cfg.log_every == 0 or meter.n_steps == 1):
                     s = meter.running()  # the loop's one host sync, on refresh steps only (none without a bar)
                     bar.update(t.step, loss=s[0], sigreg=s[2], ips=meter.n_images * ctx.world_size /
-                               (meter.wait + meter.busy), wait=meter.wait_share, epoch=epoch + 1, epochs=cfg.epochs)
-                if stop.raised is not None or (max_steps is not None and t.step >= max_steps):
+                               (meter.wait + meter.busy), wait=meter.wait_share, epoch=epoch + 1,
+                               epochs=-(-clock.end_step // t.steps_per_epoch))
+                if stop.raised is not None or (max_steps is not None and t.step >= max_steps) \
+                        or clock.reached(t.step):
                     break
                 if cfg.checkpoint_every and t.step % cfg.checkpoint_every == 0 \
                         and batch_in_epoch < t.steps_per_epoch:  # epoch ends checkpoint anyway, after their metrics
@@ -270,6 +319,7 @@ def train_epochs(t: Training, rec: Recipe, cfg, data, run: RunDir, ctx, config: 
                 break
 
             # ---- end of epoch: health figures, probe on val, metrics line, checkpoint, backbone export
+            t_end = time.perf_counter()
             record, collapse = meter.epoch_record(epoch + 1, t.step, t.opt.param_groups[0]["lr"], ctx.world_size,
                                                   t.feat_dim, len(data.skipped.get("train", [])))
             if t.probe is not None and meter.n_probe and data.val is not None and data.val.labels is not None \
@@ -297,7 +347,10 @@ def train_epochs(t: Training, rec: Recipe, cfg, data, run: RunDir, ctx, config: 
                     raise run.write_error(run / BEST, e, last_saved) from None
             if ctx.is_main:
                 try:  # atomic: the previous export stays whole if this one fails
-                    result.backbone = run.export_backbone(t.model.backbone, rec, {"epoch": epoch + 1, "step": t.step})
+                    extra = {"epoch": epoch + 1, "step": t.step}
+                    if config.get("foundation"):  # where the backbone started (model, weights file hash)
+                        extra["foundation"] = config["foundation"]
+                    result.backbone = run.export_backbone(t.model.backbone, rec, extra)
                 except OSError as e:
                     raise run.write_error(run / BACKBONE_WEIGHTS, e, last_saved) from None
             if stop.raised is not None:
@@ -305,9 +358,26 @@ def train_epochs(t: Training, rec: Recipe, cfg, data, run: RunDir, ctx, config: 
                 break
             if max_steps is not None and t.step >= max_steps:
                 break
+            if clock.reached(t.step):
+                result.ended_by_budget = True
+                break
+            clock.epoch_done(t.step, time.perf_counter() - t_end, agree)
+            if clock.budget:
+                _planned(t, clock, bar, ctx, say=False)
     if writer is not None:
         writer.close()
+    result.estimate, result.wall = clock.estimate, clock.elapsed()
     return result
+
+
+def _planned(t: Training, clock: RunClock, bar, ctx, say: bool = True) -> None:
+    """The clock has an estimate (``say``: print it) and, with a budget, a last step: the bar and the schedule end
+    there."""
+    if say and ctx.is_main and clock.times:
+        bar.note(clock.estimate_line())
+    if clock.stop_step is not None:
+        plan_total_steps(t.sched, clock.end_step)
+        bar.set_total(clock.end_step, epochs=-(-clock.end_step // t.steps_per_epoch))
 
 
 # ------------------------------------------------------------------------------------------------- helpers
@@ -332,6 +402,20 @@ def _probe_labels(y: torch.Tensor, labelled: bool, dev: torch.device) -> torch.T
     if not labelled or not bool((y >= 0).all()):
         return None
     return y.to(dev, non_blocking=True)
+
+
+def _log_init(record: dict[str, Any]) -> None:
+    """Say where the backbone starts and what was adapted (stderr)."""
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    sha = (record.get("weights_file_sha256") or "")[:16]
+    console.print(f"[bold]pretrain:[/] backbone starts from {record['timm_name']} ({record['weights']}, sha256 "
+                  f"{sha}…; {record['loaded_tensors']} tensors loaded), fresh projector", highlight=False)
+    for note in record.get("adaptations", []):
+        console.print(f"[bold]pretrain:[/] {note}", highlight=False)
+    if record.get("family") == "dinov3":
+        console.print(f"[bold]pretrain:[/] weights under the {record['licence']}", highlight=False)
 
 
 def _versions() -> dict[str, str]:

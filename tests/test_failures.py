@@ -225,6 +225,23 @@ def test_sigint_checkpoints_says_how_to_resume_and_exits_130(tmp_path):
     assert not (out / ".lock").exists()
 
 
+def test_the_run_folder_deleted_mid_run_stops_it_with_one_line(tmp_path):
+    out = tmp_path / "gone"
+    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "OMP_NUM_THREADS": "2"}
+    proc = subprocess.Popen([str(SCRIPT), "pretrain", TINY, "--out", str(out), "--epochs", "50", "--batch-size", "32",
+                             "--num-slices", "16", "--device", "cpu"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not (out / "metrics.jsonl").is_file() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before its folder could be removed"
+    shutil.rmtree(out)
+    _, err = proc.communicate(timeout=180)
+    line = one_error_line(err)
+    assert proc.returncode == 2 and f"run folder {out} vanished while training" in line, line
+    assert not out.exists()  # not recreated half-empty by the next checkpoint or export
+
+
 def test_ablate_into_a_folder_another_study_is_writing(tmp_path):
     study = tmp_path / "abl" / "schedule"
     _lock(study, os.getpid())

@@ -271,3 +271,82 @@ def test_offline_error_is_fast_and_one_line_through_the_cli(tmp_path, silent_ser
     assert len([ln for ln in err.splitlines() if ln.strip()]) == 1, err  # no retry noise
     assert took < 60, took  # the probe gives up after 2.5 s; the rest is interpreter start-up on a loaded machine
     assert files_under(tmp_path / "o") == []
+
+
+# ------------------------------------------------------------------ data errors, through the console script
+#
+# The data rows of the README's table ("What can go wrong"): each writes its bad data and a recipe file reading it, and
+# runs the installed `lejepa-domains pretrain` on it: one error line naming the file and row, exit 2, nothing written
+# (no run folder, no cache entry, no temporary file), the data untouched.
+
+def _bad_parquet(t: Path, bad: bytes | None = None, labels=(0, 1, 0, 1), channels: int = 3, empty: bool = False
+                 ) -> str:
+    from fixtures_data import encode, write_parquet
+
+    good = encode(np.full((8, 8, channels), 50, np.uint8))
+    imgs = [] if empty else [good] * 4
+    if bad is not None:
+        imgs[1] = bad
+    write_parquet(t / "pq" / "train.parquet", imgs, [] if empty else list(labels))
+    return f"LocalSource({str(t / 'pq')!r}, num_classes=2)"
+
+
+def _bad_float_npz(t: Path) -> str:
+    p = medmnist_npz(t / "float.npz", {"train": 6, "val": 2, "test": 2}, dtype=np.float32)
+    z = dict(np.load(p))
+    z["train_images"][0, 0, 0] = np.nan
+    z["train_images"][1, 0, 0] = np.inf
+    np.savez(p, **z)
+    return f"LocalSource({str(p)!r}, num_classes=9)"
+
+
+def _png(img):
+    from fixtures_data import encode
+
+    return encode(img)
+
+
+DATA_ROWS = {
+    "corrupt image bytes": (lambda t: _bad_parquet(t, b"certainly not a PNG"), ["row 1 of file", "corrupt"]),
+    "truncated file": (lambda t: _bad_parquet(t, _png(np.full((32, 32, 3), 9, np.uint8))[:60]),
+                       ["row 1 of file", "corrupt or unreadable"]),
+    "wrong channel count": (lambda t: _bad_parquet(t, _png(np.full((8, 8, 4), 9, np.uint8))),
+                            ["row 1", "RGBA", "expected RGB"]),
+    "NaN/inf in float images": (_bad_float_npz, ["float32", "expected uint8"]),
+    "labels out of range": (lambda t: _bad_parquet(t, labels=(0, 1, 5, 1)), ["row 2 of file", "label 5 is outside"]),
+    "empty split": (lambda t: _bad_parquet(t, empty=True), ["split 'train' is empty"]),
+    "recipe syntax error": (None, ["syntax error at line"]),
+    "recipe without `recipe`": (None, ["must define `recipe = Recipe(...)`"]),
+}
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("row", list(DATA_ROWS))
+def test_data_error_rows_through_the_console_script(tmp_path, row):
+    make, expected = DATA_ROWS[row]
+    work = tmp_path / "w"
+    work.mkdir()
+    recipe = work / "bad.py"
+    if row == "recipe syntax error":
+        recipe.write_text("recipe = Recipe(\n")
+    elif row == "recipe without `recipe`":
+        recipe.write_text("x = 1\n")
+    else:
+        source = make(work)
+        recipe.write_text("from lejepa_domains import Recipe\nfrom lejepa_domains.data.table import LocalSource\n"
+                          f"recipe = Recipe(name='bad', source={source}, num_classes={9 if 'npz' in source else 2}, "
+                          f"image_size={28 if 'npz' in source else 8}, global_size=8, "
+                          "local_size=8, n_local=0, backbone='resnet10t')\n")
+    before = _tree(work)
+    code, _, err = cli("pretrain", recipe, "--out", work / "out", "--device", "cpu", "--epochs", "1")
+    assert code == 2, err[-3000:]
+    line = one_error_line(err)
+    for s in expected:
+        assert s in line, (s, line)
+    assert _tree(work) == before, "files were written or changed on bad input"  # no run folder either
+    cache = tmp_path / "data-cache"
+    assert not cache.exists() or not list(cache.rglob("*.json")), "a cache entry was written for bad data"
+    assert not list(tmp_path.rglob("*.tmp")), "a temporary file was left behind"

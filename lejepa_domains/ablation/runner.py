@@ -150,7 +150,7 @@ def _train(rec_v, spec: RunSpec, run_dir: Path, device: str, data, progress: boo
             pretrain(rec_v, resume=run_dir, device=device, progress=progress, max_steps=max_steps)
         return "resumed"
     pretrain(rec_v, out=run_dir, device=device, data=data, progress=progress, overwrite=True, max_steps=max_steps,
-             **spec["train"])
+             **spec["train"], **spec.get("pretrain", {}))  # "pretrain": other arguments (compare: --init, --weights)
     return "trained"
 
 

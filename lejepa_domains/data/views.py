@@ -15,6 +15,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch.utils.data import Dataset  # noqa: E402
 
+from ..errors import DataError, UserError  # noqa: E402
 from .sources import ImageSet  # noqa: E402
 
 __all__ = ["build_view_transforms", "build_eval_transform", "MultiCropDataset", "EvalDataset", "collate_views",
@@ -110,11 +111,19 @@ class MultiCropDataset(Dataset):
         seed = int(np.random.SeedSequence([self.seed, self.epoch, int(i)]).generate_state(1)[0])
         self.global_tf.set_random_seed(seed)
         self.local_tf.set_random_seed(seed ^ 0x5BD1E995)
-        g = torch.stack([_to_chw(self.global_tf(image=img)["image"]) for _ in range(self.n_global)])
-        if self.n_local:
-            loc = torch.stack([_to_chw(self.local_tf(image=img)["image"]) for _ in range(self.n_local)])
-        else:
-            loc = self._empty_local
+        try:
+            g = torch.stack([_to_chw(self.global_tf(image=img)["image"]) for _ in range(self.n_global)])
+            if self.n_local:
+                loc = torch.stack([_to_chw(self.local_tf(image=img)["image"]) for _ in range(self.n_local)])
+            else:
+                loc = self._empty_local
+        except UserError:
+            raise
+        except Exception as e:  # a recipe's augmentation that fails on one image: name the image, not a traceback
+            raise DataError(f"training image {i} ({img.shape[1]}x{img.shape[0]}, {img.shape[2]} channel(s), "
+                            f"{img.dtype}): the recipe's views failed on it: {type(e).__name__}: {e}; check "
+                            "global_augment / local_augment against images like this one "
+                            "(`lejepa-domains recipes check` draws views from the data)") from None
         return g, loc, y
 
 

@@ -11,6 +11,7 @@ import sys
 import types
 
 from . import encoders
+from .. import foundation
 from .encoders import common, dinov2, floors, lejepa
 # bound for readers and linters; the properties installed below take precedence over these bindings
 from .encoders import (BASELINES, DINOV2_ARCHS, dinov2_encoder, dinov2_weights_source,  # noqa: F401
@@ -32,5 +33,5 @@ def _defined_in(home: types.ModuleType) -> list[str]:
             and getattr(v, "__module__", home.__name__) == home.__name__]
 
 
-_FORWARDED = {n: _forwarded(m, n) for m in (encoders, common, lejepa, floors, dinov2) for n in _defined_in(m)}
+_FORWARDED = {n: _forwarded(m, n) for m in (encoders, common, lejepa, floors, dinov2, foundation) for n in _defined_in(m)}
 sys.modules[__name__].__class__ = type("_ReExport", (types.ModuleType,), _FORWARDED)

@@ -167,11 +167,13 @@ def _log_fn(console, quiet: bool) -> Callable[[str], None]:
 
 def _evaluate_backbone(name: str, ctx: EncoderContext, sets: dict, data, splits: Splits,
                        protocols: Sequence[Protocol], bootstrap: Bootstrap, device: torch.device,
-                       extract: dict[str, Any]) -> tuple[dict, dict[str, ProtocolResult], np.ndarray]:
-    """Build backbone ``name``, extract its features of every split (``extract``: batch size, cache folder), free
-    it, run the protocols: (report entry, protocol name → result, test features (N_test, D))."""
+                       extract: dict[str, Any], build: Callable | None = None
+                       ) -> tuple[dict, dict[str, ProtocolResult], np.ndarray]:
+    """Build backbone ``name`` (``build(ctx)`` when given, else the registry's), extract its features of every split
+    (``extract``: batch size, cache folder), free it, run the protocols: (report entry, protocol name → result, test
+    features (N_test, D))."""
     t0 = time.perf_counter()
-    enc = build_encoder(name, ctx)
+    enc = build(ctx) if build is not None else build_encoder(name, ctx)
     rec, fx, finfo = ctx.recipe, {}, {}
     for role in (r for r in ROLES if r in sets):
         split = rec.splits[role]
@@ -208,6 +210,26 @@ def _paired(results: dict[str, dict[str, ProtocolResult]]) -> dict[str, dict]:
             for name, res in results.items() if name != REFERENCE}
 
 
+def _run_builder(name: str, path: str | Path) -> Callable[[EncoderContext], Any]:
+    """Builder of another run's exported backbone, evaluated as backbone ``name``."""
+    from .encoders import lejepa_encoder
+
+    def build(ctx: EncoderContext):
+        return lejepa_encoder(path, ctx.recipe, name=name)[0]
+
+    return build
+
+
+def _pairs(results: dict[str, dict[str, ProtocolResult]], pairs: Sequence[tuple[str, str]]) -> dict[str, dict]:
+    """"a-b" → protocol → paired bootstrap difference a − b, for each requested pair of evaluated backbones."""
+    out: dict[str, dict] = {}
+    for a, b in pairs:
+        if a in results and b in results:
+            out[f"{a}-{b}"] = {p: paired_difference(r.point, r.boots, results[b][p].point, results[b][p].boots)
+                               for p, r in results[a].items() if r.point is not None}
+    return out
+
+
 def evaluate(recipe=None, checkpoint=None, baselines: Sequence[str] = (), weights=None, out=None,
              device: str = "auto", *, data=None, runs_dir: str | Path = "runs", cache_dir=None,
              use_cache: bool = True, batch_size: int = 256, ks: Sequence[int] = DEFAULT_KS,
@@ -215,13 +237,17 @@ def evaluate(recipe=None, checkpoint=None, baselines: Sequence[str] = (), weight
              shots: Sequence[int] = DEFAULT_SHOTS, n_sets: int = DEFAULT_SETS, fewshot_C: float = DEFAULT_FEWSHOT_C,
              n_boot: int = 1000, seed: int = 0, dinov2_size: int = 224, dinov2_pool: str = "cls",
              pixels_size: int = 32, val_fraction: float = 0.1, plots: bool = True, quiet: bool = False,
-             console=None, skip_bad_samples: bool | None = None, adapter: str | None = None) -> dict:
+             console=None, skip_bad_samples: bool | None = None, adapter: str | None = None,
+             extra_runs: dict[str, Any] | None = None, pairs: Sequence[tuple[str, str]] = ()) -> dict:
     """Evaluate a LeJEPA run and/or baselines with frozen features; write ``report.json``, ``report.md`` and plots
     to ``out`` and return the report dict. See the README's "Evaluation protocol" for every fixed choice.
 
     ``skip_bad_samples`` leaves out undecodable images of every split (each logged, counted in the report); ``None``
     follows the pretraining run's own setting. ``adapter``: how the DINOv2 baselines take non-RGB data
-    (``auto``, ``bands:A,B,C``, ``mean``, ``pca``; see :mod:`lejepa_domains.evaluate.adapter`)."""
+    (``auto``, ``bands:A,B,C``, ``mean``, ``pca``; see :mod:`lejepa_domains.evaluate.adapter`).
+    ``extra_runs`` {name: run folder, or a builder ``ctx → Encoder``}: more backbones evaluated beside the reference
+    on the same path (``compare``'s adapted and transfer arms); ``pairs`` [(a, b), …]: paired bootstrap differences a − b written to
+    ``report["pairs"]["a-b"]`` (same test resamples for every backbone)."""
     from rich.console import Console
 
     from ..utils import resolve_device
@@ -278,10 +304,11 @@ def evaluate(recipe=None, checkpoint=None, baselines: Sequence[str] = (), weight
         models: dict[str, dict] = {}
         results: dict[str, dict[str, ProtocolResult]] = {}
         feats_test: dict[str, np.ndarray] = {}
-        for name in ([REFERENCE] if run_dir is not None else []) + names:
+        builders = {n: p if callable(p) else _run_builder(n, p) for n, p in (extra_runs or {}).items()}
+        for name in ([REFERENCE] if run_dir is not None else []) + names + list(builders):
             models[name], results[name], feats_test[name] = _evaluate_backbone(
                 name, ctx, sets, data, splits, (knn, linear, fewshot, diagnostics), bootstrap, dev,
-                {"batch_size": batch_size, "cache_dir": cache})
+                {"batch_size": batch_size, "cache_dir": cache}, build=builders.get(name))
 
         # ---- the report
         described = (knn, linear, fewshot, bootstrap, diagnostics)
@@ -304,6 +331,7 @@ def evaluate(recipe=None, checkpoint=None, baselines: Sequence[str] = (), weight
             "reference": REFERENCE if REFERENCE in models else None,
             "models": models,
             "paired": _paired(results),
+            **({"pairs": _pairs(results, pairs)} if pairs else {}),
             "environment": {"device": str(dev), "torch": torch.__version__, "python": platform.python_version(),
                             "machine": platform.machine(), "threads": torch.get_num_threads()},
             "cache_dir": str(cache) if cache is not None else None,

@@ -5,6 +5,8 @@
 ``lejepa``                       the evaluated run's exported backbone (:mod:`.lejepa`); the report's reference
 ``dinov2`` (``dinov2-s``),       timm's DINOv2 ViT-S/B/L (:mod:`.dinov2`), with the documented channel adapter for
 ``dinov2-b``, ``dinov2-l``       data that is not 8-bit RGB
+``dinov3`` (``dinov3-s``),       timm's DINOv3 ViT-S/B/L (:mod:`.dinov3`), the same code path
+``dinov3-b``, ``dinov3-l``       (:mod:`.vit_foundation`); weights under Meta's DINOv3 License
 ``random``, ``pixels``           the floors: the run's architecture at random init, raw pixels (:mod:`.floors`)
 ===============================  ==================================================================================
 
@@ -14,7 +16,7 @@ A new backbone is one module that registers a factory with :func:`register_encod
 from __future__ import annotations
 
 from ..features import Encoder
-from . import dinov2, floors, lejepa  # noqa: F401  (importing registers: dinov2*, random, pixels, lejepa)
+from . import dinov2, dinov3, floors, lejepa  # noqa: F401  (importing registers: dinov2*, dinov3*, random, pixels, lejepa)
 from .dinov2 import DINOV2_ARCHS, dinov2_encoder, dinov2_weights_source
 from .floors import pixels_encoder, random_encoder
 from .lejepa import lejepa_encoder
