@@ -10,7 +10,7 @@ from .recipe import Recipe, TrainConfig, list_recipes, load_recipe  # noqa: E402
 __version__ = "0.1.0"
 
 __all__ = ["Recipe", "TrainConfig", "load_recipe", "list_recipes", "pretrain", "evaluate", "ablate", "compare",
-           "export_run", "UserError", "DataError", "OfflineError", "__version__"]
+           "export_run", "write_shards", "UserError", "DataError", "OfflineError", "__version__"]
 
 
 def pretrain(recipe="specimens", **kwargs):
@@ -47,3 +47,11 @@ def export_run(run_dir, to=None, **kwargs):
     from .export import export_run as _export_run
 
     return _export_run(run_dir, to, **kwargs)
+
+
+def write_shards(source=None, out="shards", **kwargs):
+    """Write WebDataset tar shards from a local copy, a hub dataset or a recipe (see
+    :func:`lejepa_domains.data.shard_writer.write_shards`)."""
+    from .data.shard_writer import write_shards as _write_shards
+
+    return _write_shards(source, out, **kwargs)

@@ -84,11 +84,23 @@ def pretrain(
                                                 "learning rate, in (0, 1] (1: off)."),
     keep_snapshots: Optional[int] = typer.Option(None, "--keep-snapshots", help="Keep the backbone of N epochs "
                                                  "(spread evenly, last included) for `eval --select`."),
+    stream: Optional[bool] = typer.Option(None, "--stream/--no-stream", help="Sharded data: stream the shards, or "
+                                          "decode once into the memory-mapped cache (default: cache if it fits)."),
+    shuffle_buffer: Optional[int] = typer.Option(None, "--shuffle-buffer", help="Streaming: samples in each "
+                                                 "reader's seeded shuffle buffer."),
+    slurm: Optional[str] = typer.Option(None, "--slurm", help="Submit to Slurm through submitit: "
+                                        "nodes=2,gpus_per_node=8,partition=P,time=24:00:00 (requeued on preemption, "
+                                        "resuming exactly)."),
 ) -> None:
     """Pretrain a backbone with LeJEPA on a recipe's data: from scratch, or continued from foundation weights."""
-    options = {k: v for k, v in locals().items() if v is not None and k not in ("recipe", "devices")}
+    options = {k: v for k, v in locals().items() if v is not None and k not in ("recipe", "devices", "slurm")}
     if not skip_bad_samples:  # the flag only switches skipping on; off is the default
         options.pop("skip_bad_samples")
+    if slurm is not None:
+        from .slurm import submit_pretrain
+
+        submit_pretrain(slurm, recipe, {**options, "devices": devices})
+        return
     from .training import clock
 
     clock.COMMAND_STARTED = clock.process_started()  # the estimate and --time-budget count the whole command
@@ -278,6 +290,28 @@ def recipes_check(
     from .recipe_tools import check_recipe, print_check
 
     print_check(check_recipe(recipe, data=data, out=out, samples=samples, leakage=leakage))
+
+
+@app.command("shards")
+def shards(
+    source: Optional[str] = typer.Argument(None, help="Local copy (ImageFolder, parquet/arrow, save_to_disk, npz) or "
+                                           "a recipe name / .py file."),
+    out: Path = typer.Option(Path("shards"), "--out", help="Folder for SPLIT-000000.tar …"),
+    hf: Optional[str] = typer.Option(None, "--hf", help="Hugging Face dataset id instead of SOURCE."),
+    maxcount: int = typer.Option(1000, "--maxcount", help="Samples per shard."),
+    image_column: str = typer.Option("image", "--image-column", help="Image column of tabular data."),
+    label_column: str = typer.Option("label", "--label-column", help="Label column of tabular data."),
+    split: Optional[List[str]] = typer.Option(None, "--split", help="Only these splits (repeat)."),
+) -> None:
+    """Write WebDataset tar shards (for streaming) from a local copy, a hub dataset or a recipe."""
+    from .data.shard_writer import write_shards
+
+    res = write_shards(source, out, hf=hf, maxcount=maxcount, image_column=image_column, label_column=label_column,
+                       splits=split)
+    for name, v in res.splits.items():
+        err_console.print(f"{name}: {v['samples']:,} samples in {v['shards']} shard(s): {v['pattern']}",
+                          highlight=False)
+    typer.echo(res.source_text())
 
 
 @app.command("card")

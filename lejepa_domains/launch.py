@@ -136,7 +136,11 @@ def pretrain_preflight(recipe: str, resume: str | os.PathLike | None = None, **o
             RunDir(resume).check_resumable()
             return
         train = {f.name for f in fields(TrainConfig)}
-        load_recipe(recipe).with_train(**{k: v for k, v in options.items() if k in train and v is not None})
+        rec = load_recipe(recipe).with_train(**{k: v for k, v in options.items() if k in train and v is not None})
+        if hasattr(rec.source, "plan"):  # sharded data: missing shards, empty patterns, members without labels
+            from .data.shards import preflight_shards
+
+            preflight_shards(rec, options.get("data"))
 
     return check
 

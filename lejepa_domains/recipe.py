@@ -51,6 +51,8 @@ class TrainConfig:
     backbone_lr_scale: float = 1.0  # the backbone's learning rate = lr × this (the projector keeps lr)
     layer_decay: float = 1.0  # layer-wise decay of the backbone's rate: block i of L gets × layer_decay^(L − i)
     keep_snapshots: int = 0  # keep the backbone of this many epochs (spread evenly, last included) in snapshots/
+    stream: bool | None = None  # sharded sources: None = decode once if it fits, else stream; True/False force it
+    shuffle_buffer: int = 1000  # streaming: samples in each reader's seeded shuffle buffer (0/1: read order)
     # ---- ablation switches (`lejepa-domains ablate`); the defaults are LeJEPA itself
     regularizer: str = "sigreg"  # sigreg | vicreg | spectral_entropy (NOT SIGReg) | none (collapses)
     resample_slices: bool = True  # False: one fixed set of SIGReg directions drawn once from the seed
@@ -74,6 +76,7 @@ class TrainConfig:
             (self.warmup_epochs >= 0, f"warmup_epochs must be >= 0, got {self.warmup_epochs}"),
             (self.num_slices >= 1, f"--num-slices must be >= 1, got {self.num_slices}"),
             (self.num_workers >= 0, f"--num-workers must be >= 0, got {self.num_workers}"),
+            (self.shuffle_buffer >= 0, f"--shuffle-buffer must be >= 0, got {self.shuffle_buffer}"),
             (self.checkpoint_every >= 0, f"--checkpoint-every must be >= 0, got {self.checkpoint_every}"),
             (self.time_budget >= 0, f"--time-budget must be a positive duration, got {self.time_budget}"),
             (self.keep_snapshots >= 0, f"--keep-snapshots must be >= 0, got {self.keep_snapshots}"),

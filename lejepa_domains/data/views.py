@@ -101,7 +101,13 @@ class MultiCropDataset(Dataset):
         return len(self.data)
 
     def __getitem__(self, i: int):
-        img = scaled_image(self.data.images[i], self.scaling)
+        y = int(self.data.labels[i]) if self.data.labels is not None else -1
+        return self(self.data.images[i], i, y)
+
+    def __call__(self, image: np.ndarray, i: int, y: int):
+        """The views of ``image`` (H, W, C, as stored) whose index in the split is ``i``: seeded by (seed, epoch,
+        i), so a streamed sample gets the views its cached copy would (lejepa_domains/data/stream.py)."""
+        img = scaled_image(image, self.scaling)
         seed = int(np.random.SeedSequence([self.seed, self.epoch, int(i)]).generate_state(1)[0])
         self.global_tf.set_random_seed(seed)
         self.local_tf.set_random_seed(seed ^ 0x5BD1E995)
@@ -118,7 +124,6 @@ class MultiCropDataset(Dataset):
                             f"{img.dtype}): the recipe's views failed on it: {type(e).__name__}: {e}; check "
                             "global_augment / local_augment against images like this one "
                             "(`lejepa-domains recipes check` draws views from the data)") from None
-        y = int(self.data.labels[i]) if self.data.labels is not None else -1
         return g, loc, y
 
 

@@ -261,6 +261,10 @@ def new_recipe(name: str, *, hf: str | None = None, data: str | Path | None = No
             if p.exists():
                 raise UserError(f"{p} already exists; choose another NAME or --out, or pass --force to overwrite it")
     ensure_writable(out, "recipes new --out")  # before the data is read
+    from ..data.shards import looks_like_shards
+
+    if data is not None and hf is None and looks_like_shards(str(data)):  # WebDataset tar / parquet shards
+        return _new_shard_recipe(name, str(data), out, samples)
     inf = infer_dataset(hf=hf, data=data, config=config, revision=revision, image_column=image_column,
                         label_column=label_column, samples=samples)
     n_train = inf.role_sizes.get("train", 0)
@@ -272,4 +276,20 @@ def new_recipe(name: str, *, hf: str | None = None, data: str | Path | None = No
     atomic_write_bytes(py, text.encode("utf-8"))
     atomic_write_bytes(md, _card_text(name, inf, hf, None if data is None else str(data), config, revision)
                        .encode("utf-8"))
+    return NewRecipe(py, md, inf)
+
+
+def _new_shard_recipe(name: str, pattern: str, out: Path, samples: int) -> NewRecipe:
+    from collections import Counter
+
+    from .shard_scaffold import new_shard_recipe
+
+    py, md, f = new_shard_recipe(name, pattern, out, samples)
+    roles = {r: r for r in f["urls"]}
+    notes = [f"num_classes = {f['num_classes']} is the largest label among {f['n_stats']} sampled samples + 1: check it"]
+    if "test" not in roles:
+        notes.append("no test shards found beside the train pattern: fill in URLS['test']")
+    inf = Inferred(pattern, "shards", roles, dict(f["sizes"]), dict(f["sizes"]), {}, f["image_key"], f["label_key"],
+                   [str(i) for i in range(f["num_classes"])], {}, f["channels"], f["image_size"], [], Counter(),
+                   f["mean"], f["std"], f["n_stats"], notes)
     return NewRecipe(py, md, inf)
