@@ -181,3 +181,32 @@ def test_init_from_is_a_new_run_with_those_weights(tmp_path):
     with pytest.raises(UserError, match="do not fit"):
         _run(tmp_path, "y", recipe="specimens", init_from=first.run_dir, max_steps=1)
     assert not (tmp_path / "y").exists()
+
+
+def test_views_change_between_epochs_with_workers():
+    """With DataLoader workers, epoch e's views are seeded by e (found by the issue-15 work: persistent workers kept
+    epoch 0's dataset copy, so every epoch repeated the same views), and equal those made without workers."""
+    import torch
+
+    from lejepa_domains import load_recipe
+    from lejepa_domains.data import load_split
+    from lejepa_domains.training.builders import build_loader
+
+    rec = load_recipe(str(Path(__file__).parent / "recipes" / "tinydigits.py"))
+    train = load_split(rec, "train", None)
+
+    def first_batch(workers: int, epoch: int):
+        cfg = rec.train.__class__(**{**rec.train.__dict__, "num_workers": workers, "batch_size": 8})
+        loader, sampler, dataset, _ = build_loader(train, rec, cfg, 0, 1, torch.device("cpu"), warn=False)
+        out = []
+        for e in range(epoch + 1):
+            dataset.set_epoch(e)
+            sampler.set_epoch(e)
+            out.append(next(iter(loader))[0])
+        return out
+
+    with_workers = first_batch(2, 1)
+    without = first_batch(0, 1)
+    assert not torch.equal(with_workers[0], with_workers[1])
+    for a, b in zip(with_workers, without):
+        assert torch.equal(a, b)

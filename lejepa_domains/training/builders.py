@@ -120,7 +120,10 @@ def build_loader(train_set, recipe, cfg, rank: int, world: int, device: torch.de
     sampler = EpochSampler(len(train_set), cfg.batch_size, cfg.seed, rank, world)
     loader = DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, collate_fn=collate,
                         num_workers=cfg.num_workers, pin_memory=device.type == "cuda", drop_last=True,
-                        persistent_workers=cfg.num_workers > 0, prefetch_factor=4 if cfg.num_workers > 0 else None)
+                        # not persistent: workers keep the dataset copy of the epoch they were started in, so with
+                        # persistent workers dataset.set_epoch() never reached them and every epoch repeated epoch
+                        # 0's views (tests/test_train.py::test_views_change_between_epochs_with_workers)
+                        persistent_workers=False, prefetch_factor=4 if cfg.num_workers > 0 else None)
     return loader, sampler, dataset, device_views
 
 
