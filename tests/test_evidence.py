@@ -141,7 +141,7 @@ def snap_run(tmp_path_factory):
     from lejepa_domains import pretrain
 
     out = tmp_path_factory.mktemp("evidence") / "run"
-    res = pretrain(str(FIXTURE), out=out, device="cpu", progress=False, seed=0, epochs=3, keep_snapshots=3)
+    res = pretrain(str(FIXTURE), out=out, device="cpu", progress=False, seed=0, epochs=2, keep_snapshots=2)
     return res
 
 
@@ -151,7 +151,7 @@ def test_keep_snapshots_exports_each_chosen_epoch(snap_run):
     assert snapshot_epochs(10, 4) == [2, 5, 8, 10] and snapshot_epochs(3, 5) == [1, 2, 3]
     assert snapshot_epochs(10, 0) == []
     snaps = RunDir(snap_run.run_dir).snapshots()
-    assert [s.epoch for s in snaps] == [1, 2, 3]
+    assert [s.epoch for s in snaps] == [1, 2]
     lines = RunDir(snap_run.run_dir).read_metrics()
     for s in snaps:
         assert s.metrics["loss"] == pytest.approx(lines[s.epoch - 1]["loss"])
@@ -165,12 +165,12 @@ def test_eval_select_filtered_test_and_published_rows(snap_run, tmp_path):
     from lejepa_domains.runs import RunDir
 
     rep = evaluate(str(FIXTURE), checkpoint=snap_run.run_dir, baselines=("pixels",), out=tmp_path / "eval",
-                   device="cpu", n_boot=50, shots=(1,), n_sets=1, quiet=True, select="epoch:2", drop_leaked="all")
+                   device="cpu", n_boot=50, shots=(1,), n_sets=1, quiet=True, select="epoch:1", drop_leaked="all")
     snaps = {s.epoch: s for s in RunDir(snap_run.run_dir).snapshots()}
-    want = json.loads((snaps[2].path / "backbone.json").read_text())["weights_sha256_16"]
+    want = json.loads((snaps[1].path / "backbone.json").read_text())["weights_sha256_16"]
     assert rep["models"]["lejepa"]["encoder"]["weights_sha256_16"] == want, "the selected snapshot is evaluated"
     sel = rep["selection"]
-    assert sel["chosen_epoch"] == 2 and len(sel["snapshots"]) == 3
+    assert sel["chosen_epoch"] == 1 and len(sel["snapshots"]) == 2
     losses = {r["epoch"]: r["loss"] for r in RunDir(snap_run.run_dir).read_metrics()}
     assert sel["picks"]["label-free:loss"] == min(losses, key=losses.get)
     assert sel["picks"]["probe"] == max(sel["snapshots"], key=lambda r: (r["val_knn"], r["epoch"]))["epoch"]
