@@ -51,7 +51,7 @@ def export_run(run_dir, to=None, **kwargs):
 
 def write_shards(source=None, out="shards", **kwargs):
     """Write WebDataset tar shards from a local copy, a hub dataset or a recipe (see
-    :func:`lejepa_domains.data.shard_writer.write_shards`)."""
-    from .data.shard_writer import write_shards as _write_shards
+    :func:`lejepa_domains.recipe_tools.shard_writer.write_shards`)."""
+    from .recipe_tools.shard_writer import write_shards as _write_shards
 
     return _write_shards(source, out, **kwargs)

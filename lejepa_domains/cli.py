@@ -304,7 +304,7 @@ def shards(
     split: Optional[List[str]] = typer.Option(None, "--split", help="Only these splits (repeat)."),
 ) -> None:
     """Write WebDataset tar shards (for streaming) from a local copy, a hub dataset or a recipe."""
-    from .data.shard_writer import write_shards
+    from .recipe_tools.shard_writer import write_shards
 
     res = write_shards(source, out, hf=hf, maxcount=maxcount, image_column=image_column, label_column=label_column,
                        splits=split)

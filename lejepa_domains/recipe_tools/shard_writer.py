@@ -97,7 +97,7 @@ def write_shards(source: str | Path | None = None, out: str | Path = "shards", *
     if text is not None and (text.endswith(".py") or not Path(text).expanduser().exists()):
         from ..data import load_split
         from ..recipe import load_recipe
-        from .shards import encode_png
+        from ..data.shards import encode_png
 
         rec = load_recipe(text)
         out.mkdir(parents=True, exist_ok=True)
@@ -115,11 +115,11 @@ def write_shards(source: str | Path | None = None, out: str | Path = "shards", *
             res.splits[role] = _write(rows(), out, role, maxcount)
         return res
     if hf is not None:
-        from .hub import open_hub
+        from ..data.hub import open_hub
 
         reader = open_hub(hf)
     else:
-        from .formats import open_local
+        from ..data.formats import open_local
 
         reader = open_local(text)
     out.mkdir(parents=True, exist_ok=True)
