@@ -56,6 +56,8 @@ def spearman_interval(x: Sequence[float], y: Sequence[float], level: float = 0.9
         return out
     res = stats.spearmanr(a, b)
     rho = float(res.statistic if hasattr(res, "statistic") else res[0])
+    if abs(abs(rho) - 1) < 1e-9:  # a perfect ranking (up to rounding): exactly ±1, and no Fisher interval
+        rho = math.copysign(1.0, rho)
     out["rho"] = rho
     out["p_value"] = float(res.pvalue if hasattr(res, "pvalue") else res[1])
     if n >= 4 and abs(rho) < 1:
