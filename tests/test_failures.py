@@ -168,6 +168,7 @@ def test_a_lock_from_another_host_is_refused_with_the_way_out(finished_run, tmp_
     assert code == 2 and "on host node-17" in line and f"delete {run / '.lock'}" in line, line
 
 
+@pytest.mark.slow  # 15–30 s on 2 idle cores (measured 2026-12-01): outside the default suite's 12-minute budget
 def test_a_stale_lock_is_taken_over_with_a_note(finished_run, tmp_path):
     run = tmp_path / "stale"
     shutil.copytree(finished_run, run)
@@ -181,6 +182,7 @@ def test_a_stale_lock_is_taken_over_with_a_note(finished_run, tmp_path):
     assert [r["epoch"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())] == [1, 2]
 
 
+@pytest.mark.slow  # 15–30 s on 2 idle cores (measured 2026-12-01): outside the default suite's 12-minute budget
 def test_resume_of_a_complete_run_says_so(finished_run, tmp_path):
     run = tmp_path / "complete"
     shutil.copytree(finished_run, run)
@@ -193,6 +195,7 @@ def test_resume_of_a_complete_run_says_so(finished_run, tmp_path):
     assert {f: (run / f).stat().st_mtime_ns for f in files_under(run)} == before
 
 
+@pytest.mark.slow  # 15–30 s on 2 idle cores (measured 2026-12-01): outside the default suite's 12-minute budget
 def test_truncated_checkpoint_names_the_file_and_the_intact_best_one(finished_run, tmp_path):
     run = tmp_path / "cut"
     shutil.copytree(finished_run, run)
@@ -225,6 +228,7 @@ def test_sigint_checkpoints_says_how_to_resume_and_exits_130(tmp_path):
     assert not (out / ".lock").exists()
 
 
+@pytest.mark.slow  # 15–30 s on 2 idle cores (measured 2026-12-01): outside the default suite's 12-minute budget
 def test_the_run_folder_deleted_mid_run_stops_it_with_one_line(tmp_path):
     out = tmp_path / "gone"
     env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "OMP_NUM_THREADS": "2"}
@@ -278,6 +282,7 @@ def test_eval_of_a_checkpoint_from_another_recipe(tmp_path, finished_run):
     assert not (tmp_path / "ev").exists()
 
 
+@pytest.mark.slow  # 15–30 s on 2 idle cores (measured 2026-12-01): outside the default suite's 12-minute budget
 def test_eval_of_a_run_that_is_still_training_says_so(tmp_path, finished_run):
     run = tmp_path / "live"
     shutil.copytree(finished_run, run)

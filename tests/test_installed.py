@@ -163,6 +163,7 @@ def test_recipes_listing_from_the_fresh_venv(venv):
         assert name in p.stdout
 
 
+@pytest.mark.slow  # 15–30 s on 2 idle cores (measured 2026-12-01): outside the default suite's 12-minute budget
 def test_toy_ablate_from_the_fresh_venv(venv, tmp_path):
     out = tmp_path / "abl"
     p = _run([venv["exe"], "ablate", TINY, "--study", "schedule", "--budget", "toy", "--out", out, "--device", "cpu"],

@@ -132,6 +132,7 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path, refer
     _assert_resume_matches(out, reference, {"epoch": ck["epoch"], "batch_in_epoch": ck["batch_in_epoch"]})
 
 
+@pytest.mark.slow  # 15–30 s on 2 idle cores (measured 2026-12-01): outside the default suite's 12-minute budget
 def test_sigterm_finishes_the_step_checkpoints_and_says_how_to_resume(tmp_path, reference):
     out = tmp_path / "preempted"
     proc = _start_cli(out)

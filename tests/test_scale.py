@@ -319,6 +319,7 @@ def test_devices_bad_input_is_one_error_line_before_any_launch(tmp_path, capsys,
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.slow  # 15–30 s on 2 idle cores (measured 2026-12-01): outside the default suite's 12-minute budget
 def test_devices_two_launches_two_gloo_processes_one_run_folder(tmp_path):
     env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "GLOO_SOCKET_IFNAME": "lo"}
     # no --out: every rank must agree on rank 0's timestamped folder under runs/
@@ -339,6 +340,7 @@ def test_devices_two_launches_two_gloo_processes_one_run_folder(tmp_path):
     assert len(ck["rng"]) == 2  # both ranks' RNG states, gathered by rank 0
 
 
+@pytest.mark.slow  # 15–30 s on 2 idle cores (measured 2026-12-01): outside the default suite's 12-minute budget
 def test_devices_failing_child_returns_its_exit_code(tmp_path):
     # a problem only the workers see (the data of a recipe that fails to load there) comes back as a non-zero code
     bad = tmp_path / "bad.py"

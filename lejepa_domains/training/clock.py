@@ -102,6 +102,7 @@ class RunClock:
     budget: float = 0.0
     started: float = field(default_factory=time.perf_counter)
     images_per_step: int = 0
+    EXIT_RESERVE = 2.0  # seconds a budget keeps for what follows the last epoch end (summary, process exit)
     warm: int = 1  # steps not timed
     timed: int = 3  # steps timed before the estimate
     times: list[float] = field(default_factory=list)
@@ -147,8 +148,9 @@ class RunClock:
 
     @property
     def epoch_end_seconds(self) -> float:
-        """One epoch end: the mean of those measured, else one step's time."""
-        return statistics.fmean(self.epoch_ends) if self.epoch_ends else self.step_seconds
+        """One epoch end: the mean of those measured, else one step's time (at least a second: the first epoch end
+        also builds the probe's val pass and writes the first checkpoint)."""
+        return statistics.fmean(self.epoch_ends) if self.epoch_ends else max(self.step_seconds, 1.0)
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.started
@@ -166,7 +168,7 @@ class RunClock:
 
     def _fit(self, step: int) -> int:
         """The last step that lets the command end within the budget (at least the next step)."""
-        left = self.budget - self.elapsed()
+        left = self.budget - self.elapsed() - self.EXIT_RESERVE
         ts = self.step_seconds
         if not math.isfinite(ts) or ts <= 0:
             return self.planned_steps
