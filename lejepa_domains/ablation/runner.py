@@ -191,6 +191,17 @@ def _evaluate_one(rec_v, run_dir: Path, device: str, data, budget: Budget, cache
     return json.loads(report_path.read_text()) if report_path.is_file() else rep, False
 
 
+def grid_options(budget, seeds: int | None, max_new_runs: int | None) -> tuple[Budget, int]:
+    """A grid's (ablate, compare) budget and seed count, checked: ``(Budget, number of seeds)``."""
+    bud = budget if isinstance(budget, Budget) else get_budget(budget)
+    n_seeds = bud.seeds if seeds is None else int(seeds)
+    if n_seeds < 1:
+        raise UserError(f"--seeds must be >= 1, got {seeds}")
+    if max_new_runs is not None and max_new_runs < 0:
+        raise UserError(f"max_new_runs must be >= 0, got {max_new_runs}")
+    return bud, n_seeds
+
+
 def _run_row(spec: RunSpec, run_dir: Path, status: str, seconds: float, report: dict, reused_eval: bool) -> dict:
     m = report["models"]["lejepa"]
     run = RunDir(run_dir)
@@ -273,12 +284,7 @@ def ablate(recipe="specimens", study: str = "heuristics", budget: str | Budget =
 
     console = Console(stderr=True, quiet=quiet)
     st = get_study(study)
-    bud = budget if isinstance(budget, Budget) else get_budget(budget)
-    n_seeds = bud.seeds if seeds is None else int(seeds)
-    if n_seeds < 1:
-        raise UserError(f"--seeds must be >= 1, got {seeds}")
-    if max_new_runs is not None and max_new_runs < 0:
-        raise UserError(f"max_new_runs must be >= 0, got {max_new_runs}")
+    bud, n_seeds = grid_options(budget, seeds, max_new_runs)
     rec = load_recipe(recipe)
     if st.requires is not None:
         st.requires(rec)

@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from ..ablation.runner import MARKER, RunSpec, _same_spec, _steps_per_epoch, _train_one
-from ..ablation.studies import Budget, get_budget, view_cost
+from ..ablation.runner import MARKER, RunSpec, _same_spec, _steps_per_epoch, _train_one, grid_options
+from ..ablation.studies import Budget, view_cost
 from ..errors import UserError
 from ..runs import RunDir
 from ..utils import FolderLock, ensure_writable
@@ -257,12 +257,7 @@ def compare(recipe="specimens", foundation: str = "dinov2", weights=None, budget
     from . import report as report_mod
 
     console = Console(stderr=True, quiet=quiet)
-    bud = budget if isinstance(budget, Budget) else get_budget(budget)
-    n_seeds = bud.seeds if seeds is None else int(seeds)
-    if n_seeds < 1:
-        raise UserError(f"--seeds must be >= 1, got {seeds}")
-    if max_new_runs is not None and max_new_runs < 0:
-        raise UserError(f"max_new_runs must be >= 0, got {max_new_runs}")
+    bud, n_seeds = grid_options(budget, seeds, max_new_runs)
     rec = load_recipe(recipe)
     root = Path(out) if out is not None else Path("runs") / f"compare-{rec.name}"
     from ..evaluate.encoders.vit_foundation import patch_size_for
