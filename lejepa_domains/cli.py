@@ -269,12 +269,17 @@ def recipes_new(
     image_column: Optional[str] = typer.Option(None, "--image-column", help="Image column (default: inferred)."),
     label_column: Optional[str] = typer.Option(None, "--label-column", help="Label column (default: inferred)."),
     force: bool = typer.Option(False, "--force", help="Overwrite existing NAME.py / NAME.md."),
+    minutes: Optional[float] = typer.Option(None, "--minutes", help="Wall time the first run should take (default: "
+                                            "10 on CPU, 30 on GPU); sets the epochs."),
+    for_device: str = typer.Option("auto", "--for-device", help="Device the defaults are for: auto (this machine), "
+                                   "cpu, cpu:CORES, cuda, cuda:GIB."),
 ) -> None:
     """Write a recipe and a data-card stub for a new dataset, inferred from the data."""
     from .recipe_tools import new_recipe, print_new
 
     print_new(new_recipe(name, hf=hf, data=data, out=out, config=config, revision=revision,
-                         image_column=image_column, label_column=label_column, force=force))
+                         image_column=image_column, label_column=label_column, force=force, minutes=minutes,
+                         for_device=for_device))
 
 
 @recipes_app.command("check")

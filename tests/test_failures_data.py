@@ -142,24 +142,7 @@ def test_recipes_check_catches_a_bad_backbone_and_stale_normalisation(tmp_path):
 
 # ------------------------------------------------------------------------------------------- 3. new recipe defaults
 
-def test_training_defaults_fit_the_data():
-    from lejepa_domains.recipe_tools.scaffold import (BATCH_CAP, BATCH_FLOOR, EPOCHS_MAX, EPOCHS_MIN, TARGET_STEPS,
-                                                      batch_size_for, epochs_for, view_sizes_for)
-
-    assert batch_size_for(40)[0] == BATCH_FLOOR == 16  # not 2: BatchNorm and SIGReg on 2 samples are noise
-    for n in (64, 100, 1000, 16_200, 10**7):
-        b = batch_size_for(n)[0]
-        assert BATCH_FLOOR <= b <= min(BATCH_CAP, n // 4) and b & (b - 1) == 0
-    b, why = batch_size_for(9)
-    assert b == 4 and why.startswith("WARNING") and batch_size_for(1)[0] == 2
-    assert epochs_for(40, 16)[0] == EPOCHS_MAX and epochs_for(10**7, 256)[0] == EPOCHS_MIN
-    e = epochs_for(16_200, 256)[0]
-    assert abs(e * (16_200 // 256) - TARGET_STEPS) <= 16_200 // 256
-    assert view_sizes_for(28)[:2] == (24, 8) and view_sizes_for(224)[:2] == (224, 96)
-    assert view_sizes_for(4000)[:2] == (224, 96) and view_sizes_for(8)[:2] == (8, 4)
-    for s in (16, 20, 64, 96, 150, 256):
-        g, loc, _ = view_sizes_for(s)
-        assert g <= s and g % 8 == 0 and loc % 8 == 0 and loc < g
+# The rules themselves: tests/test_scaffold_defaults.py.
 
 
 @pytest.mark.parametrize("channels", [1, 13])
@@ -177,11 +160,16 @@ def test_new_recipe_writes_defaults_that_fit_40_images(tmp_path, channels):
             if k.endswith("_images"):
                 z[k] = np.repeat(z[k][..., :1], 13, axis=-1).astype(np.uint16) * 257
         np.savez(data, **z)
-    res = new_recipe("forty", data=data, out=tmp_path / "o")
+    from lejepa_domains.recipe_tools.defaults import DataFacts, choose_defaults, parse_device
+
+    res = new_recipe("forty", data=data, out=tmp_path / "o", for_device="cpu:2", minutes=10)
     text = res.recipe_path.read_text()
     r = load_recipe(res.recipe_path)
     assert r.channels == channels
-    assert r.train.batch_size == 16 and r.train.epochs == 300 and "batch_size=2," not in text
+    want = choose_defaults(DataFacts(40 if channels == 13 else res.inferred.role_sizes["train"], r.image_size,
+                                     channels), parse_device("cpu:2"), 10)
+    assert r.train.batch_size == 16 == want.batch_size and r.train.epochs == want.epochs
+    assert r.backbone == want.backbone and "batch_size=2," not in text
     assert "# batch size for" in text and "# epochs:" in text and "# views:" in text
     assert r.global_size <= r.image_size and r.local_size < r.global_size
 

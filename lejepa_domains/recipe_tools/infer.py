@@ -48,6 +48,7 @@ class Inferred:
     n_stats: int
     notes: list[str] = field(default_factory=list)
     pixels: dict[str, Any] = field(default_factory=dict)  # recipe dtype/scaling keywords when not 8-bit RGB/grey
+    defaults: Any = None  # the training defaults recipes new chose (recipe_tools.defaults.Defaults)
 
 
 def _pick_column(kinds: dict[str, str], wanted: tuple[str, ...], names: tuple[str, ...]) -> str | None:

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,9 +11,10 @@ from typing import Any
 from ..data.formats import path_fingerprint
 from ..errors import UserError
 from ..utils import atomic_write_bytes, ensure_writable
+from .defaults import DataFacts, Defaults, choose_defaults, parse_device
 from .infer import Inferred, infer_dataset
 
-__all__ = ["new_recipe", "NewRecipe", "NAME_RE", "batch_size_for", "epochs_for", "view_sizes_for"]
+__all__ = ["new_recipe", "NewRecipe", "NAME_RE", "defaults_block"]
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 
@@ -28,70 +28,44 @@ class NewRecipe:
     inferred: Inferred
 
 
-# Training defaults of a new recipe: simple documented rules (a later calibration may replace the numbers).
-BATCH_FLOOR = 16  # below this BatchNorm's batch statistics and SIGReg's per-batch test of the embedding are noise
-BATCH_CAP = 256  # the LeJEPA default; larger batches need a larger learning rate
-TARGET_STEPS = 2000  # optimisation steps a first run should see (about 1-3k for small data)
-EPOCHS_MIN, EPOCHS_MAX = 10, 300  # >= 10: the 1-epoch warmup stays <= 10 % of the run; <= 300: tiny data is capped
+def _facts(inf: Inferred) -> DataFacts:
+    counts = inf.class_counts.get("train") or []
+    return DataFacts(inf.role_sizes.get("train", 0), inf.image_size, inf.channels,
+                     (inf.pixels or {}).get("dtype", "uint8"), tuple(int(c) for c in counts))
 
 
-def _pow2_floor(n: int) -> int:
-    return 2 ** int(math.log2(max(1, n)))
-
-
-def batch_size_for(n_train: int) -> tuple[int, str]:
-    """Batch size for ``n_train`` training images and why: the largest power of two <= n_train / 4 (an epoch has at
-    least 4 steps), capped at BATCH_CAP; raised to BATCH_FLOOR where two such batches still fit (n_train >= 32);
-    below that the largest power of two <= n_train / 2 (at least 2, what SIGReg needs), with a warning."""
-    if n_train >= 4 * BATCH_FLOOR:
-        b = min(BATCH_CAP, _pow2_floor(n_train // 4))
-        return b, f"largest power of two <= n_train/4 = {n_train // 4} (capped at {BATCH_CAP}): >= 4 steps an epoch"
-    if n_train >= 2 * BATCH_FLOOR:
-        return BATCH_FLOOR, (f"the floor of {BATCH_FLOOR} (BatchNorm and SIGReg need that many samples a step); "
-                             f"{n_train // BATCH_FLOOR} steps an epoch")
-    b = max(2, _pow2_floor(n_train // 2))
-    return b, (f"WARNING: only {n_train} training images: batch {b} is below the floor of {BATCH_FLOOR} where "
-               "BatchNorm statistics and SIGReg's per-batch test are meaningful; expect a weak backbone "
-               "(more data, or an evaluation-only baseline, is the better use of such a set)")
-
-
-def epochs_for(n_train: int, batch_size: int) -> tuple[int, str]:
-    """Epochs so a run sees about TARGET_STEPS optimisation steps (drop_last batches), clamped to
-    [EPOCHS_MIN, EPOCHS_MAX], and why."""
-    steps = max(1, n_train // max(1, batch_size))
-    e = int(min(EPOCHS_MAX, max(EPOCHS_MIN, math.ceil(TARGET_STEPS / steps))))
-    return e, (f"{steps} steps an epoch x {e} epochs = {steps * e:,} steps (target {TARGET_STEPS:,}, epochs kept in "
-               f"[{EPOCHS_MIN}, {EPOCHS_MAX}])")
-
-
-def view_sizes_for(image_size: int) -> tuple[int, int, str]:
-    """(global, local, why): global = the image side up to 224 (no upsampling), rounded down to a multiple of 8 from
-    16 px on; local ~ 0.44 x global (the 98/224 of the LeJEPA defaults), a multiple of 8 and at least 8; images
-    under 16 px: local = half the global side."""
-    g = min(int(image_size), 224)
-    if g >= 16:
-        g -= g % 8
-        loc = max(8, int(round(g * 98 / 224 / 8)) * 8)
-        if loc >= g:
-            loc = g // 2
-    else:
-        loc = max(1, g // 2)
-    return g, loc, (f"global {g} px = image side {image_size} up to 224, multiple of 8; local {loc} px ~ 0.44 x "
-                    "global (multiple of 8)")
-
-
-def _view_sizes(size: int) -> tuple[int, int]:
-    g, loc, _ = view_sizes_for(size)
-    return g, loc
-
-
-def _batch_for(n_train: int) -> int:
-    return batch_size_for(n_train)[0]
+def defaults_block(d: Defaults, n_train: int) -> list[str]:
+    """The recipe lines that state the training defaults, each with its reason (shared with the shard scaffold)."""
+    warmup = round(min(1.0, 0.1 * d.epochs), 2)
+    return [
+        f"    # training defaults for {d.device.describe()}, aiming at a first run of ~{d.minutes:g} min",
+        f"    # (recipes new --minutes M --for-device cpu:N|cuda:GIB; rules and measurements: README \"Scaffold",
+        "    # defaults, measured\"; pretrain prints its own estimate after 4 steps, --time-budget caps the run)",
+        f"    # views: {d.why['views']}; {d.why['view_counts']}",
+        f"    global_size={d.global_size},",
+        f"    local_size={d.local_size},",
+        f"    n_global={d.n_global},",
+        f"    n_local={d.n_local},",
+        "    global_scale=(0.3, 1.0),",
+        "    local_scale=(0.05, 0.3),",
+        "    global_augment=augment,",
+        "    local_augment=augment,",
+        f"    # backbone: {d.why['backbone']}; {d.why['projector']}",
+        f"    backbone={d.backbone!r},",
+        f"    proj_hidden={tuple(d.proj_hidden)!r},",
+        f"    proj_dim={d.proj_dim},",
+        f"    # batch size for {n_train:,} training images: {d.why['batch_size']}",
+        f"    # learning rate: {d.why['lr']}; SIGReg: {d.why['num_slices']}",
+        f"    # epochs: {d.why['epochs']}",
+        f"    # workers: {d.why['num_workers']}",
+        f"    train=TrainConfig(epochs={d.epochs}, batch_size={d.batch_size}, lr={d.lr:g}, weight_decay={d.weight_decay:g}, "
+        f"lam=0.05, schedule=\"constant\", warmup_epochs={warmup:g}, num_slices={d.num_slices}, "
+        f"num_workers={d.num_workers}),",
+    ]
 
 
 def _recipe_text(name: str, inf: Inferred, hf: str | None, data: str | None, config: str | None,
-                 revision: str | None) -> str:
-    g, loc = _view_sizes(inf.image_size)
+                 revision: str | None, d: Defaults) -> str:
     kw = inf.source_kwargs  # the source's own keywords: the recipe states size, channels, value type and classes
     src_args = []
     if hf is not None:
@@ -105,9 +79,6 @@ def _recipe_text(name: str, inf: Inferred, hf: str | None, data: str | None, con
         cls, module = "LocalSource", "table"
     src_args += [f"{k}={v!r}" for k, v in kw.items()]
     train_n = inf.role_sizes.get("train", 0)
-    batch, why_batch = batch_size_for(train_n)
-    epochs, why_epochs = epochs_for(train_n, batch)
-    _, _, why_views = view_sizes_for(inf.image_size)
     size_txt = " / ".join(f"{r} {inf.role_sizes.get(r, 0):,}" for r in ("train", "val", "test"))
     if "carve" in kw:
         size_txt += " (val carved from train)"
@@ -165,18 +136,7 @@ def _recipe_text(name: str, inf: Inferred, hf: str | None, data: str | None, con
         *pix,
         f"    mean={tuple(inf.mean)!r},",
         f"    std={tuple(inf.std)!r},",
-        f"    # views: {why_views}",
-        f"    global_size={g},",
-        f"    local_size={loc},",
-        "    global_scale=(0.3, 1.0),",
-        "    local_scale=(0.05, 0.3),",
-        "    global_augment=augment,",
-        "    local_augment=augment,",
-        '    backbone="resnet18",',
-        f"    # batch size for {train_n:,} training images: {why_batch}",
-        f"    # epochs: {why_epochs}",
-        f"    train=TrainConfig(epochs={epochs}, batch_size={batch}, lr=5e-4, weight_decay=5e-2, lam=0.05, "
-        "num_slices=1024),",
+        *defaults_block(d, train_n),
         '    licence="TODO",',
         '    citation="TODO",',
         f"    homepage={('https://huggingface.co/datasets/' + hf) if hf else ''!r},",
@@ -249,8 +209,11 @@ def _card_text(name: str, inf: Inferred, hf: str | None, data: str | None, confi
 
 def new_recipe(name: str, *, hf: str | None = None, data: str | Path | None = None, out: str | Path = ".",
                config: str | None = None, revision: str | None = None, image_column: str | None = None,
-               label_column: str | None = None, force: bool = False, samples: int = 64) -> NewRecipe:
-    """Write ``NAME.py`` (recipe) and ``NAME.md`` (card stub) into ``out``, inferred from the data."""
+               label_column: str | None = None, force: bool = False, samples: int = 64,
+               minutes: float | None = None, for_device: str | None = None) -> NewRecipe:
+    """Write ``NAME.py`` (recipe) and ``NAME.md`` (card stub) into ``out``, inferred from the data. The training
+    defaults come from :func:`~lejepa_domains.recipe_tools.defaults.choose_defaults`: the data's facts and the device
+    (``for_device``: ``auto`` = this machine, ``cpu:N``, ``cuda:GIB``), aiming at a first run of about ``minutes``."""
     if not NAME_RE.match(name or ""):
         raise UserError(f"recipe name {name!r}: use lower-case letters, digits and underscores, starting with a letter "
                         "(it becomes NAME.py)")
@@ -260,18 +223,21 @@ def new_recipe(name: str, *, hf: str | None = None, data: str | Path | None = No
         for p in (py, md):
             if p.exists():
                 raise UserError(f"{p} already exists; choose another NAME or --out, or pass --force to overwrite it")
+    device = parse_device(for_device)
+    if minutes is not None and not minutes > 0:
+        raise UserError(f"--minutes must be > 0, got {minutes:g}")
     ensure_writable(out, "recipes new --out")  # before the data is read
     from ..data.shards import looks_like_shards
 
     if data is not None and hf is None and looks_like_shards(str(data)):  # WebDataset tar / parquet shards
-        return _new_shard_recipe(name, str(data), out, samples)
+        return _new_shard_recipe(name, str(data), out, samples, minutes, device)
     inf = infer_dataset(hf=hf, data=data, config=config, revision=revision, image_column=image_column,
                         label_column=label_column, samples=samples)
-    n_train = inf.role_sizes.get("train", 0)
-    if batch_size_for(n_train)[0] < BATCH_FLOOR:
-        inf.notes.append(batch_size_for(n_train)[1].removeprefix("WARNING: "))
+    d = choose_defaults(_facts(inf), device, minutes)
+    inf.notes.extend(d.notes)
+    inf.defaults = d
     out.mkdir(parents=True, exist_ok=True)
-    text = _recipe_text(name, inf, hf, None if data is None else str(data), config, revision)
+    text = _recipe_text(name, inf, hf, None if data is None else str(data), config, revision, d)
     compile(text, str(py), "exec")  # a template bug must never leave an unloadable recipe behind
     atomic_write_bytes(py, text.encode("utf-8"))
     atomic_write_bytes(md, _card_text(name, inf, hf, None if data is None else str(data), config, revision)
@@ -279,12 +245,13 @@ def new_recipe(name: str, *, hf: str | None = None, data: str | Path | None = No
     return NewRecipe(py, md, inf)
 
 
-def _new_shard_recipe(name: str, pattern: str, out: Path, samples: int) -> NewRecipe:
+def _new_shard_recipe(name: str, pattern: str, out: Path, samples: int, minutes: float | None,
+                      device) -> NewRecipe:
     from collections import Counter
 
     from .shard_scaffold import new_shard_recipe
 
-    py, md, f = new_shard_recipe(name, pattern, out, samples)
+    py, md, f = new_shard_recipe(name, pattern, out, samples, minutes=minutes, device=device)
     roles = {r: r for r in f["urls"]}
     notes = [f"num_classes = {f['num_classes']} is the largest label among {f['n_stats']} sampled samples + 1: check it"]
     if "test" not in roles:
@@ -292,4 +259,5 @@ def _new_shard_recipe(name: str, pattern: str, out: Path, samples: int) -> NewRe
     inf = Inferred(pattern, "shards", roles, dict(f["sizes"]), dict(f["sizes"]), {}, f["image_key"], f["label_key"],
                    [str(i) for i in range(f["num_classes"])], {}, f["channels"], f["image_size"], [], Counter(),
                    f["mean"], f["std"], f["n_stats"], notes)
+    inf.defaults = f.get("defaults")
     return NewRecipe(py, md, inf)

@@ -104,9 +104,12 @@ def infer_shards(pattern: str, samples: int = 64) -> dict[str, Any]:
             "n_stats": len(imgs), "convert": src.convert}
 
 
-def new_shard_recipe(name: str, pattern: str, out: Path, samples: int = 64):
-    """Write ``NAME.py`` and ``NAME.md`` for sharded data; returns (recipe path, card path, facts)."""
-    from .scaffold import batch_size_for, epochs_for, view_sizes_for
+def new_shard_recipe(name: str, pattern: str, out: Path, samples: int = 64, *, minutes: float | None = None,
+                     device=None):
+    """Write ``NAME.py`` and ``NAME.md`` for sharded data; returns (recipe path, card path, facts). The training
+    defaults are :func:`~lejepa_domains.recipe_tools.defaults.choose_defaults`' for the device (default: this one)."""
+    from .defaults import DataFacts, choose_defaults, detect_device
+    from .scaffold import defaults_block
 
     inf = infer_shards(pattern, samples)
     urls = {r: (u if re.match(r"^(pipe:|\w+://)", u) else str(Path(u).expanduser().resolve()))
@@ -114,9 +117,8 @@ def new_shard_recipe(name: str, pattern: str, out: Path, samples: int = 64):
     if "test" not in urls:
         urls["test"] = "TODO: the test shards"
     n = inf["sizes"]["train"]
-    batch, why_b = batch_size_for(n)
-    epochs, why_e = epochs_for(n, batch)
-    g, loc, why_v = view_sizes_for(inf["image_size"])
+    d = choose_defaults(DataFacts(n, inf["image_size"], inf["channels"]), device or detect_device(), minutes)
+    inf["defaults"] = d
     conv = f", convert={inf['convert']!r}" if inf["convert"] else ""
     text = "\n".join([
         f'"""{name}: sharded data ({inf["shards"]} train shards, {n:,} train samples). Written by `lejepa-domains '
@@ -147,14 +149,7 @@ def new_shard_recipe(name: str, pattern: str, out: Path, samples: int = 64):
         f"    channels={inf['channels']},",
         f"    mean={tuple(inf['mean'])!r},",
         f"    std={tuple(inf['std'])!r},",
-        f"    # views: {why_v}",
-        f"    global_size={g},",
-        f"    local_size={loc},",
-        "    global_augment=augment,",
-        "    local_augment=augment,",
-        '    backbone="resnet18",',
-        f"    # batch size: {why_b}; epochs: {why_e}",
-        f"    train=TrainConfig(epochs={epochs}, batch_size={batch}, lr=5e-4, weight_decay=5e-2, lam=0.05),",
+        *defaults_block(d, n),
         '    licence="TODO",',
         f"    size={' / '.join(f'{r} {v:,}' for r, v in inf['sizes'].items())!r},",
         ")",

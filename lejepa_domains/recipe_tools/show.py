@@ -69,6 +69,11 @@ def print_card(ref: str, console=None) -> Any:
     return card
 
 
+def _clock(s: float) -> str:
+    s = int(round(s))
+    return f"{s // 3600} h {s % 3600 // 60:02d} min" if s >= 3600 else f"{s // 60} min {s % 60:02d} s"
+
+
 def print_new(res: NewRecipe, console=None) -> None:
     """What ``recipes new`` wrote and inferred, and the next steps (on stderr by default)."""
     from rich.console import Console
@@ -81,6 +86,24 @@ def print_new(res: NewRecipe, console=None) -> None:
                   f"mean {inf.mean} std {inf.std} (from {inf.n_stats} images)", highlight=False)
     if inf.image_column:
         console.print(f"  columns: image={inf.image_column!r} label={inf.label_column!r}", highlight=False)
+    d = getattr(inf, "defaults", None)
+    if d is not None:
+        from rich.table import Table
+
+        t = Table(title=f"training defaults for {d.device.describe()} (first run ~{d.minutes:g} min)",
+                  title_justify="left")
+        t.add_column("setting")
+        t.add_column("value")
+        t.add_column("why", overflow="fold")
+        for label, value, key in (
+                ("backbone", d.backbone, "backbone"), ("views", f"{d.n_global} x {d.global_size} px + {d.n_local} x "
+                                                                f"{d.local_size} px", "views"),
+                ("batch size", str(d.batch_size), "batch_size"), ("learning rate", f"{d.lr:g}", "lr"),
+                ("epochs", str(d.epochs), "epochs"), ("view workers", str(d.num_workers), "num_workers")):
+            t.add_row(label, value, d.why[key])
+        console.print(t)
+        console.print(f"  estimated training time ~{_clock(d.estimate_s)} (cost model); pretrain prints its own "
+                      "estimate after 4 timed steps", highlight=False)
     for n in inf.notes:
         console.print(f"  [yellow]note:[/] {n}", highlight=False)
     console.print(f"next: fill in the TODOs of {res.card_path.name} (licence, citation, why these views), then\n"
