@@ -280,11 +280,76 @@ def test_compare_toy_writes_the_full_report_and_resumes(weights, tmp_path):
     md = (out / "compare.md").read_text()
     for text in ("Side by side", "Paired differences", "adapt − transfer", "device-hours", "Caveats"):
         assert text in md
+    # the label-free correlation across the LeJEPA-trained runs: one row per run with its own final metrics line;
+    # two runs (one seed) are too few for Spearman, which the report says in words instead of printing a number
+    lf = rep["label_free"]
+    assert [(r["arm"], r["seed"]) for r in lf["runs"]] == [("scratch", 0), ("adapt", 0)] and lf["n"] == 2
+    for r in lf["runs"]:
+        final = json.loads((out / r["arm"] / "seed0" / "metrics.jsonl").read_text().splitlines()[-1])
+        assert (r["train_loss"], r["train_sigreg"], r["train_rankme"]) == (final["loss"], final["sigreg"],
+                                                                           final["rankme"])
+        assert r["knn_top1"] == rep["arms"][r["arm"]]["seeds"][0]["knn_top1"]
+    assert all(c["rho"] is None and c["ci95"] is None for c in lf["correlation"].values())
+    assert not lf["enough"]["rho"] and "at least 3 runs" in lf["words"]
+    md_lf = md.split("## Label-free signals across the runs", 1)[1].split("## ", 1)[0]
+    assert "| scratch · seed 0 |" in md_lf and "| adapt · seed 0 |" in md_lf
+    assert "No correlation:" in md_lf and "at least 3 runs" in md_lf and "Spearman ρ with" not in md_lf
+    assert json.loads((out / "compare.json").read_text())["label_free"]["n"] == 2
     # the adapted arm really started from the file
     assert json.loads((out / "adapt" / "seed0" / "backbone.json").read_text())["foundation"]["weights_file_sha256"]
     # a different specification is refused before anything is trained
     with pytest.raises(UserError, match="different specification"):
         compare(r3, "timm:test_vit", weights["test_vit"], adapt_epochs=2, **kw)
+
+
+def _fake_compare_runs(root: Path, arms: dict[tuple[str, int], tuple[float, float, float, float]]) -> dict:
+    """Run folders with a final metrics line (loss, SIGReg, RankMe) and per-seed evaluation reports (kNN)."""
+    reports: dict[int, dict] = {}
+    for (arm, seed), (loss, sigreg, rankme, knn) in arms.items():
+        d = root / arm / f"seed{seed}"
+        d.mkdir(parents=True)
+        (d / "metrics.jsonl").write_text(json.dumps({"epoch": 1, "step": 3, "loss": 9.0}) + "\n" + json.dumps(
+            {"epoch": 2, "step": 6, "loss": loss, "sigreg": sigreg, "rankme": rankme}) + "\n")
+        name = {"scratch": "lejepa", "adapt": "adapt"}[arm]
+        reports.setdefault(seed, {"models": {}})["models"][name] = {"knn": {"top1": knn}}
+    return reports
+
+
+def test_label_free_correlation_across_compare_runs(tmp_path):
+    from scipy import stats
+
+    from lejepa_domains.compare.report import label_free_lines
+    from lejepa_domains.compare.runner import label_free_across_runs
+
+    # 3 seeds × 2 arms: the loss ranks the runs exactly as the test kNN (lower loss, higher kNN), RankMe reversed
+    vals = {("scratch", 0): (1.0, 0.5, 10.0, 0.80), ("adapt", 0): (2.0, 0.1, 20.0, 0.70),
+            ("scratch", 1): (3.0, 0.4, 30.0, 0.60), ("adapt", 1): (4.0, 0.2, 40.0, 0.50),
+            ("scratch", 2): (5.0, 0.6, 50.0, 0.40), ("adapt", 2): (6.0, 0.3, 60.0, 0.30)}
+    lf = label_free_across_runs(tmp_path, _fake_compare_runs(tmp_path, vals), 3)
+    assert lf["n"] == 6 and lf["enough"] == {"rho": True, "ci95": True}
+    c = lf["correlation"]
+    assert c["loss"]["rho"] == 1.0 and c["rankme"]["rho"] == -1.0 and c["loss"]["ci95"] is None  # |ρ| = 1
+    sig = [vals[(r["arm"], r["seed"])][1] for r in lf["runs"]]
+    knn = [vals[(r["arm"], r["seed"])][3] for r in lf["runs"]]
+    ref = stats.spearmanr(sig, knn).statistic
+    assert c["sigreg"]["rho"] == pytest.approx(-ref) and c["sigreg"]["ci95"][0] < c["sigreg"]["rho"] < c[
+        "sigreg"]["ci95"][1]  # SIGReg: lower is better, so it enters negated
+    assert "no interval (|ρ| = 1)" in lf["words"] and "loss" in lf["words"]
+    md = "\n".join(label_free_lines(lf))
+    assert "Spearman ρ with kNN@20 (test)" in md and "| loss (lower is better) | +1.00 |" in md
+    assert md.count(" · seed ") == 6 and "No correlation" not in md
+    # three runs: ρ but no interval, said in words; a constant signal: no ρ, said in words
+    three = {k: v for k, v in vals.items() if k[1] < 2 and k != ("adapt", 1)}
+    three = {k: (v[0], 0.5, v[2], v[3]) for k, v in three.items()}
+    lf3 = label_free_across_runs(tmp_path / "b", _fake_compare_runs(tmp_path / "b", three), 2)
+    assert lf3["n"] == 3 and lf3["enough"] == {"rho": True, "ci95": False}
+    assert lf3["correlation"]["sigreg"]["rho"] is None and "sigreg: constant" in lf3["words"]
+    assert lf3["correlation"]["loss"]["rho"] == 1.0
+    # one run: no statistic at all, in words
+    one = label_free_across_runs(tmp_path / "c", _fake_compare_runs(tmp_path / "c", {("scratch", 0): vals[(
+        "scratch", 0)]}), 1)
+    assert one["n"] == 1 and "1 LeJEPA-trained run " in one["words"]
+    assert "**No correlation:**" in "\n".join(label_free_lines(one))
 
 
 def test_verdict_wording_follows_the_intervals():
