@@ -89,6 +89,18 @@ def plan_compare(recipe, foundation: str, weights, budget: Budget, n_seeds: int,
     return plan, {**record, **foundation_id}
 
 
+def _check_weights_fit(rec, foundation: str, weights, record: dict) -> None:
+    """Load the foundation weights once into the adapted arm's architecture before anything is trained, so that a
+    file of another architecture is one error line up front — not after the scratch arm has trained for hours
+    (``plan_init`` checks names and whereabouts only). The model is dropped at once."""
+    from ..foundation import create_foundation, resolve_foundation
+
+    model, _ = create_foundation(resolve_foundation(foundation, "--foundation"), weights,
+                                 role=f"--foundation {foundation}", in_chans=int(rec.channels),
+                                 **record["timm_kwargs"])
+    del model
+
+
 def _transfer_builder(foundation: str, weights, size: int):
     from ..evaluate.encoders.vit_foundation import foundation_encoder
 
@@ -320,6 +332,8 @@ def compare(recipe="specimens", foundation: str = "dinov2", weights=None, budget
 
     patch_size_for(resolve_foundation(foundation, "--foundation"), int(dinov2_size))  # DINOv2: a multiple of 14
     plan, record = plan_compare(rec, foundation, weights, bud, n_seeds, data, adapt_epochs, init_patch)
+    if any(arm == "adapt" and not (root / arm / f"seed{s['seed']}" / MARKER).is_file() for arm, _, s in plan):
+        _check_weights_fit(rec, foundation, weights, record)
     ensure_writable(root, "compare folder")
     for arm, _, spec in plan:  # a different specification is refused before anything is trained
         saved = RunDir(root / arm / f"seed{spec['seed']}").read_json(MARKER)
