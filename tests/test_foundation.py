@@ -253,6 +253,38 @@ def test_bad_init_input_is_one_line_exit_2_nothing_written(weights, tmp_path):
         assert "Traceback" not in p.stderr and not out.exists()
 
 
+def _assert_one_line_exit_2(p, msg: str, out: Path) -> None:
+    lines = [ln for ln in p.stderr.strip().splitlines() if ln.strip()]
+    assert p.returncode == 2, p.stderr[-1500:]
+    assert len(lines) == 1 and lines[0].startswith("error:") and msg in lines[0], p.stderr
+    assert "Traceback" not in p.stderr and not out.exists()
+
+
+def test_compare_with_weights_of_another_architecture_stops_before_training(weights, tmp_path):
+    """The foundation file is loaded into the adapted arm's architecture before the scratch arm trains: a file of
+    another architecture is one line, exit 2, nothing written (it used to surface only after the scratch arm)."""
+    r3 = write_recipe(tmp_path, 3, 32, 16)
+    out = tmp_path / "never"
+    p = _cli("compare", r3, "--foundation", "timm:test_vit", "--weights", weights["dinov2"], "--budget", "toy",
+             "--dinov2-size", "32", "--device", "cpu", "--out", out)
+    _assert_one_line_exit_2(p, "does not fit test_vit (--foundation timm:test_vit)", out)
+
+
+@pytest.mark.slow  # four console-script launches, ≈ 5 s each
+def test_bad_compare_input_is_one_line_exit_2_nothing_written(weights, tmp_path):
+    r3 = write_recipe(tmp_path, 3, 32, 16)
+    cases = [
+        (("--foundation", "dinov2", "--weights", weights["dinov3"]), "does not fit vit_small_patch14_dinov2"),
+        (("--foundation", "dinov2", "--weights", weights["dinov2"], "--init-patch", "14"), "does not divide"),
+        (("--foundation", "dinov2", "--weights", tmp_path / "missing.safetensors"), "file not found"),
+        (("--foundation", "dinov2"), "--weights FILE"),  # offline, nothing cached
+    ]
+    for args, msg in cases:
+        out = tmp_path / "never"
+        p = _cli("compare", r3, *args, "--budget", "toy", "--dinov2-size", "28", "--device", "cpu", "--out", out)
+        _assert_one_line_exit_2(p, msg, out)
+
+
 def test_compare_toy_writes_the_full_report_and_resumes(weights, tmp_path):
     from lejepa_domains import compare
 
@@ -280,11 +312,164 @@ def test_compare_toy_writes_the_full_report_and_resumes(weights, tmp_path):
     md = (out / "compare.md").read_text()
     for text in ("Side by side", "Paired differences", "adapt − transfer", "device-hours", "Caveats"):
         assert text in md
+    # the label-free correlation across the LeJEPA-trained runs: one row per run with its own final metrics line;
+    # two runs (one seed) are too few for Spearman, which the report says in words instead of printing a number
+    lf = rep["label_free"]
+    assert [(r["arm"], r["seed"]) for r in lf["runs"]] == [("scratch", 0), ("adapt", 0)] and lf["n"] == 2
+    for r in lf["runs"]:
+        final = json.loads((out / r["arm"] / "seed0" / "metrics.jsonl").read_text().splitlines()[-1])
+        assert (r["train_loss"], r["train_sigreg"], r["train_rankme"]) == (final["loss"], final["sigreg"],
+                                                                           final["rankme"])
+        assert r["knn_top1"] == rep["arms"][r["arm"]]["seeds"][0]["knn_top1"]
+    assert all(c["rho"] is None and c["ci95"] is None for c in lf["correlation"].values())
+    assert not lf["enough"]["rho"] and "at least 3 runs" in lf["words"]
+    md_lf = md.split("## Label-free signals across the runs", 1)[1].split("## ", 1)[0]
+    assert "| scratch · seed 0 |" in md_lf and "| adapt · seed 0 |" in md_lf
+    assert "No correlation:" in md_lf and "at least 3 runs" in md_lf and "Spearman ρ with" not in md_lf
+    assert json.loads((out / "compare.json").read_text())["label_free"]["n"] == 2
     # the adapted arm really started from the file
     assert json.loads((out / "adapt" / "seed0" / "backbone.json").read_text())["foundation"]["weights_file_sha256"]
     # a different specification is refused before anything is trained
     with pytest.raises(UserError, match="different specification"):
         compare(r3, "timm:test_vit", weights["test_vit"], adapt_epochs=2, **kw)
+
+
+def _lines(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.is_file() else []
+
+
+def _wait_for(cond, proc, what: str, timeout: float = 300.0) -> None:
+    import time
+
+    end = time.monotonic() + timeout
+    while not cond():
+        assert proc.poll() is None, f"compare ended (rc {proc.returncode}) before {what}"
+        assert time.monotonic() < end, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+@pytest.mark.slow  # three console-script launches, 16 training steps, one evaluation: 80 s at load ≈ 2 (2026-12-01)
+def test_compare_killed_mid_arm_resumes_that_arm_and_reuses_the_finished_one(weights, tmp_path):
+    """``lejepa-domains compare`` stopped while the adapt arm trains — first by SIGTERM (the trainer finishes the
+    step, checkpoints, the command says so in one line), then, resumed, by SIGKILL (no chance to clean up: stale
+    locks, a checkpoint from the last step) — and run again: the finished scratch arm is reused, not retrained; the
+    adapt arm continues from its checkpoint, not from scratch (its configuration is not rewritten, the metrics lines
+    of the epochs its checkpoint holds are kept verbatim, epoch timings included); the report is complete."""
+    import signal
+
+    from lejepa_domains.runs import RunDir
+
+    rpath = Path(write_recipe(tmp_path, 3, 32, 16))
+    rpath.write_text(rpath.read_text().replace("rankme_samples=64)", "rankme_samples=64, checkpoint_every=1)"))
+    out = tmp_path / "cmp"
+    cmd = [CLI, "compare", str(rpath), "--foundation", "timm:test_vit", "--weights", str(weights["test_vit"]),
+           "--budget", "toy", "--adapt-epochs", "4", "--dinov2-size", "32", "--device", "cpu", "--out", str(out)]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    scratch, adapt = out / "scratch" / "seed0", out / "adapt" / "seed0"
+    metrics = adapt / "metrics.jsonl"
+
+    def launch(tag: str):
+        err = open(tmp_path / f"{tag}.err", "w")
+        return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, env=env, cwd=tmp_path), err
+
+    # 1) SIGTERM once the adapt arm has finished its first epoch (3 of its 12 steps)
+    p, err = launch("term")
+    _wait_for(lambda: len(_lines(metrics)) >= 1, p, "the adapt arm's first epoch")
+    p.send_signal(signal.SIGTERM)
+    rc = p.wait(timeout=120)
+    err.close()
+    stderr = (tmp_path / "term.err").read_text()
+    assert rc == 2 and "Traceback" not in stderr, stderr[-2000:]
+    assert stderr.strip().splitlines()[-1].startswith("error: ") and "training stopped at step" in stderr
+    assert (scratch / "ablation_run.json").is_file() and not (adapt / "ablation_run.json").exists()
+    step_term = RunDir(adapt).checkpoint_step()
+    assert step_term is not None and 3 <= step_term < 12
+    kept_term = _lines(metrics)
+    config = (adapt / "config.json").read_bytes()
+    scratch_mtime = (scratch / "backbone.safetensors").stat().st_mtime_ns
+    assert not (out / "compare.json").exists()
+
+    # 2) the same command resumes the arm; SIGKILL once it has checkpointed a step past the end of epoch 2 (the
+    # epoch-2 line and its checkpoint are on disk; a kill between the two would redo that epoch, which is right
+    # but makes what was kept less telling)
+    p, err = launch("kill")
+    _wait_for(lambda: (RunDir(adapt).checkpoint_step() or 0) >= 7, p, "step 7 of the resumed adapt arm")
+    p.kill()
+    p.wait(timeout=60)
+    err.close()
+    assert _lines(metrics)[:len(kept_term)] == kept_term, "the resumed arm kept the first session's epochs"
+    step_kill = RunDir(adapt).checkpoint_step()
+    assert step_kill is not None and step_term < step_kill < 12 and not (adapt / "ablation_run.json").exists()
+    kept_kill = [ln for ln in _lines(metrics) if json.loads(ln)["step"] <= step_kill]
+
+    # 3) the same command again: finishes the arm from its checkpoint (the dead process's locks are stale)
+    p, err = launch("final")
+    rc = p.wait(timeout=600)
+    err.close()
+    stderr = (tmp_path / "final.err").read_text()
+    assert rc == 0, stderr[-3000:]
+    final = _lines(metrics)
+    assert [json.loads(ln)["epoch"] for ln in final] == [1, 2, 3, 4] and json.loads(final[-1])["step"] == 12
+    assert final[:len(kept_kill)] == kept_kill and len(kept_kill) >= 2, "not restarted: earlier epochs kept"
+    assert (adapt / "config.json").read_bytes() == config, "not restarted: a new run would write its config"
+    assert (scratch / "backbone.safetensors").stat().st_mtime_ns == scratch_mtime, "scratch not retrained"
+    rep = json.loads((out / "compare.json").read_text())
+    assert rep["complete"] and rep["verdict"].startswith("On f3x32, ")
+    assert rep["arms"]["scratch"]["seeds"][0]["status"] == "reused"
+    assert rep["arms"]["adapt"]["seeds"][0]["status"] == "resumed" and rep["arms"]["adapt"]["seeds"][0][
+        "steps"] == 12
+    assert all(0.0 <= row["summary"]["linear"]["mean"] <= 1.0 for row in rep["arms"].values())
+    assert "Side by side" in (out / "compare.md").read_text()
+
+
+def _fake_compare_runs(root: Path, arms: dict[tuple[str, int], tuple[float, float, float, float]]) -> dict:
+    """Run folders with a final metrics line (loss, SIGReg, RankMe) and per-seed evaluation reports (kNN)."""
+    reports: dict[int, dict] = {}
+    for (arm, seed), (loss, sigreg, rankme, knn) in arms.items():
+        d = root / arm / f"seed{seed}"
+        d.mkdir(parents=True)
+        (d / "metrics.jsonl").write_text(json.dumps({"epoch": 1, "step": 3, "loss": 9.0}) + "\n" + json.dumps(
+            {"epoch": 2, "step": 6, "loss": loss, "sigreg": sigreg, "rankme": rankme}) + "\n")
+        name = {"scratch": "lejepa", "adapt": "adapt"}[arm]
+        reports.setdefault(seed, {"models": {}})["models"][name] = {"knn": {"top1": knn}}
+    return reports
+
+
+def test_label_free_correlation_across_compare_runs(tmp_path):
+    from scipy import stats
+
+    from lejepa_domains.compare.report import label_free_lines
+    from lejepa_domains.compare.runner import label_free_across_runs
+
+    # 3 seeds × 2 arms: the loss ranks the runs exactly as the test kNN (lower loss, higher kNN), RankMe reversed
+    vals = {("scratch", 0): (1.0, 0.5, 10.0, 0.80), ("adapt", 0): (2.0, 0.1, 20.0, 0.70),
+            ("scratch", 1): (3.0, 0.4, 30.0, 0.60), ("adapt", 1): (4.0, 0.2, 40.0, 0.50),
+            ("scratch", 2): (5.0, 0.6, 50.0, 0.40), ("adapt", 2): (6.0, 0.3, 60.0, 0.30)}
+    lf = label_free_across_runs(tmp_path, _fake_compare_runs(tmp_path, vals), 3)
+    assert lf["n"] == 6 and lf["enough"] == {"rho": True, "ci95": True}
+    c = lf["correlation"]
+    assert c["loss"]["rho"] == 1.0 and c["rankme"]["rho"] == -1.0 and c["loss"]["ci95"] is None  # |ρ| = 1
+    sig = [vals[(r["arm"], r["seed"])][1] for r in lf["runs"]]
+    knn = [vals[(r["arm"], r["seed"])][3] for r in lf["runs"]]
+    ref = stats.spearmanr(sig, knn).statistic
+    assert c["sigreg"]["rho"] == pytest.approx(-ref) and c["sigreg"]["ci95"][0] < c["sigreg"]["rho"] < c[
+        "sigreg"]["ci95"][1]  # SIGReg: lower is better, so it enters negated
+    assert "no interval (|ρ| = 1)" in lf["words"] and "loss" in lf["words"]
+    md = "\n".join(label_free_lines(lf))
+    assert "Spearman ρ with kNN@20 (test)" in md and "| loss (lower is better) | +1.00 |" in md
+    assert md.count(" · seed ") == 6 and "No correlation" not in md
+    # three runs: ρ but no interval, said in words; a constant signal: no ρ, said in words
+    three = {k: v for k, v in vals.items() if k[1] < 2 and k != ("adapt", 1)}
+    three = {k: (v[0], 0.5, v[2], v[3]) for k, v in three.items()}
+    lf3 = label_free_across_runs(tmp_path / "b", _fake_compare_runs(tmp_path / "b", three), 2)
+    assert lf3["n"] == 3 and lf3["enough"] == {"rho": True, "ci95": False}
+    assert lf3["correlation"]["sigreg"]["rho"] is None and "sigreg: constant" in lf3["words"]
+    assert lf3["correlation"]["loss"]["rho"] == 1.0
+    # one run: no statistic at all, in words
+    one = label_free_across_runs(tmp_path / "c", _fake_compare_runs(tmp_path / "c", {("scratch", 0): vals[(
+        "scratch", 0)]}), 1)
+    assert one["n"] == 1 and "1 LeJEPA-trained run " in one["words"]
+    assert "**No correlation:**" in "\n".join(label_free_lines(one))
 
 
 def test_verdict_wording_follows_the_intervals():

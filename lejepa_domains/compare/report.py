@@ -69,6 +69,7 @@ def render_markdown(report: dict) -> str:
         lin, knn = row.get("linear", {}), row.get("knn", {})
         lines.append(f"| {key.replace('-', ' − ')} | {lin.get('diff', 0) * 100:+.1f}{_dci(lin.get('ci95'))} | "
                      f"{knn.get('diff', 0) * 100:+.1f}{_dci(knn.get('ci95'))} | {lin.get('ci_kind', '')} |")
+    lines += label_free_lines(report.get("label_free"))
     lines += ["", "## What the verdict means", "",
               "An arm is called best only when its paired 95% intervals against both other arms exclude zero (linear "
               "probe top-1; with one seed the interval is the paired bootstrap of the test split, with several seeds "
@@ -83,6 +84,33 @@ def render_markdown(report: dict) -> str:
         lines.append(f"- DINOv3 weights: {f['licence']}.")
     lines.append("")
     return "\n".join(lines)
+
+
+def label_free_lines(lf: dict | None) -> list[str]:
+    """The markdown section of the label-free correlation across the LeJEPA-trained runs (one row per run, then
+    Spearman's ρ per signal, or in words why there is none)."""
+    if not lf:
+        return []
+    lines = ["", "## Label-free signals across the runs", "",
+             "Does a training signal that needs no labels rank the LeJEPA-trained runs as their test kNN does? "
+             f"Target: {lf['target']}; {lf['note']}.", "",
+             "| run | final step | loss (train) | SIGReg (train) | RankMe (train) | kNN@20 top-1 % (test) |",
+             "|---|---:|---:|---:|---:|---:|"]
+    num = lambda v: "–" if v is None else f"{v:.4g}"  # noqa: E731
+    for r in lf["runs"]:
+        lines.append(f"| {r['arm']} · seed {r['seed']} | {r.get('step') if r.get('step') is not None else '–'} | "
+                     f"{num(r.get('train_loss'))} | {num(r.get('train_sigreg'))} | {num(r.get('train_rankme'))} | "
+                     f"{_pct(r.get('knn_top1'))} |")
+    lines.append("")
+    if not lf["enough"]["rho"]:
+        lines.append(f"**No correlation:** {lf['words']}")
+        return lines
+    from ..evaluate.evidence_report import correlation_lines
+
+    lines += correlation_lines(lf["correlation"], "kNN@20 (test)")
+    if lf.get("words"):
+        lines += ["", lf["words"]]
+    return lines
 
 
 def write_report(report: dict, root: Path) -> None:
@@ -105,3 +133,11 @@ def print_table(report: dict, console) -> None:
                       f"{_pct(s['knn']['mean'])}{_ci(s['knn']['ci95'])}", f"{c['images_seen']:,}",
                       f"{c['device_hours']:.4f}")
     console.print(t)
+    lf = report.get("label_free")
+    if lf and lf["enough"]["rho"]:
+        console.print("label-free signals vs test kNN across the runs (Spearman ρ): " + ", ".join(
+            f"{s} {'–' if c['rho'] is None else format(c['rho'], '+.2f')}"
+            + ("" if not c.get("ci95") else f" [{c['ci95'][0]:+.2f}, {c['ci95'][1]:+.2f}]")
+            for s, c in lf["correlation"].items()) + f" (n = {lf['n']})", highlight=False)
+    elif lf:
+        console.print(f"label-free signals across the runs: {lf['words']}", highlight=False)

@@ -33,7 +33,7 @@ from ..errors import UserError
 from ..runs import RunDir
 from ..utils import FolderLock, ensure_writable
 
-__all__ = ["compare", "plan_compare", "ARMS", "verdict"]
+__all__ = ["compare", "plan_compare", "ARMS", "verdict", "label_free_across_runs"]
 
 SPEC_FORMAT = "lejepa-domains/compare-run-v1"
 ARMS = ("scratch", "adapt", "transfer", "random", "pixels")
@@ -87,6 +87,18 @@ def plan_compare(recipe, foundation: str, weights, budget: Budget, n_seeds: int,
                            pixels_per_image=view_cost(rec_arm, rec_arm.n_global, rec_arm.n_local))
             plan.append((arm, rec_arm, spec))
     return plan, {**record, **foundation_id}
+
+
+def _check_weights_fit(rec, foundation: str, weights, record: dict) -> None:
+    """Load the foundation weights once into the adapted arm's architecture before anything is trained, so that a
+    file of another architecture is one error line up front — not after the scratch arm has trained for hours
+    (``plan_init`` checks names and whereabouts only). The model is dropped at once."""
+    from ..foundation import create_foundation, resolve_foundation
+
+    model, _ = create_foundation(resolve_foundation(foundation, "--foundation"), weights,
+                                 role=f"--foundation {foundation}", in_chans=int(rec.channels),
+                                 **record["timm_kwargs"])
+    del model
 
 
 def _transfer_builder(foundation: str, weights, size: int):
@@ -206,6 +218,61 @@ def _arm_rows(plan, reports: dict[int, dict], train_info: dict, n_seeds: int, de
     return out
 
 
+#: the label-free training signals correlated with the test kNN across the comparison's LeJEPA-trained runs
+LABEL_FREE_SIGNALS = {"loss": "train_loss", "sigreg": "train_sigreg", "rankme": "train_rankme"}
+#: Spearman's ρ needs this many runs; its Fisher interval one more (:func:`~lejepa_domains.evaluate.selection.
+#: spearman_interval`)
+MIN_RUNS_RHO, MIN_RUNS_CI = 3, 4
+
+
+def label_free_across_runs(root: Path, reports: dict[int, dict], n_seeds: int) -> dict:
+    """Across the comparison's LeJEPA-trained runs (scratch and adapt, each evaluated seed): Spearman's ρ of each
+    label-free training signal of the run's final metrics line (loss, SIGReg, RankMe) with the run's test kNN@20
+    top-1 — the same statistic as the ablation report's (:func:`lejepa_domains.evaluate.selection.
+    signal_correlations`, ρ > 0 = the signal ranks the runs as the test kNN does).
+
+    Returns ``{"target", "note", "runs": [one row per run], "n", "correlation": signal → {rho, ci95, p_value, n…},
+    "enough": {"rho": bool, "ci95": bool}, "words": sentence or None}`` where ``words`` says, when there are too
+    few runs or a signal is constant, why no number is given."""
+    from ..evaluate.selection import signal_correlations
+
+    rows = []
+    for k in range(n_seeds):
+        rep = reports.get(k)
+        if rep is None:
+            continue
+        for arm in TRAINED:
+            m = rep["models"].get(EVAL_NAME[arm])
+            if m is None:
+                continue
+            final = RunDir(root / arm / f"seed{k}").final_metrics()
+            rows.append({"arm": arm, "seed": k, "knn_top1": m["knn"]["top1"], "step": final.get("step"),
+                         **{key: final.get(key[len("train_"):]) for key in LABEL_FREE_SIGNALS.values()}})
+    n = len(rows)
+    corr = signal_correlations(rows, "knn_top1", LABEL_FREE_SIGNALS)
+    words = None
+    if n < MIN_RUNS_RHO:
+        words = (f"{n} LeJEPA-trained run{'s' if n != 1 else ''} (scratch and adapt × {n_seeds} seed"
+                 f"{'s' if n_seeds != 1 else ''}): a rank correlation needs at least {MIN_RUNS_RHO} runs and its "
+                 f"interval at least {MIN_RUNS_CI}, so none is reported; run with --seeds 2 or more.")
+    else:
+        const = [s for s, c in corr.items() if c["rho"] is None]
+        no_ci = [s for s, c in corr.items() if c["rho"] is not None and c["ci95"] is None]
+        parts = []
+        if const:
+            parts.append(f"{', '.join(const)}: constant across the runs (or missing), no correlation")
+        if no_ci:
+            parts.append(f"{', '.join(no_ci)}: no interval ("
+                         + (f"{n} runs, an interval needs {MIN_RUNS_CI}" if n < MIN_RUNS_CI else "|ρ| = 1")
+                         + ")")
+        words = "; ".join(parts) + "." if parts else None
+    return {"target": "kNN@20 top-1 on the test split (the comparison's evaluation of each run)",
+            "note": "scratch and adapt train different backbones, so their losses are on different scales; what is "
+                    "measured is whether the signal ranks these runs as the test kNN does, not a calibrated criterion",
+            "runs": rows, "n": n, "correlation": corr,
+            "enough": {"rho": n >= MIN_RUNS_RHO, "ci95": n >= MIN_RUNS_CI}, "words": words}
+
+
 def _pair_rows(reports: dict[int, dict], n_seeds: int) -> dict[str, dict]:
     """Per reported pair and protocol: per-seed paired bootstrap differences and, with ≥ 2 seeds, the Student-t
     interval of the per-seed differences."""
@@ -265,6 +332,8 @@ def compare(recipe="specimens", foundation: str = "dinov2", weights=None, budget
 
     patch_size_for(resolve_foundation(foundation, "--foundation"), int(dinov2_size))  # DINOv2: a multiple of 14
     plan, record = plan_compare(rec, foundation, weights, bud, n_seeds, data, adapt_epochs, init_patch)
+    if any(arm == "adapt" and not (root / arm / f"seed{s['seed']}" / MARKER).is_file() for arm, _, s in plan):
+        _check_weights_fit(rec, foundation, weights, record)
     ensure_writable(root, "compare folder")
     for arm, _, spec in plan:  # a different specification is refused before anything is trained
         saved = RunDir(root / arm / f"seed{spec['seed']}").read_json(MARKER)
@@ -313,7 +382,7 @@ def compare(recipe="specimens", foundation: str = "dinov2", weights=None, budget
                                                   int(dinov2_size))[0],
             "plan": [{"arm": a, "seed": s["seed"], "steps": s["steps"], "backbone": s["backbone"],
                       "train": s["train"]} for a, _, s in plan],
-            "arms": arms, "pairs": pairs,
+            "arms": arms, "pairs": pairs, "label_free": label_free_across_runs(root, reports, n_seeds),
             "verdict": verdict(rec.name, lin, "linear", kind) if len(lin) == len(PAIRS) else
             "incomplete: not every arm has been evaluated yet; run the same command again",
             "complete": not stopped and len(reports) == n_seeds,
