@@ -249,6 +249,10 @@ def test_corrupt_member_is_one_error_line_or_skipped_and_counted(tmp_path, capfd
     # 36 samples, one bad: the reader's spare stretch (36 − 32 = 4) stands in, so the epoch keeps its 4 steps
     err = capfd.readouterr().err
     assert err.count("skipped bad sample") == 1 and "train000017" in err
+    # the DataLoader worker's skip reaches config.json (through its file in the run folder, read at the epoch end)
+    rec = json.loads((tmp_path / "run2" / "config.json").read_text())["skip_bad_samples"]
+    assert rec["enabled"] and rec["count"] == 1 and len(rec["samples"]["train"]) == 1
+    assert "train000017" in rec["samples"]["train"][0] and "sample id 17" in rec["samples"]["train"][0]
 
 
 # ------------------------------------------------------------------ shards writer, recipes new / check on shards
