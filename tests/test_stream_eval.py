@@ -98,3 +98,25 @@ def test_streamed_split_gathers_rows_and_gives_the_cached_pca_matrix(tmp_path):
     np.testing.assert_array_equal(s.gather(np.asarray([0, 3, 4, 10, 27])), kept[[0, 3, 4, 10, 27]])
     recipe = SimpleNamespace(name="r", dtype="uint8", mean=(0.2, 0.2, 0.2), std=(0.3, 0.3, 0.3))
     np.testing.assert_allclose(pca_map(s, recipe, seed=1), pca_map(kept, recipe, seed=1), rtol=1e-10)
+
+
+def test_streamed_eval_corrupt_member_is_one_line_or_skipped_and_counted(tmp_path, monkeypatch):
+    from test_stream import _corrupt_member
+
+    from lejepa_domains.errors import DataError
+    from lejepa_domains.evaluate.run import evaluate
+
+    monkeypatch.setenv("LEJEPA_DOMAINS_DATA_CACHE", str(tmp_path / "datacache"))
+    urls = tar_dataset(tmp_path / "shards", n_train=24, per_shard=8, n_eval=16)
+    recipe = shard_recipe(tmp_path / "streamrec.py", urls, name="streamrec")
+    _corrupt_member(tmp_path / "shards" / "test-000001.tar", "test000009")
+    kw = dict(baselines=("pixels",), stream=True, num_workers=2, n_boot=0, plots=False, quiet=True, device="cpu",
+              shots=(1,), n_sets=1)
+    with pytest.raises(DataError) as e:  # the worker's error, as its one line
+        evaluate(str(recipe), cache_dir=tmp_path / "f1", out=tmp_path / "e1", **kw)
+    msg = str(e.value)
+    assert "\n" not in msg and "Traceback" not in msg
+    assert "test-000001.tar" in msg and "sample 'test000009'" in msg
+    rep = evaluate(str(recipe), cache_dir=tmp_path / "f2", out=tmp_path / "e2", skip_bad_samples=True, **kw)
+    assert rep["splits"]["test"] == 15 and rep["splits"]["skipped_bad_samples"]["test"] == 1
+    assert _decoded_entries(tmp_path / "datacache") == []
