@@ -365,7 +365,7 @@ def evaluate(recipe=None, checkpoint=None, baselines: Sequence[str] = (), weight
         roles = tuple(r for r in ROLES if r in rec.splits)
         mode, why = eval_mode(rec, None if data is None else str(data), stream, roles)
         streamed = None
-        if mode == "stream" or stream is not None:
+        if mode == "stream" or stream is not None or hasattr(rec.source, "plan"):  # sharded: always say which
             log(f"[bold]eval:[/] data: {mode} — {why}")
         if mode == "stream":
             if drop_leaked is not None:
