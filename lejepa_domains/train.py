@@ -323,6 +323,10 @@ def train_epochs(t: Training, rec: Recipe, cfg, data, run: RunDir, ctx, config: 
             finished_epoch = batch_in_epoch >= t.steps_per_epoch
             if stop.raised is not None and not finished_epoch:
                 save_checkpoint(epoch, batch_in_epoch)
+                if ctx.is_main and getattr(t.dataset, "skip_dir", None):  # the skips of the cut-short epoch too
+                    from .data.stream import record_stream_skips
+
+                    record_stream_skips(run, config, t.dataset.skip_dir)
                 result.interrupted, result.signal = True, stop.raised
                 break
 
