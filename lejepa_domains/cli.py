@@ -151,6 +151,11 @@ def eval_(
     select: Optional[str] = typer.Option(None, "--select", help="Evaluate the run's snapshot picked by label-free "
                                          "(lowest loss), label-free:sigreg, label-free:rankme, probe (val kNN), "
                                          "last or epoch:N (needs pretrain --keep-snapshots)."),
+    stream: Optional[bool] = typer.Option(None, "--stream/--no-stream", help="Sharded recipes: extract features "
+                                          "from the shards in one streamed pass per backbone, or decode the splits "
+                                          "once (default: as their decoded size decides)."),
+    num_workers: Optional[int] = typer.Option(None, "--num-workers", help="DataLoader workers of a streamed pass "
+                                              "(default: up to 4)."),
 ) -> None:
     """Frozen-backbone evaluation: kNN, linear and few-shot probes of a run vs DINOv2 / random / pixels."""
     from .evaluate.run import evaluate as run
@@ -158,7 +163,8 @@ def eval_(
     run(recipe, checkpoint=checkpoint, baselines=tuple(baseline or ()), weights=list(weights) if weights else None,
         out=out, device=device, data=data, dinov2_size=dinov2_size, dinov2_pool=dinov2_pool, batch_size=batch_size,
         cache_dir=cache_dir, use_cache=not no_cache, n_boot=bootstrap, seed=seed, plots=not no_plots,
-        skip_bad_samples=skip_bad_samples, adapter=adapter, leakage=leakage, drop_leaked=drop_leaked, select=select)
+        skip_bad_samples=skip_bad_samples, adapter=adapter, leakage=leakage, drop_leaked=drop_leaked, select=select,
+        stream=stream, num_workers=num_workers)
 
 
 @app.command("export")

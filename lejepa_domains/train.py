@@ -200,6 +200,10 @@ def _pretrain_locked(setup, ctx, run: RunDir, data, model: nn.Module, variant: V
     """``pretrain`` once the run folder is this process's: build, restore, write the config, train."""
     rec, cfg = setup.recipe, setup.cfg
     t = build_training(model, variant, rec, cfg, data, ctx)
+    if getattr(t.dataset, "skip_bad", False) and hasattr(t.dataset, "skip_dir"):  # streamed: workers record skips
+        from .data.stream import SKIP_DIR
+
+        t.dataset.skip_dir = str(run.path / SKIP_DIR)
     if setup.resumed:
         t.restore(setup.checkpoint, ctx.rank, run.read_metrics())
         if ctx.is_main and (run / METRICS).is_file():  # drop lines of epochs the checkpoint does not hold (a
@@ -319,6 +323,10 @@ def train_epochs(t: Training, rec: Recipe, cfg, data, run: RunDir, ctx, config: 
             finished_epoch = batch_in_epoch >= t.steps_per_epoch
             if stop.raised is not None and not finished_epoch:
                 save_checkpoint(epoch, batch_in_epoch)
+                if ctx.is_main and getattr(t.dataset, "skip_dir", None):  # the skips of the cut-short epoch too
+                    from .data.stream import record_stream_skips
+
+                    record_stream_skips(run, config, t.dataset.skip_dir)
                 result.interrupted, result.signal = True, stop.raised
                 break
 
@@ -340,6 +348,10 @@ def train_epochs(t: Training, rec: Recipe, cfg, data, run: RunDir, ctx, config: 
                     writer.log_epoch(record, epoch + 1)
                 bar.epoch_done(record)
             save_checkpoint(epoch + 1 if finished_epoch else epoch, 0 if finished_epoch else batch_in_epoch)
+            if ctx.is_main and getattr(t.dataset, "skip_dir", None):  # every rank's readers are done (all-gather)
+                from .data.stream import record_stream_skips
+
+                record_stream_skips(run, config, t.dataset.skip_dir)
             val_acc = record.get("probe_val_acc")
             if ctx.is_main and val_acc is not None and val_acc > best_val:
                 best_val = val_acc  # keep the best epoch by online probe next to the last one

@@ -63,3 +63,37 @@ def test_local_executor_job_is_preempted_requeued_and_resumes_exactly(tmp_path, 
     assert a["step"] == b["step"] == 12
     for k in b["model"]:
         torch.testing.assert_close(a["model"][k], b["model"][k], rtol=0, atol=0)
+
+
+@pytest.mark.slow  # ≈ 90 s on the shared 2 cores (two 2-process runs; measured 2026-12-01)
+def test_local_executor_with_two_tasks_trains_like_two_torchrun_processes(tmp_path, monkeypatch):
+    """``tasks_per_node=2`` on submitit's LocalExecutor: each task exports its torch.distributed environment
+    (TorchDistributedEnvironment), the two join one gloo group, and the run ends with the weights of the same
+    command launched as ``--devices 2`` (torchrun through lejepa_domains.launch)."""
+    import json
+    import subprocess
+    import sys
+
+    from lejepa_domains.slurm import submit_pretrain
+
+    monkeypatch.setenv("LEJEPA_DOMAINS_DATA_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("GLOO_SOCKET_IFNAME", "lo")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the same threads in both launches: same float summation order
+    recipe = shard_recipe(tmp_path / "shardtest.py", tar_dataset(tmp_path / "shards", n_train=32, per_shard=4,
+                                                                 n_eval=8))
+    job = submit_pretrain("executor=local,time=10,tasks_per_node=2", str(recipe),
+                          {"device": "cpu", "epochs": 2, "stream": True, "out": str(tmp_path / "run")})
+    assert job.results() == [str(tmp_path / "run")] * 2  # both tasks ran pretrain in the fixed run folder
+    del job
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["world_size"] == 2
+    script = Path(sys.executable).parent / "lejepa-domains"
+    p = subprocess.run([str(script), "pretrain", str(recipe), "--devices", "2", "--device", "cpu", "--stream",
+                        "--epochs", "2", "--out", str(tmp_path / "ref")], capture_output=True, text=True,
+                       env={**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "HF_HUB_OFFLINE": "1"}, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    a = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
+    b = torch.load(tmp_path / "ref" / "checkpoint.pt", weights_only=False)
+    assert a["step"] == b["step"] == 2 * config["steps_per_epoch"] and config["steps_per_epoch"] == 2
+    for k in b["model"]:
+        torch.testing.assert_close(a["model"][k], b["model"][k], rtol=0, atol=0)

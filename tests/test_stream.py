@@ -4,6 +4,7 @@ resume, and bad shards as one error line."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import socket
@@ -12,6 +13,7 @@ import sys
 import tarfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
@@ -249,6 +251,10 @@ def test_corrupt_member_is_one_error_line_or_skipped_and_counted(tmp_path, capfd
     # 36 samples, one bad: the reader's spare stretch (36 − 32 = 4) stands in, so the epoch keeps its 4 steps
     err = capfd.readouterr().err
     assert err.count("skipped bad sample") == 1 and "train000017" in err
+    # the DataLoader worker's skip reaches config.json (through its file in the run folder, read at the epoch end)
+    rec = json.loads((tmp_path / "run2" / "config.json").read_text())["skip_bad_samples"]
+    assert rec["enabled"] and rec["count"] == 1 and len(rec["samples"]["train"]) == 1
+    assert "train000017" in rec["samples"]["train"][0] and "sample id 17" in rec["samples"]["train"][0]
 
 
 # ------------------------------------------------------------------ shards writer, recipes new / check on shards
@@ -273,3 +279,34 @@ def test_shards_from_an_imagefolder_then_recipes_new_and_check_on_the_pattern(tm
     rep = check_recipe(made.recipe_path, out=tmp_path)
     assert rep.ok, rep.checks
     assert any("24 images" in detail for _, _, detail in rep.checks)  # the train split's size, from the index
+
+
+@pytest.mark.slow  # ≈ 30 s on the shared 2 cores (two gloo processes under the launcher; measured 2026-12-01)
+def test_corrupt_member_read_by_rank_1_of_2_is_one_line_naming_the_rank(tmp_path, monkeypatch):
+    """``--devices 2`` (python -m lejepa_domains.launch): the rank that decodes a corrupt member prints its one line
+    prefixed with its rank, the other stops quietly, exit 2, no traceback (the worker's or torchrun's), no hang."""
+    import time
+
+    from lejepa_domains.data.stream import StreamDataset
+
+    monkeypatch.setenv("GLOO_SOCKET_IFNAME", "lo")
+    from lejepa_domains.recipe import load_recipe
+
+    recipe = _recipe(tmp_path, n_train=36)
+    rec = load_recipe(str(recipe))
+    plan = rec.source.plan(rec.splits["train"])
+    # a sample in the middle of the stretch rank 1's reader reads in epoch 0 (2 ranks × 1 worker = 2 readers)
+    ds = StreamDataset(plan, rec.train.batch_size, rec.train.seed, rank=1, world=2, num_workers=1, shuffle_buffer=0)
+    ids = [sid for sid, _ in itertools.islice(ds.reader_pool(1), ds.per_reader)]
+    victim = ids[len(ids) // 2]
+    shard = int(np.searchsorted(np.cumsum(plan.sizes), victim, side="right"))
+    _corrupt_member(Path(plan.urls[shard]), f"train{victim:06d}")
+    t0 = time.time()
+    code, _, err = cli("pretrain", recipe, "--devices", "2", "--device", "cpu", "--stream", "--num-workers", "1",
+                       "--shuffle-buffer", "0", "--epochs", "1", "--out", tmp_path / "run", timeout=240)
+    assert code == 2, err[-4000:]
+    assert "ChildFailedError" not in err
+    line = one_error_line(err)
+    assert line.startswith(f"error: rank 1 of 2: shard {plan.urls[shard]}, sample 'train{victim:06d}'"), line
+    assert time.time() - t0 < 200  # both processes ended: no rank waits in a collective for the one that stopped
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()  # it failed in epoch 1: nothing half-written

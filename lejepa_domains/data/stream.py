@@ -29,6 +29,8 @@ starts every iterator at worker 0, so a resumed epoch rotates which worker plays
 from __future__ import annotations
 
 import itertools
+import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -42,7 +44,11 @@ from ..errors import DataError, UserError
 from .decode import BadSampleError
 from .shards import RawSample, ShardPlan
 
-__all__ = ["StreamDataset", "StreamSplit", "choose_mode", "collate_stream_images", "epoch_layout"]
+__all__ = ["StreamDataset", "StreamSplit", "choose_mode", "collate_stream_images", "epoch_layout", "stream_skips",
+           "record_stream_skips", "SKIP_DIR"]
+
+#: folder of the run where the stream's readers record the samples they skip (``--skip-bad-samples``)
+SKIP_DIR = "stream-skipped"
 
 
 def epoch_layout(sizes: list[int], epoch: int, seed: int, readers: int, batch: int, shuffle_shards: bool = True
@@ -96,6 +102,7 @@ class StreamDataset(IterableDataset):
         self.shuffle_buffer, self.shuffle_shards = int(shuffle_buffer), bool(shuffle_shards)
         self.skip_bad, self.output, self.views = bool(skip_bad), output, views
         self.epoch, self.skip_batches = 0, 0
+        self.skip_dir: str | None = None  # where readers record the samples they skip (see record_stream_skips)
         self.offsets = np.concatenate([[0], np.cumsum(plan.sizes)]).astype(np.int64)
         _, q, _ = epoch_layout(plan.sizes, 0, seed, self.readers, self.batch_size, shuffle_shards)
         self.per_reader = q
@@ -154,6 +161,7 @@ class StreamDataset(IterableDataset):
             stream = itertools.islice(stream, skip, None)  # replayed, not decoded
             skip = 0
         given, bad = 0, 0
+        skipped: list[dict] = []
         for sid, raw in stream:
             if given >= need:
                 break
@@ -171,6 +179,9 @@ class StreamDataset(IterableDataset):
                     raise
                 bad += 1
                 print(f"skipped bad sample ({bad} in reader {reader} this epoch): {e}", file=sys.stderr)
+                if self.skip_dir is not None:
+                    skipped.append({"id": int(sid), "error": str(e)})
+                    _write_skips(Path(self.skip_dir) / f"e{self.epoch}-r{reader}.json", skipped)
                 continue
             if skip:
                 skip -= 1
@@ -185,6 +196,47 @@ class StreamDataset(IterableDataset):
             raise DataError(f"reader {reader} of the stream ({self.plan.split!r} split) ran out after {given} of "
                             f"{need} samples: {bad} unreadable sample(s) exceeded its {self.plan.n} − "
                             f"{self.readers}·{self.per_reader} spare samples; fix or remove the bad samples")
+
+
+def _write_skips(path: Path, skipped: list[dict]) -> None:
+    """One reader's skipped samples of one epoch, rewritten whole (atomically) at each new one: they are rare."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        tmp.write_text(json.dumps(skipped), encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as e:  # the count is a record, not the training: say so and go on
+        print(f"warning: cannot record skipped samples in {path} ({e})", file=sys.stderr)
+
+
+def stream_skips(folder: str | Path) -> list[dict]:
+    """The distinct samples the readers of a streamed run skipped (``{"id", "error"}``, by id), from the files
+    each reader writes into ``folder`` (one per epoch and reader; a resumed epoch rewrites its own)."""
+    seen: dict[int, dict] = {}
+    for p in sorted(Path(folder).glob("e*-r*.json")):
+        try:
+            for rec in json.loads(p.read_text(encoding="utf-8")):
+                seen.setdefault(int(rec["id"]), rec)
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # a file being replaced right now is read at the next epoch end
+    return [seen[k] for k in sorted(seen)]
+
+
+def record_stream_skips(run, config: dict, folder: str | Path) -> None:
+    """Rank 0 at an epoch end (after the checkpoint's all-gather, so every rank's readers of the epoch are done):
+    the samples skipped by the DataLoader workers of every rank go to config.json's ``skip_bad_samples`` (``count``
+    and ``samples["train"]``), as the decode-once mode records the ones it left out."""
+    rec = config.get("skip_bad_samples")
+    if not isinstance(rec, dict):
+        return
+    found = [f"{r['error']} (sample id {r['id']})" for r in stream_skips(folder)]
+    samples = dict(rec.get("samples") or {})
+    if samples.get("train") == found:
+        return
+    samples["train"] = found
+    rec["samples"] = samples
+    rec["count"] = sum(len(v) for v in samples.values())
+    run.write_config(config)
 
 
 def collate_stream_images(batch):

@@ -94,8 +94,10 @@ def pca_map(images: np.ndarray, recipe, max_pixels: int = 200_000, seed: int = 0
     per_img = max(1, min(h * w, max_pixels // max(1, min(n, 2048))))
     imgs = np.sort(rng.choice(n, size=min(n, 2048), replace=False))
     rows = []
-    for i in imgs.tolist():
-        flat = np.asarray(images[i]).reshape(-1, c)
+    # a streamed split (evaluate/streamed.py) decodes just the drawn images, in one pass: the same matrix
+    fetched = images.gather(imgs) if hasattr(images, "gather") else None
+    for j, i in enumerate(imgs.tolist()):
+        flat = np.asarray(images[i] if fetched is None else fetched[j]).reshape(-1, c)
         rows.append(flat[rng.choice(len(flat), size=per_img, replace=False)])
     x = PixelScaling.of(recipe).numpy(np.concatenate(rows)).astype(np.float64)
     x = (x - np.asarray(recipe.mean, np.float64)) / np.asarray(recipe.std, np.float64)

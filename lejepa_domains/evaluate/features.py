@@ -164,11 +164,33 @@ def _safe(name: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
 
 
+def _extract_streamed(encoder: Encoder, images, device: torch.device, batch_size: int) -> np.ndarray:
+    """Features (N, F) of a streamed split (:class:`~lejepa_domains.evaluate.streamed.StreamedImages`): its
+    ``batches`` yield ``(rows (B,), images (B, H, W, C))`` in any order; each row is filled once."""
+    n = len(images)
+    feats: np.ndarray | None = None
+    seen = np.zeros(n, dtype=bool)
+    for rows, batch in images.batches(batch_size):
+        with torch.inference_mode():
+            f = encoder.encode(encoder.preprocess(batch.to(device, non_blocking=True))).float().cpu().numpy()
+        if feats is None:
+            feats = np.empty((n, f.shape[1]), dtype=np.float32)
+        r = rows.numpy()
+        feats[r] = f
+        seen[r] = True
+    if feats is None or not seen.all():
+        raise UserError(f"the stream gave {int(seen.sum())} of the {n} samples of the split it was indexed with "
+                        "(the shards changed during the evaluation?)")
+    return feats
+
+
 def extract_features(encoder: Encoder, images: np.ndarray, *, device: torch.device | str = "cpu",
                      batch_size: int = 256, cache_dir: str | Path | None = None, recipe_name: str = "",
                      split: str = "", source_fingerprint: str = "", log: Callable[[str], None] | None = None
                      ) -> tuple[np.ndarray, dict]:
     """Features (N, F) float32 of ``images`` (N, H, W, C) uint8/uint16/float32, from the cache when the key matches.
+    ``images`` may also be a streamed split (:class:`~lejepa_domains.evaluate.streamed.StreamedImages`): then the
+    shards are read once, the rows come out in the same order and the cache key is the same.
 
     Returns ``(features, info)``; ``info`` has ``cached`` (bool), ``key``, ``seconds`` and ``path``.
     """
@@ -190,16 +212,19 @@ def extract_features(encoder: Encoder, images: np.ndarray, *, device: torch.devi
     model = encoder.model
     if model is not None:
         model.eval().to(device)
-    chunks: list[np.ndarray] = []
-    for i in range(0, n, batch_size):
-        block = np.ascontiguousarray(images[i:i + batch_size])
-        if block.dtype == np.uint16:  # torch's uint16 is a limited dtype on accelerators: ship exact int32 values
-            block = block.astype(np.int32)
-        batch = torch.from_numpy(block).to(device, non_blocking=True)
-        with torch.inference_mode():
-            f = encoder.encode(encoder.preprocess(batch))
-        chunks.append(f.float().cpu().numpy())
-    feats = np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)
+    if hasattr(images, "batches"):  # a streamed split (evaluate/streamed.py): one pass, rows carried by the batches
+        feats = _extract_streamed(encoder, images, device, batch_size)
+    else:
+        chunks: list[np.ndarray] = []
+        for i in range(0, n, batch_size):
+            block = np.ascontiguousarray(images[i:i + batch_size])
+            if block.dtype == np.uint16:  # torch's uint16 is a limited dtype on accelerators: ship exact int32 values
+                block = block.astype(np.int32)
+            batch = torch.from_numpy(block).to(device, non_blocking=True)
+            with torch.inference_mode():
+                f = encoder.encode(encoder.preprocess(batch))
+            chunks.append(f.float().cpu().numpy())
+        feats = np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)
     if model is not None and device.type != "cpu":
         model.to("cpu")  # free the accelerator for the next backbone
     seconds = time.perf_counter() - t0

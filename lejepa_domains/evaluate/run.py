@@ -140,15 +140,24 @@ def resolve_run(recipe, checkpoint, runs_dir: str | Path, baselines: Sequence[st
 
 # ------------------------------------------------------------------------------------------------------------ data
 
-def _load_splits(rec, data, skip_bad_samples: bool, val_fraction: float, seed: int) -> tuple[dict, Splits]:
+def _load_splits(rec, data, skip_bad_samples: bool, val_fraction: float, seed: int,
+                 streamed: dict | None = None) -> tuple[dict, Splits]:
     """The labelled train, test (and val) ImageSets, in that order, and their labels; without an official val split
-    a stratified ``val_fraction`` of train is carved out (seeded)."""
+    a stratified ``val_fraction`` of train is carved out (seeded). ``streamed`` (``{"num_workers": W, "log": f}``):
+    the splits are streamed (:mod:`.streamed`), nothing is decoded here."""
     from ..data import has_split, load_split
     from ..data.sources import stratified_split
 
-    sets = {role: load_split(rec, role, data, skip_bad_samples=skip_bad_samples, labelled=True,
-                             require_classes=role == "train")  # a single class: nothing to classify
-            for role in ("train", "test") + (("val",) if has_split(rec, "val") else ())}
+    roles = ("train", "test") + (("val",) if has_split(rec, "val") else ())
+    if streamed is not None:
+        from .streamed import load_streamed_split
+
+        sets = {role: load_streamed_split(rec, role, data, skip_bad_samples=skip_bad_samples,
+                                          require_classes=role == "train", **streamed) for role in roles}
+    else:
+        sets = {role: load_split(rec, role, data, skip_bad_samples=skip_bad_samples, labelled=True,
+                                 require_classes=role == "train")  # a single class: nothing to classify
+                for role in roles}
     y = {role: np.asarray(ds.labels, dtype=np.int64) for role, ds in sets.items()}
     if "val" in sets:
         splits = Splits(y["train"], y["val"], y["test"], rec.num_classes, {"source": "official",
@@ -267,7 +276,8 @@ def evaluate(recipe=None, checkpoint=None, baselines: Sequence[str] = (), weight
              pixels_size: int = 32, val_fraction: float = 0.1, plots: bool = True, quiet: bool = False,
              console=None, skip_bad_samples: bool | None = None, adapter: str | None = None,
              extra_runs: dict[str, Any] | None = None, pairs: Sequence[tuple[str, str]] = (),
-             leakage: bool = True, drop_leaked: str | None = None, select: str | None = None) -> dict:
+             leakage: bool = True, drop_leaked: str | None = None, select: str | None = None,
+             stream: bool | None = None, num_workers: int | None = None) -> dict:
     """Evaluate a LeJEPA run and/or baselines with frozen features; write ``report.json``, ``report.md`` and plots
     to ``out`` and return the report dict. See the README's "Evaluation protocol" for every fixed choice.
 
@@ -282,7 +292,12 @@ def evaluate(recipe=None, checkpoint=None, baselines: Sequence[str] = (), weight
     ``leakage.png``). ``drop_leaked`` (``hash`` or ``all``): also evaluate on the test split with the flagged images
     removed, reported beside the full-test numbers. ``select``: evaluate the run's snapshot picked by a rule
     (``label-free``, ``label-free:sigreg``, ``label-free:rankme``, ``probe``, ``last``, ``epoch:N``; see
-    :mod:`.selection`) instead of its final backbone; the run must have been trained with ``--keep-snapshots``."""
+    :mod:`.selection`) instead of its final backbone; the run must have been trained with ``--keep-snapshots``.
+
+    ``stream``: a sharded recipe's splits are read from the shards once per backbone (True), decoded once into the
+    memory-mapped cache (False), or as their decoded size decides (None; :func:`.streamed.eval_mode`);
+    ``num_workers``: DataLoader workers of a streamed pass (default up to 4). Streamed, the leakage audit is not run
+    (it hashes decoded pixels; logged and noted in the report) and ``drop_leaked`` is refused."""
     from rich.console import Console
 
     from ..utils import resolve_device
@@ -345,7 +360,23 @@ def evaluate(recipe=None, checkpoint=None, baselines: Sequence[str] = (), weight
         # ---- data and the protocols, shared by every backbone
         if skip_bad_samples is None:
             skip_bad_samples = run.skip_bad_samples()
-        sets, splits = _load_splits(rec, data, skip_bad_samples, val_fraction, seed)
+        from .streamed import LEAKAGE_SKIPPED, default_workers, eval_mode
+
+        roles = tuple(r for r in ROLES if r in rec.splits)
+        mode, why = eval_mode(rec, None if data is None else str(data), stream, roles)
+        streamed = None
+        if mode == "stream" or stream is not None or hasattr(rec.source, "plan"):  # sharded: always say which
+            log(f"[bold]eval:[/] data: {mode} — {why}")
+        if mode == "stream":
+            if drop_leaked is not None:
+                raise UserError(f"--drop-leaked {drop_leaked}: needs the leakage audit, which is not run on streamed "
+                                "splits (it hashes decoded pixels); add --no-stream to decode the splits once")
+            workers = default_workers() if num_workers is None else int(num_workers)
+            streamed = {"num_workers": workers, "log": log}
+            if leakage:
+                log(f"[bold yellow]eval:[/] leakage audit {LEAKAGE_SKIPPED}")
+                leakage = False
+        sets, splits = _load_splits(rec, data, skip_bad_samples, val_fraction, seed, streamed)
         missing = _missing_classes(rec, splits, log)
         fewshot = FewShotProtocol.draw(splits.train, shots, n_sets, fewshot_C, seed)
         linear, diagnostics = LinearProtocol(tuple(Cs), carved_val=splits.carved), DiagnosticsProtocol(seed)
@@ -400,7 +431,9 @@ def evaluate(recipe=None, checkpoint=None, baselines: Sequence[str] = (), weight
             "splits": {"train": int(len(splits.train)), "val": int(len(splits.val)), "test": int(len(splits.test)),
                        "val_source": splits.val_info, "missing_classes": missing,
                        "skipped_bad_samples": {"enabled": bool(skip_bad_samples),
-                                               **{r: len(ds.meta.get("skipped", [])) for r, ds in sets.items()}}},
+                                               **{r: len(ds.meta.get("skipped", [])) for r, ds in sets.items()}},
+                       **({"streamed": {"why": why, "workers": streamed["num_workers"], "leakage": LEAKAGE_SKIPPED}}
+                          if streamed is not None else {})},
             "protocol": {"frozen": FROZEN, **{p.name: p.describe() for p in described}, "val": splits.val_info,
                          **describe_options(options)},
             "reference": REFERENCE if REFERENCE in models else None,
