@@ -1,11 +1,11 @@
 """The training defaults ``recipes new`` writes: pure functions of what it inspected in the data and of the device the
 recipe will run on, each returning its value and the reason (written as a comment into the recipe file).
 
-The rules come from measurements (README, "Scaffold defaults, measured"; ``benchmarks/scaffold_defaults.py``): on
-CPU, at equal wall time, a small ResNet on small views with many steps beats a larger ResNet on full-size views that
-sees few steps; epochs are chosen so the first run takes about ``minutes`` on the device, from a cost model of a
-training step calibrated on this project's measurements. GPU rows follow the LeJEPA paper's choices (ResNet-18/34
-heads-free backbones, 2 x 224 + 8 x 96 px views, batch 256) and are *not* measured here (no GPU was available to the
+The CPU rules come from measurements (README, "Scaffold defaults, measured"; ``benchmarks/scaffold_defaults.py``):
+at equal wall time on 2 cores, views at the image side (up to 64 px; tiny images upsampled to 16) on a small ResNet
+at batch 64 beat the previous rules (resnet18, batch up to 256: a handful of steps); epochs are chosen so the first
+run takes about ``minutes`` on the device, from a cost model of a training step fitted to those measurements. GPU rows follow the LeJEPA paper's choices (ResNet-18/34
+backbones, 2 x 224 + 8 x 96 px views, batch 256) and are *not* measured here (no GPU was available to the
 project's sessions): say so in the recipe comment.
 
 Everything here is deterministic: the same facts and device give the same defaults (``DeviceFacts`` can name a
@@ -24,25 +24,30 @@ from ..errors import UserError
 
 __all__ = ["DeviceFacts", "DataFacts", "Defaults", "detect_device", "parse_device", "choose_defaults",
            "backbone_for", "view_sizes_for", "view_counts_for", "batch_size_for", "lr_for", "epochs_for",
-           "workers_for", "step_seconds", "BACKBONE_COST", "CPU_PX_PER_S_PER_CORE", "GPU_PX_PER_S_PER_GB",
+           "workers_for", "stored_size_for", "step_seconds", "BACKBONE_COST", "CPU_STARTUP_S", "CPU_EPOCH_END_S", "CPU_PX_PER_S_PER_CORE",
+           "CPU_CORE_S_PER_VIEW", "GPU_PX_PER_S_PER_GB",
            "DEFAULT_MINUTES"]
 
 #: wall time a scaffolded recipe's first run aims at, per device kind (minutes)
 DEFAULT_MINUTES = {"cpu": 10.0, "cuda": 30.0}
 BATCH_FLOOR = 16  # below this BatchNorm's batch statistics and SIGReg's per-batch test of the embedding are noise
-EPOCHS_MIN, EPOCHS_MAX = 2, 300
+EPOCHS_MIN, EPOCHS_MAX = 1, 300
 STEPS_MAX = 20_000  # a first run never needs more optimisation steps than this
 
 #: relative cost of one forward+backward pixel through each backbone (resnet10t = 1), from FLOPs per pixel
 #: (timm's resnet10t 1.1, resnet18 1.8, resnet34 3.6, resnet50 4.1 GFLOPs at 224 px) — used only for time estimates
 BACKBONE_COST = {"resnet10t": 1.0, "resnet18": 1.7, "resnet34": 3.3, "resnet50": 4.5}
-#: fitted to this project's measured CPU steps (2 cores, see ``step_seconds``): backbone pixels (forward+backward,
-#: resnet10t) per second per core, and the fixed seconds a step costs besides (optimiser, SIGReg, probe, Python)
-CPU_PX_PER_S_PER_CORE = 1.6e5
-CPU_STEP_OVERHEAD_S = 0.05
-#: albumentations views made in the main process: seconds per view (a crop, a flip and two or three photometric
-#: transforms of a small image), measured alongside
-CPU_S_PER_VIEW = 1.2e-4
+#: fitted to this project's measured CPU steps (2 idle cores, fp32, views made in the main process): a step costs
+#: CPU_CORE_S_PER_VIEW core-seconds for every view (the backbone's per-image work at small sides, plus making the view
+#: with albumentations) and one core-second per CPU_PX_PER_S_PER_CORE backbone pixels (resnet10t-equivalent).
+#: Fit (README "Scaffold defaults, measured"): faces (16 x (2 x 24 + 8 x 16 px), 0.455 s a step), digits8
+#: (64 x (2 x 8 + 8 x 4 px), 1.37 s), specimens / grey40 (64 x (2 x 32 + 8 x 16 px), 1.9-2.0 s) and scenes64
+#: (64 x (2 x 64 + 8 x 32 px), 3.07 s); the per-view term dominates below ~32 px; within ~15 % of each.
+CPU_PX_PER_S_PER_CORE = 2.5e5
+CPU_CORE_S_PER_VIEW = 4.2e-3
+#: what a run costs besides its steps: start-up (imports, data loading, the cache) and each epoch end (online probe
+#: on val, checkpoint, metrics line), measured beside the steps (seconds)
+CPU_STARTUP_S, CPU_EPOCH_END_S = 15.0, 0.5
 #: GPU throughput assumed per GiB of device memory (a proxy for the device's size; not measured here)
 GPU_PX_PER_S_PER_GB = 2.5e6
 
@@ -78,6 +83,7 @@ class Defaults:
     """The training defaults a scaffolded recipe states, with the reason for each."""
 
     backbone: str
+    image_size: int  # the side the recipe stores and evaluates (images under 16 px are upsampled)
     global_size: int
     local_size: int
     n_global: int
@@ -141,11 +147,12 @@ def _pow2_floor(n: float) -> int:
 
 
 def backbone_for(data: DataFacts, device: DeviceFacts) -> tuple[str, str]:
-    """A small ResNet on CPU (measured: at equal wall time resnet10t beats resnet18 on every set of the table: more
-    steps matter more than width there); on GPU the paper's ResNet-18 for small images, ResNet-34 above 64 px
-    (its Galaxy10 backbone), ResNet-50 above 160 px with >= 24 GiB (not measured here)."""
+    """A small ResNet on CPU (measured at equal wall time against resnet18: -13.3 points kNN@20 for resnet18 on
+    scenes64, -2.8 on grey40, +3.3 on faces, +5.1 on 8-px digits: mixed, the cheaper net kept — it takes about twice
+    the steps); on GPU the paper's ResNet-18 for small images, ResNet-34 above 64 px (its Galaxy10 backbone),
+    ResNet-50 above 160 px with >= 24 GiB (not measured here)."""
     if device.kind == "cpu":
-        return "resnet10t", "CPU: resnet10t (measured: beats resnet18 at equal wall time on CPU)"
+        return "resnet10t", "CPU: resnet10t (measured vs resnet18 at equal wall time: better on 2 of 4 sets, ~2x the steps)"
     if data.image_size <= 64:
         return "resnet18", "GPU, images <= 64 px: resnet18 (paper-style choice, not measured here)"
     if data.image_size > 160 and device.gpu_memory_gb >= 24:
@@ -157,40 +164,62 @@ def _mult8(x: float, lo: int) -> int:
     return max(lo, int(x) // 8 * 8)
 
 
+MIN_SIDE = 16
+
+
+def stored_size_for(image_size: int) -> tuple[int, str]:
+    """(side the recipe stores and evaluates, why): the image side, except that images under MIN_SIDE px are upsampled
+    to MIN_SIDE (measured on digits8, 8-px digits: 16 / 8-px views of the upsampled images beat 8 / 4-px views by
+    +5 points kNN and +5 linear at equal wall time — below ~32 px a CPU step costs per view, not per pixel, so the
+    larger views are nearly free, and a ResNet's stride-32 stem has nothing left of a 4-px view)."""
+    side = int(image_size)
+    if side < MIN_SIDE:
+        return MIN_SIDE, f"images are {side} px: stored and evaluated upsampled to {MIN_SIDE} px (measured)"
+    return side, f"the images' own side, {side} px"
+
+
 def view_sizes_for(image_size: int, device: DeviceFacts | None = None) -> tuple[int, int, str]:
-    """(global, local, why). Global = the image side (no upsampling), capped at 224 on GPU and at 32 px on CPU
-    (measured: on CPU, 32 px globals of a downscaled image beat full-side globals at equal wall time — the step is
-    ~4x cheaper per halving of the side); a multiple of 8 from 16 px on. Local = half the global side on CPU
-    (specimens' tuned 32/16), ~0.44 x global on GPU (the paper's 98/224); a multiple of 8 and >= 8. Images under 16
-    px keep their side; their local views are half of it."""
+    """(global, local, why). Global = the image side, capped at 224 px on GPU (the paper) and at 64 px on CPU, a
+    multiple of 8 from 16 px on. Measured on CPU at equal wall time: global views at the image side beat 32-px views
+    of a 64-px image (+5.7 points kNN@20, +6.7 linear on scenes64) and of 8-px digits upsampled to 16 (+5.1 kNN) — the
+    evaluation sees the whole image at its own side, and below ~64 px a CPU step costs mostly per view, so larger
+    views are cheap; above 64 px nothing was measured, hence the cap (the scaffold notes it). Local = half the global
+    side on CPU, rounded up to a multiple of 8 (the measured 24/16, 16/8, 32/16 and 64/32 px pairs), ~0.44 x global
+    on GPU (the paper's 98/224); at least 8 px. Images under 16 px (not stored so by the scaffold) keep their side;
+    their local views are half of it."""
     device = device or DeviceFacts("cuda", 1, 16.0)
     side = int(image_size)
-    cap = 224 if device.kind == "cuda" else 32
+    cap = 224 if device.kind == "cuda" else 64
     g = min(side, cap)
     if g < 16:
         loc = max(2, g // 2)
         return g, loc, f"global {g} px = the image side (under 16 px: no resizing); local {loc} px = half of it"
     g = _mult8(g, 16)
-    ratio = 0.5 if device.kind == "cpu" else 98 / 224
-    loc = max(8, int(round(g * ratio / 8)) * 8)
+    if device.kind == "cpu":
+        loc = max(8, math.ceil(g / 2 / 8) * 8)
+    else:
+        loc = max(8, int(round(g * 98 / 224 / 8)) * 8)
     if loc >= g:
         loc = g // 2
-    why = (f"global {g} px = image side {side} " + (f"capped at {cap} px on CPU (measured)" if device.kind == "cpu"
+    why = (f"global {g} px = image side {side} " + (f"(capped at {cap} px on CPU)" if device.kind == "cpu"
                                                       else "up to 224 px") +
-           f", multiple of 8; local {loc} px = {'half the global' if device.kind == 'cpu' else '~0.44 x global'}")
+           f", multiple of 8 (measured: the image side beats smaller views at equal wall time on CPU); local {loc} px"
+           f" = {'half the global, up to a multiple of 8' if device.kind == 'cpu' else '~0.44 x global'}")
     return g, loc, why
 
 
 def view_counts_for(device: DeviceFacts) -> tuple[int, int, str]:
-    """(n_global, n_local, why): the paper's 2 global + 8 local views everywhere; on CPU local views are small, so
-    they cost little beside the globals (measured in the table's alternatives)."""
+    """(n_global, n_local, why): the paper's 2 global + 8 local views everywhere (the view counts were not varied in
+    the measured table; on CPU each view costs about the same below ~32 px, so fewer local views would buy steps —
+    untested)."""
     return 2, 8, "2 global + 8 local views (the LeJEPA paper's default)"
 
 
 def batch_size_for(n_train: int, device: DeviceFacts | None = None, global_size: int = 32) -> tuple[int, str]:
     """Batch size and why: the largest power of two <= n_train / 4 (an epoch has at least 4 steps), capped at 64 on CPU
-    (measured: more, smaller steps win at equal wall time) and at 256 on GPU (the paper's batch; halved per doubling
-    of the global side beyond 224 px / 16 GiB); raised to BATCH_FLOOR where two such batches still fit (n_train >= 32);
+    (the specimens setting; batch 32 at equal wall time was +3.1 / -0.2 / -1.9 points kNN on three sets: mixed, 64
+    kept) and at 256 on GPU (the paper's batch; scaled down with the
+    memory below 16 GiB, at least 32); raised to BATCH_FLOOR where two such batches still fit (n_train >= 32);
     below that the largest power of two <= n_train / 2 (at least 2, what SIGReg needs), with a warning."""
     device = device or DeviceFacts("cuda", 1, 16.0)
     cap = 64 if device.kind == "cpu" else 256
@@ -209,16 +238,16 @@ def batch_size_for(n_train: int, device: DeviceFacts | None = None, global_size:
 
 
 def lr_for(batch_size: int, device: DeviceFacts) -> tuple[float, float, str]:
-    """(lr, weight decay, why): AdamW 2e-3 with weight decay 5e-4 at batch <= 64 (tuned on specimens, kept by the
-    table's alternatives), scaled with the square root of the batch above 64 (at most 5e-3)."""
+    """(lr, weight decay, why): AdamW 2e-3 with weight decay 5e-4 at batch <= 64 (tuned on specimens; not varied in
+    the measured table), scaled with the square root of the batch above 64 (at most 5e-3)."""
     lr = 2e-3 * math.sqrt(max(1.0, batch_size / 64))
     lr = float(f"{min(lr, 5e-3):.2g}")
     return lr, 5e-4, f"AdamW lr {lr:g} (2e-3 at batch 64, x sqrt(batch / 64) above), weight decay 5e-4"
 
 
 def workers_for(device: DeviceFacts) -> tuple[int, str]:
-    """DataLoader workers making views: none on <= 2 CPU cores (workers take the cores the model needs; measured on
-    2 cores), else one per core left after the main process, at most 8 (GPU: at most 8 as well)."""
+    """DataLoader workers making views: none on <= 2 CPU cores (workers take the cores the model needs; the specimens
+    setting, and every run of the measured table), else one per core left after the main process, at most 8 (GPU: at most 8 as well)."""
     if device.cpu_cores <= 2:
         return 0, f"{device.cpu_cores} CPU cores: views in the main process (workers would take the model's cores)"
     n = min(8, device.cpu_cores - 1) if device.kind == "cuda" else min(8, device.cpu_cores // 2)
@@ -228,26 +257,27 @@ def workers_for(device: DeviceFacts) -> tuple[int, str]:
 def step_seconds(backbone: str, batch_size: int, global_size: int, local_size: int, n_global: int, n_local: int,
                  device: DeviceFacts, num_workers: int = 0) -> float:
     """The cost model: seconds of one training step. Backbone pixels per step = batch x (n_global g^2 + n_local l^2),
-    x BACKBONE_COST, at the device's throughput; plus making the views in the main process when there are no workers,
-    plus a fixed overhead. Calibrated on the table's measured CPU steps; the GPU figure is an assumption."""
+    x BACKBONE_COST, at the device's throughput, plus a cost per view (CPU). Calibrated on measured CPU steps (see
+    CPU_CORE_S_PER_VIEW); the GPU figure is an assumption, not measured. ``num_workers``: kept for the signature (views
+    made by workers still take cores on CPU)."""
     px = batch_size * (n_global * global_size ** 2 + n_local * local_size ** 2) * BACKBONE_COST.get(backbone, 2.0)
     if device.kind == "cuda":
         return px / (GPU_PX_PER_S_PER_GB * max(1.0, device.gpu_memory_gb)) + 0.02
-    s = px / (CPU_PX_PER_S_PER_CORE * device.cpu_cores) + CPU_STEP_OVERHEAD_S
-    if num_workers == 0:
-        s += batch_size * (n_global + n_local) * CPU_S_PER_VIEW
-    return s
+    views = batch_size * (n_global + n_local)
+    return (px / CPU_PX_PER_S_PER_CORE + views * CPU_CORE_S_PER_VIEW) / device.cpu_cores
 
 
 def epochs_for(n_train: int, batch_size: int, step_s: float, minutes: float) -> tuple[int, str]:
-    """Epochs so the run's training steps take about ``minutes`` by the cost model (drop_last batches), clamped to
+    """Epochs so the run takes about ``minutes`` by the cost model (start-up, drop_last steps, epoch ends), clamped to
     [EPOCHS_MIN, EPOCHS_MAX] epochs and at most STEPS_MAX steps, and why."""
     steps_per_epoch = max(1, n_train // max(1, batch_size))
-    steps = min(STEPS_MAX, minutes * 60 / max(step_s, 1e-6))
+    per_epoch = steps_per_epoch * max(step_s, 1e-6) + CPU_EPOCH_END_S
+    steps = min(STEPS_MAX, max(0.0, minutes * 60 - CPU_STARTUP_S) / per_epoch * steps_per_epoch)
     e = int(min(EPOCHS_MAX, max(EPOCHS_MIN, round(steps / steps_per_epoch))))
     if e * steps_per_epoch > STEPS_MAX:
         e = max(EPOCHS_MIN, STEPS_MAX // steps_per_epoch)
-    why = (f"~{minutes:g} min on this device at ~{step_s:.2f} s a step (cost model) = {steps_per_epoch} steps an "
+    why = (f"~{minutes:g} min on this device at ~{step_s:.2f} s a step + {CPU_EPOCH_END_S:g} s an epoch end (cost "
+           f"model) = {steps_per_epoch} steps an "
            f"epoch x {e} epochs = {steps_per_epoch * e:,} steps (epochs kept in [{EPOCHS_MIN}, {EPOCHS_MAX}])")
     return e, why
 
@@ -263,7 +293,8 @@ def choose_defaults(data: DataFacts, device: DeviceFacts, minutes: float | None 
     why: dict[str, str] = {}
     notes: list[str] = []
     backbone, why["backbone"] = backbone_for(data, device)
-    g, loc, why["views"] = view_sizes_for(data.image_size, device)
+    side, why["image_size"] = stored_size_for(data.image_size)
+    g, loc, why["views"] = view_sizes_for(side, device)
     n_g, n_l, why["view_counts"] = view_counts_for(device)
     batch, why["batch_size"] = batch_size_for(data.n_train, device, g)
     if batch < BATCH_FLOOR:
@@ -285,9 +316,10 @@ def choose_defaults(data: DataFacts, device: DeviceFacts, minutes: float | None 
         if ratio >= 5:
             notes.append(f"classes are imbalanced (largest / smallest = {ratio:.0f}): pretraining ignores labels, but "
                          "read the evaluation's per-class figures, not only the accuracy")
-    if data.image_size > 1.25 * g:
-        notes.append(f"images are {data.image_size} px; views are {g} px on this device: raise global_size/local_size "
+    if side > 1.25 * g:
+        notes.append(f"images are {side} px; views are {g} px on this device: raise global_size/local_size "
                      "for fine detail (each doubling costs ~4x per step)")
     steps = max(1, data.n_train // batch) * epochs
-    return Defaults(backbone, g, loc, n_g, n_l, batch, lr, wd, epochs, workers, slices, proj, 64, steps * s, minutes,
-                    device, why, notes)
+    estimate = CPU_STARTUP_S + steps * s + epochs * CPU_EPOCH_END_S
+    return Defaults(backbone, side, g, loc, n_g, n_l, batch, lr, wd, epochs, workers, slices, proj, 64, estimate,
+                    minutes, device, why, notes)
