@@ -271,6 +271,17 @@ def _free_bytes(folder: Path) -> int:
         return 0
 
 
+def is_sharded(recipe, stream: bool | None) -> bool:
+    """Whether the recipe reads shards (a source with ``plan``); ``--stream`` on any other source is one error line."""
+    if hasattr(recipe.source, "plan"):
+        return True
+    if stream:
+        raise UserError(f"--stream: recipe {recipe.name!r} does not read shards (its source is "
+                        f"{type(recipe.source).__name__}); streaming needs a ShardSource (WebDataset tar shards or "
+                        "🤗 streaming), see `lejepa-domains shards`")
+    return False
+
+
 def choose_mode(recipe, data: str | None, stream: bool | None, *, announce: bool = True) -> tuple[str, str]:
     """``("mmap" | "stream", why)`` for the recipe's train split. Sharded sources are decoded once into the
     memory-mapped cache when the decoded split takes at most half the free space of the cache folder (and the
@@ -279,11 +290,7 @@ def choose_mode(recipe, data: str | None, stream: bool | None, *, announce: bool
     from . import cache as _cache
 
     source = recipe.source
-    if not hasattr(source, "plan"):
-        if stream:
-            raise UserError(f"--stream: recipe {recipe.name!r} does not read shards (its source is "
-                            f"{type(source).__name__}); streaming needs a ShardSource (WebDataset tar shards or "
-                            "🤗 streaming), see `lejepa-domains shards`")
+    if not is_sharded(recipe, stream):
         return "mmap", "the source is not sharded"
     split = recipe.splits["train"]
     need = source.decoded_bytes(split, data)

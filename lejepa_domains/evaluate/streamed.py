@@ -35,7 +35,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import numpy as np
@@ -57,14 +56,10 @@ def is_streamed(images: Any) -> bool:
 def eval_mode(recipe, data: str | None, stream: bool | None, roles: tuple[str, ...]) -> tuple[str, str]:
     """``("mmap" | "stream", why)`` for evaluating ``recipe``'s splits ``roles`` (see the module docstring)."""
     from ..data import cache as _cache
-    from ..data.stream import _free_bytes
+    from ..data.stream import _free_bytes, is_sharded
 
     source = recipe.source
-    if not hasattr(source, "plan"):
-        if stream:
-            raise UserError(f"--stream: recipe {recipe.name!r} does not read shards (its source is "
-                            f"{type(source).__name__}); streaming needs a ShardSource (WebDataset tar shards or "
-                            "🤗 streaming), see `lejepa-domains shards`")
+    if not is_sharded(recipe, stream):
         return "mmap", "the source is not sharded"
     need = sum(source.decoded_bytes(recipe.splits[r], data) for r in roles)
     gb, folder = need / 1e9, _cache.data_cache_dir()

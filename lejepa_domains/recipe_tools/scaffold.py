@@ -39,7 +39,7 @@ def defaults_block(d: Defaults, n_train: int) -> list[str]:
     warmup = round(min(1.0, 0.1 * d.epochs), 2)
     return [
         f"    # training defaults for {d.device.describe()}, aiming at a first run of ~{d.minutes:g} min",
-        f"    # (recipes new --minutes M --for-device cpu:N|cuda:GIB; rules and measurements: README \"Scaffold",
+        "    # (recipes new --minutes M --for-device cpu:N|cuda:GIB; rules and measurements: README \"Scaffold",
         "    # defaults, measured\"; pretrain prints its own estimate after 4 steps, --time-budget caps the run)",
         f"    # views: {d.why['views']}; {d.why['view_counts']}",
         f"    global_size={d.global_size},",
