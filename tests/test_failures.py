@@ -128,6 +128,7 @@ def test_pretrain_in_a_read_only_working_folder(readonly_dir):
     assert files_under(readonly_dir) == []
 
 
+@pytest.mark.slow  # 10.3 s in the clean-clone CI run of 2026-12-01 (suite time)
 def test_recipes_new_and_check_into_a_read_only_folder(readonly_dir, tmp_path):
     from fixtures_data import imagefolder
 
@@ -147,6 +148,7 @@ def _lock(folder: Path, pid: int, host: str | None = None) -> None:
                                               "command": "pretrain", "started": "2026-12-01T10:00:00"}))
 
 
+@pytest.mark.slow  # 10.7 s in the clean-clone CI run of 2026-12-01 (suite time)
 def test_overwrite_of_a_live_run_is_refused(finished_run, tmp_path):
     run = tmp_path / "live"
     shutil.copytree(finished_run, run)
@@ -209,6 +211,7 @@ def test_truncated_checkpoint_names_the_file_and_the_intact_best_one(finished_ru
     assert f"{run / 'checkpoint_best.pt'} (epoch 1, step" in line and "is intact" in line, line
 
 
+@pytest.mark.slow  # 15.9 s in the clean-clone CI run of 2026-12-01 (suite time)
 def test_sigint_checkpoints_says_how_to_resume_and_exits_130(tmp_path):
     out = tmp_path / "int"
     env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "OMP_NUM_THREADS": "2"}
@@ -246,6 +249,7 @@ def test_the_run_folder_deleted_mid_run_stops_it_with_one_line(tmp_path):
     assert not out.exists()  # not recreated half-empty by the next checkpoint or export
 
 
+@pytest.mark.slow  # 8.6 s in the clean-clone CI run of 2026-12-01 (suite time)
 def test_ablate_into_a_folder_another_study_is_writing(tmp_path):
     study = tmp_path / "abl" / "schedule"
     _lock(study, os.getpid())
@@ -266,6 +270,7 @@ def test_a_recipe_that_raises_at_import(tmp_path):
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.slow  # 14.0 s in the clean-clone CI run of 2026-12-01 (suite time)
 def test_init_from_weights_of_another_architecture(tmp_path, finished_run):
     vit = str(HERE / "recipes" / "tinyvit.py")  # a ViT recipe, the run is a ResNet
     code, _, err = cli("pretrain", vit, "--init-from", str(finished_run), "--out", str(tmp_path / "r"), *FAST)
@@ -274,6 +279,7 @@ def test_init_from_weights_of_another_architecture(tmp_path, finished_run):
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.slow  # 8.2 s in the clean-clone CI run of 2026-12-01 (suite time)
 def test_eval_of_a_checkpoint_from_another_recipe(tmp_path, finished_run):
     code, _, err = cli("eval", "specimens", "--checkpoint", str(finished_run), "--out", str(tmp_path / "ev"),
                        "--device", "cpu")

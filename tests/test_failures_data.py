@@ -71,6 +71,7 @@ def test_check_splits_needed_and_class_coverage(tmp_path):
     assert check_splits_needed(r, roles=("train",)).rows == {"train": 12}
 
 
+@pytest.mark.slow  # 14.1 s in the clean-clone CI run of 2026-12-01 (suite time)
 def test_recipes_check_warns_about_a_class_missing_from_test(tmp_path):
     root = parquet_dataset(tmp_path / "pq", {"train": 12, "test": 9}, num_classes=3, class_names=["a", "b", "c"])
     _drop_class(root, "test", 1)
@@ -89,6 +90,7 @@ def test_pretrain_finds_an_empty_test_split_before_training(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow  # 10.2 s in the clean-clone CI run of 2026-12-01 (suite time)
 def test_recipes_check_names_an_empty_split(tmp_path):
     root = parquet_dataset(tmp_path / "pq", {"train": 12, "test": 0}, num_classes=3)
     py = write_recipe(tmp_path / "hollow.py", root)
@@ -188,6 +190,7 @@ def test_recipe_listing_never_truncates_names_in_a_pipe_or_at_80_columns():
         assert "…" not in out
 
 
+@pytest.mark.slow  # 10.7 s in the clean-clone CI run of 2026-12-01 (suite time)
 def test_recipes_show_is_a_summary_and_json_for_tools():
     code, out, err = cli("recipes", "show", "galaxy10", env={"COLUMNS": "80"})
     assert code == 0, err

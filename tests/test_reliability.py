@@ -390,6 +390,7 @@ def test_soak_many_short_epochs_with_resume_memory_flat(tmp_path):
     assert growth < 50, f"RSS grew by {growth:.1f} MB over {cycles - warmup} resumed cycles: {rss}"
 
 
+@pytest.mark.slow  # 10.9 s in the clean-clone CI run of 2026-12-01 (suite time)
 def test_full_disk_while_exporting_the_backbone_is_one_clear_error(tmp_path, monkeypatch):
     import lejepa_domains.runs as T
 
