@@ -9,7 +9,7 @@ as ImageFolder trees (``ROOT/NAME/{train,test}/CLASS/*.png``) — the data ``ben
 | ``faces`` | 200 | 25 | grey | 2 | scikit-image ``lfw_subset``: faces vs non-faces (few images) |
 | ``digits8`` | 1,797 | 8 | grey | 10 | scikit-learn ``load_digits`` at their native 8 px (tiny images) |
 | ``scenes64`` | ~1,900 | 64 | RGB | 6 | 64-px tiles of six colour photographs (astronaut, coffee, chelsea, rocket, IHC, Hubble) |
-| ``grey40`` | ~4,300 | 40 | grey | 8 | 40-px tiles of eight grey science / text images (camera, coins, page, text, moon, cell, brick, gravel) |
+| ``grey40`` | ~5,900 | 40 | grey | 8 | 40-px tiles of eight grey science / text images (camera, coins, page, text, moon, cell, brick, gravel) |
 
 Tiled sets take train and test tiles from disjoint horizontal bands of each image (top 65 % / bottom 35 %), so no
 test tile overlaps a train tile; train tiles overlap each other (stride a quarter tile), test tiles too (half a tile).
