@@ -215,7 +215,7 @@ def view_counts_for(device: DeviceFacts) -> tuple[int, int, str]:
     return 2, 8, "2 global + 8 local views (the LeJEPA paper's default)"
 
 
-def batch_size_for(n_train: int, device: DeviceFacts | None = None, global_size: int = 32) -> tuple[int, str]:
+def batch_size_for(n_train: int, device: DeviceFacts | None = None) -> tuple[int, str]:
     """Batch size and why: the largest power of two <= n_train / 4 (an epoch has at least 4 steps), capped at 64 on CPU
     (the specimens setting; batch 32 at equal wall time was +3.1 / -0.2 / -1.9 points kNN on three sets: mixed, 64
     kept) and at 256 on GPU (the paper's batch; scaled down with the
@@ -255,11 +255,10 @@ def workers_for(device: DeviceFacts) -> tuple[int, str]:
 
 
 def step_seconds(backbone: str, batch_size: int, global_size: int, local_size: int, n_global: int, n_local: int,
-                 device: DeviceFacts, num_workers: int = 0) -> float:
+                 device: DeviceFacts) -> float:
     """The cost model: seconds of one training step. Backbone pixels per step = batch x (n_global g^2 + n_local l^2),
     x BACKBONE_COST, at the device's throughput, plus a cost per view (CPU). Calibrated on measured CPU steps (see
-    CPU_CORE_S_PER_VIEW); the GPU figure is an assumption, not measured. ``num_workers``: kept for the signature (views
-    made by workers still take cores on CPU)."""
+    CPU_CORE_S_PER_VIEW); the GPU figure is an assumption, not measured."""
     px = batch_size * (n_global * global_size ** 2 + n_local * local_size ** 2) * BACKBONE_COST.get(backbone, 2.0)
     if device.kind == "cuda":
         return px / (GPU_PX_PER_S_PER_GB * max(1.0, device.gpu_memory_gb)) + 0.02
@@ -296,12 +295,12 @@ def choose_defaults(data: DataFacts, device: DeviceFacts, minutes: float | None 
     side, why["image_size"] = stored_size_for(data.image_size)
     g, loc, why["views"] = view_sizes_for(side, device)
     n_g, n_l, why["view_counts"] = view_counts_for(device)
-    batch, why["batch_size"] = batch_size_for(data.n_train, device, g)
+    batch, why["batch_size"] = batch_size_for(data.n_train, device)
     if batch < BATCH_FLOOR:
         notes.append(why["batch_size"].removeprefix("WARNING: "))
     lr, wd, why["lr"] = lr_for(batch, device)
     workers, why["num_workers"] = workers_for(device)
-    s = step_seconds(backbone, batch, g, loc, n_g, n_l, device, workers)
+    s = step_seconds(backbone, batch, g, loc, n_g, n_l, device)
     epochs, why["epochs"] = epochs_for(data.n_train, batch, s, minutes)
     slices = 256 if device.kind == "cpu" else 1024
     why["num_slices"] = (f"{slices} SIGReg directions ({'CPU: the cost of the test' if slices == 256 else 'the paper'}"
