@@ -78,15 +78,21 @@ def test_epochs_follow_the_time_asked_for_and_the_cost_model():
     facts = DataFacts(5_000, 64)
     d10, d20 = choose_defaults(facts, CPU2, 10), choose_defaults(facts, CPU2, 20)
     assert d20.epochs == pytest.approx(2 * d10.epochs, abs=1)
-    assert d10.estimate_s == pytest.approx(600, rel=0.15)  # rounding to whole epochs moves it a little
+    one_epoch = 5_000 // d10.batch_size * D.step_seconds(d10.backbone, d10.batch_size, d10.global_size, d10.local_size,
+                                                         2, 8, CPU2) + D.CPU_EPOCH_END_S
+    assert abs(d10.estimate_s - 600) <= one_epoch / 2 + 1  # whole epochs: off by at most half an epoch
     assert choose_defaults(facts, CPU16, 10).epochs > d10.epochs  # more cores: more steps in the same time
     step = D.step_seconds("resnet10t", 64, 32, 16, 2, 8, CPU2)
     assert D.step_seconds("resnet18", 64, 32, 16, 2, 8, CPU2) > step
     per_view = 64 * 10 * D.CPU_CORE_S_PER_VIEW / 2
-    assert D.step_seconds("resnet10t", 64, 64, 32, 2, 8, CPU2) - per_view == pytest.approx(4 * (step - per_view))
+    fixed = per_view + D.CPU_STEP_CORE_S / 2  # what does not grow with the views' side
+    assert D.step_seconds("resnet10t", 64, 64, 32, 2, 8, CPU2) - fixed == pytest.approx(4 * (step - fixed))
     assert D.step_seconds("resnet10t", 64, 8, 4, 2, 8, CPU2) > 0.8 * per_view  # tiny views: the per-view cost
-    for cfg, measured in (((16, 24, 16), 0.455), ((64, 8, 4), 1.37), ((64, 32, 16), 1.95), ((64, 64, 32), 3.07)):
-        assert D.step_seconds("resnet10t", *cfg, 2, 8, CPU2) == pytest.approx(measured, rel=0.2)  # the fit
+    # the fit: mean step times of the 3-seed table (README "Scaffold defaults, measured") and the earlier 32/16-px steps
+    for cfg, measured in (((16, 24, 16), 0.61), ((64, 16, 8), 1.70), ((64, 40, 24), 2.21), ((64, 64, 32), 3.13),
+                          ((32, 64, 32), 1.65), ((64, 32, 16), 1.95)):
+        assert D.step_seconds("resnet10t", *cfg, 2, 8, CPU2) == pytest.approx(measured, rel=0.1)
+    assert D.step_seconds("resnet10t", 1, 8, 4, 2, 8, CPU2) >= D.CPU_STEP_CORE_S / 2  # a step costs something
     assert choose_defaults(DataFacts(10**7, 64), CPU2, 10).epochs == D.EPOCHS_MIN  # huge data: the floor
     assert choose_defaults(DataFacts(40, 8), CPU2, 600).epochs == D.EPOCHS_MAX  # tiny data, long run: the cap
     with pytest.raises(D.UserError, match="--minutes"):

@@ -25,7 +25,7 @@ from ..errors import UserError
 __all__ = ["DeviceFacts", "DataFacts", "Defaults", "detect_device", "parse_device", "choose_defaults",
            "backbone_for", "view_sizes_for", "view_counts_for", "batch_size_for", "lr_for", "epochs_for",
            "workers_for", "stored_size_for", "step_seconds", "BACKBONE_COST", "CPU_STARTUP_S", "CPU_EPOCH_END_S", "CPU_PX_PER_S_PER_CORE",
-           "CPU_CORE_S_PER_VIEW", "GPU_PX_PER_S_PER_GB",
+           "CPU_CORE_S_PER_VIEW", "CPU_STEP_CORE_S", "GPU_PX_PER_S_PER_GB",
            "DEFAULT_MINUTES"]
 
 #: wall time a scaffolded recipe's first run aims at, per device kind (minutes)
@@ -38,13 +38,16 @@ STEPS_MAX = 20_000  # a first run never needs more optimisation steps than this
 #: (timm's resnet10t 1.1, resnet18 1.8, resnet34 3.6, resnet50 4.1 GFLOPs at 224 px) — used only for time estimates
 BACKBONE_COST = {"resnet10t": 1.0, "resnet18": 1.7, "resnet34": 3.3, "resnet50": 4.5}
 #: fitted to this project's measured CPU steps (2 idle cores, fp32, views made in the main process): a step costs
-#: CPU_CORE_S_PER_VIEW core-seconds for every view (the backbone's per-image work at small sides, plus making the view
-#: with albumentations) and one core-second per CPU_PX_PER_S_PER_CORE backbone pixels (resnet10t-equivalent).
-#: Fit (README "Scaffold defaults, measured"): faces (16 x (2 x 24 + 8 x 16 px), 0.455 s a step), digits8
-#: (64 x (2 x 8 + 8 x 4 px), 1.37 s), specimens / grey40 (64 x (2 x 32 + 8 x 16 px), 1.9-2.0 s) and scenes64
-#: (64 x (2 x 64 + 8 x 32 px), 3.07 s); the per-view term dominates below ~32 px; within ~15 % of each.
-CPU_PX_PER_S_PER_CORE = 2.5e5
-CPU_CORE_S_PER_VIEW = 4.2e-3
+#: CPU_STEP_CORE_S core-seconds whatever its size (optimiser step, SIGReg, the loop), CPU_CORE_S_PER_VIEW core-seconds
+#: for every view (the backbone's per-image work at small sides, plus making the view with albumentations) and one
+#: core-second per CPU_PX_PER_S_PER_CORE backbone pixels (resnet10t-equivalent). Least-squares fit (relative error)
+#: to the mean step times of the 3-seed table of README "Scaffold defaults, measured": faces (16 x (2 x 24 + 8 x 16
+#: px), 0.61 s a step), digits8 (64 x (2 x 16 + 8 x 8 px), 1.70 s), grey40 (64 x (2 x 40 + 8 x 24 px), 2.21 s),
+#: scenes64 (64 x (2 x 64 + 8 x 32 px), 3.13 s; at batch 32, 1.65 s): within 4 % of each; the earlier table's
+#: 64 x (2 x 32 + 8 x 16 px) steps (1.9-2.0 s) within 2 %. Below ~32 px the per-view and per-step terms dominate.
+CPU_STEP_CORE_S = 0.38
+CPU_PX_PER_S_PER_CORE = 3.5e5
+CPU_CORE_S_PER_VIEW = 4.3e-3
 #: what a run costs besides its steps: start-up (imports, data loading, the cache) and each epoch end (online probe
 #: on val, checkpoint, metrics line), measured beside the steps (seconds)
 CPU_STARTUP_S, CPU_EPOCH_END_S = 15.0, 0.5
@@ -257,13 +260,13 @@ def workers_for(device: DeviceFacts) -> tuple[int, str]:
 def step_seconds(backbone: str, batch_size: int, global_size: int, local_size: int, n_global: int, n_local: int,
                  device: DeviceFacts) -> float:
     """The cost model: seconds of one training step. Backbone pixels per step = batch x (n_global g^2 + n_local l^2),
-    x BACKBONE_COST, at the device's throughput, plus a cost per view (CPU). Calibrated on measured CPU steps (see
-    CPU_CORE_S_PER_VIEW); the GPU figure is an assumption, not measured."""
+    x BACKBONE_COST, at the device's throughput, plus a cost per view and per step (CPU). Calibrated on measured CPU
+    steps (see CPU_CORE_S_PER_VIEW); the GPU figure is an assumption, not measured."""
     px = batch_size * (n_global * global_size ** 2 + n_local * local_size ** 2) * BACKBONE_COST.get(backbone, 2.0)
     if device.kind == "cuda":
         return px / (GPU_PX_PER_S_PER_GB * max(1.0, device.gpu_memory_gb)) + 0.02
     views = batch_size * (n_global + n_local)
-    return (px / CPU_PX_PER_S_PER_CORE + views * CPU_CORE_S_PER_VIEW) / device.cpu_cores
+    return (CPU_STEP_CORE_S + px / CPU_PX_PER_S_PER_CORE + views * CPU_CORE_S_PER_VIEW) / device.cpu_cores
 
 
 def epochs_for(n_train: int, batch_size: int, step_s: float, minutes: float) -> tuple[int, str]:
