@@ -275,6 +275,7 @@ def test_latest_run_is_used_and_announced(tmp_path, monkeypatch, tiny):
     assert (new / "eval" / "report.json").is_file()
 
 
+@pytest.mark.slow  # 11 s in CI (clean-clone suite 12 min 35 s on 2 cores, 2026-12-01)
 def test_cli_eval_runs(tmp_path, monkeypatch, tiny):
     from lejepa_domains.cli import main
 
