@@ -204,16 +204,11 @@ def main() -> None:
 
 
 def _mean_ci(xs: list[float]) -> tuple[float, float, float]:
-    """Mean and Student-t 95 % interval (nan half-width for one value)."""
-    from scipy import stats
+    """Mean and Student-t 95 % interval over the seeds (nan for one value)."""
+    from lejepa_domains.evaluate.metrics import t_interval
 
-    n = len(xs)
-    m = sum(xs) / n
-    if n < 2:
-        return m, float("nan"), float("nan")
-    sd = (sum((x - m) ** 2 for x in xs) / (n - 1)) ** 0.5
-    h = stats.t.ppf(0.975, n - 1) * sd / n ** 0.5
-    return m, m - h, m + h
+    lo, hi = t_interval(xs) or (float("nan"), float("nan"))
+    return sum(xs) / len(xs), lo, hi
 
 
 def print_table(results: dict) -> None:

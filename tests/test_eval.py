@@ -266,3 +266,15 @@ def test_topk_rows_equals_torch_topk(shape, k):
     torch.testing.assert_close(v, ref.values, rtol=0, atol=0)
     torch.testing.assert_close(sim.gather(1, i), v, rtol=0, atol=0)
     assert all(len(set(row.tolist())) == len(row) for row in i)  # no item twice
+
+
+def test_t_interval_is_scipys_student_t_interval_of_the_mean():
+    from scipy import stats
+
+    from lejepa_domains.evaluate.metrics import t_interval
+
+    vals = [0.81, 0.78, 0.84, 0.80]
+    lo, hi = stats.t.interval(0.95, len(vals) - 1, loc=np.mean(vals), scale=stats.sem(vals))
+    assert t_interval(vals) == pytest.approx([lo, hi], abs=1e-12)
+    assert t_interval(np.array(vals)) == pytest.approx([lo, hi], abs=1e-12)
+    assert t_interval([0.5]) is None and t_interval([]) is None

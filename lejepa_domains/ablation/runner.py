@@ -228,7 +228,7 @@ SUMMARY_KEYS = ("knn_top1", "linear_top1", "rankme", "eval_sigreg", "train_sigre
 def _summarise(rows: list[dict]) -> dict:
     """Mean over seeds and a 95 % interval: Student-t over seeds when there are ≥ 2, else (accuracies only) the
     single run's test-set bootstrap interval."""
-    from scipy import stats
+    from ..evaluate.metrics import t_interval
 
     out: dict[str, Any] = {}
     for key in SUMMARY_KEYS:
@@ -238,8 +238,7 @@ def _summarise(rows: list[dict]) -> dict:
             continue
         mean = float(vals.mean())
         if len(vals) >= 2:
-            half = float(stats.t.ppf(0.975, len(vals) - 1) * vals.std(ddof=1) / math.sqrt(len(vals)))
-            out[key] = {"mean": mean, "ci95": [mean - half, mean + half], "n": int(len(vals)),
+            out[key] = {"mean": mean, "ci95": t_interval(vals), "n": int(len(vals)),
                         "ci_kind": "seeds (t, 95%)", "values": vals.tolist()}
         else:
             ci_key = key.replace("_top1", "_ci95")

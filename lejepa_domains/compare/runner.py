@@ -30,6 +30,7 @@ import numpy as np
 from ..ablation.runner import MARKER, RunSpec, _same_spec, _steps_per_epoch, _train_one, grid_options
 from ..ablation.studies import Budget, view_cost
 from ..errors import UserError
+from ..evaluate.metrics import t_interval
 from ..runs import RunDir
 from ..utils import FolderLock, ensure_writable
 
@@ -137,16 +138,6 @@ def _evaluate_seed(rec, seed: int, root: Path, foundation: str, weights, device:
                     pairs=pairs, **budget.eval_kwargs)
 
 
-def _t_interval(vals: list[float]) -> list[float] | None:
-    from scipy import stats
-
-    if len(vals) < 2:
-        return None
-    a = np.asarray(vals, dtype=float)
-    half = float(stats.t.ppf(0.975, len(a) - 1) * a.std(ddof=1) / math.sqrt(len(a)))
-    return [float(a.mean() - half), float(a.mean() + half)]
-
-
 def verdict(recipe_name: str, diffs: dict[str, dict], metric: str = "linear", kind: str = "bootstrap") -> str:
     """One sentence whose wording follows the intervals of the paired differences (``diffs["adapt-transfer"]`` =
     {"diff", "ci95"}…): an arm is called best only when its intervals against both others exclude zero; pairs whose
@@ -205,7 +196,7 @@ def _arm_rows(plan, reports: dict[int, dict], train_info: dict, n_seeds: int, de
         for p in METRICS_SHOWN:
             vals = [s[f"{p}_top1"] for s in seeds]
             if vals:
-                ci = _t_interval(vals) if len(vals) > 1 else seeds[0][f"{p}_ci95"]
+                ci = t_interval(vals) if len(vals) > 1 else seeds[0][f"{p}_ci95"]
                 summary[p] = {"mean": float(np.mean(vals)), "ci95": ci, "n": len(vals),
                               "ci_kind": "seeds (t, 95%)" if len(vals) > 1 else "test bootstrap (95%)"}
         secs = sum(s["train_seconds"] + s["feature_seconds"] for s in seeds)
@@ -291,7 +282,7 @@ def _pair_rows(reports: dict[int, dict], n_seeds: int) -> dict[str, dict]:
                 continue
             vals = [s["diff"] for s in per_seed]
             if len(per_seed) > 1:
-                row[p] = {"diff": float(np.mean(vals)), "ci95": _t_interval(vals), "ci_kind": "seeds (t, 95%)",
+                row[p] = {"diff": float(np.mean(vals)), "ci95": t_interval(vals), "ci_kind": "seeds (t, 95%)",
                           "per_seed": per_seed}
             else:
                 row[p] = {"diff": vals[0], "ci95": per_seed[0]["ci95"], "p": per_seed[0]["p"],

@@ -22,7 +22,8 @@ from typing import Iterator
 import numpy as np
 from scipy import sparse
 
-__all__ = ["METRICS", "point_metrics", "bootstrap_metrics", "summarise", "paired_difference", "resample_counts"]
+__all__ = ["METRICS", "point_metrics", "bootstrap_metrics", "summarise", "paired_difference", "resample_counts",
+           "t_interval"]
 
 METRICS = ("top1", "balanced_accuracy", "macro_f1", "auc")
 
@@ -168,3 +169,15 @@ def paired_difference(point_a: dict, boots_a: dict, point_ref: dict, boots_ref: 
         p = min(1.0, 2.0 * min(float(np.mean(d <= 0)), float(np.mean(d >= 0))))
         out[k] = {"diff": diff, "ci95": _ci(d), "p_value": p}
     return out
+
+
+def t_interval(values) -> list[float] | None:
+    """Student-t 95 % interval of the mean of ``values`` (one per seed, say): ``[low, high]``, or None for fewer
+    than two values."""
+    from scipy import stats
+
+    a = np.asarray(list(values), dtype=float)
+    if len(a) < 2:
+        return None
+    half = float(stats.t.ppf(0.975, len(a) - 1) * a.std(ddof=1) / np.sqrt(len(a)))
+    return [float(a.mean() - half), float(a.mean() + half)]
