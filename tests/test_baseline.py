@@ -1,5 +1,6 @@
-"""The reshaped code reproduces the release before it (issue 12): same seed ⇒ the same numbers, and a run folder
-written by that release still resumes (exactly) and evaluates. Fixtures: tests/fixtures/make_baseline.py."""
+"""The reshaped code reproduces the releases before it (issues 12 and 27): same seed ⇒ the same numbers, and a run
+folder written by those releases still resumes (exactly) and evaluates. Fixtures: tests/fixtures/make_baseline.py
+(``baseline/``: before the issue-12 reshaping; ``baseline_0.1/``: release 0.1.0, before the issue-27 reshaping)."""
 
 import json
 import shutil
@@ -11,8 +12,7 @@ from lejepa_domains import evaluate, pretrain
 
 HERE = Path(__file__).resolve().parent
 RECIPE = HERE / "recipes" / "fixturedigits.py"
-BASE = HERE / "fixtures" / "baseline"
-NUMBERS = json.loads((BASE / "numbers.json").read_text())
+FIXTURES = ("baseline", "baseline_0.1")
 EVAL = dict(baselines=("random", "pixels"), device="cpu", use_cache=False, n_boot=200, plots=False, quiet=True)
 TOL = dict(rel=1e-4, abs=1e-6)
 
@@ -35,9 +35,13 @@ def _assert_metrics(got: list[dict], want: list[dict]) -> None:
             assert g.get(k) == pytest.approx(v, **TOL), f"epoch {w['epoch']}: {k}"
 
 
-def _assert_eval(report: dict) -> None:
+def _numbers(fixture: str) -> dict:
+    return json.loads((HERE / "fixtures" / fixture / "numbers.json").read_text())
+
+
+def _assert_eval(report: dict, fixture: str) -> None:
     got = _eval_numbers(report)
-    want = NUMBERS["eval"]
+    want = _numbers(fixture)["eval"]
     assert set(got) == set(want)
     for name in want:
         for k, v in want[name].items():
@@ -52,21 +56,25 @@ def full_run(tmp_path_factory):
     return pretrain(str(RECIPE), out=out, device="cpu", progress=False, seed=0)
 
 
-def test_same_seed_same_training_numbers_as_before_the_reshaping(full_run):
-    _assert_metrics(full_run.metrics, NUMBERS["metrics"])
+@pytest.mark.parametrize("fixture", FIXTURES)
+def test_same_seed_same_training_numbers_as_before_the_reshaping(full_run, fixture):
+    _assert_metrics(full_run.metrics, _numbers(fixture)["metrics"])
 
 
 @pytest.mark.slow  # 9 s in CI (clean-clone suite 12 min 35 s on 2 cores, 2026-12-01)
 def test_same_seed_same_evaluation_numbers_as_before_the_reshaping(full_run, tmp_path):
-    _assert_eval(evaluate(str(RECIPE), checkpoint=full_run.run_dir, out=tmp_path / "eval", **EVAL))
+    report = evaluate(str(RECIPE), checkpoint=full_run.run_dir, out=tmp_path / "eval", **EVAL)
+    for fixture in FIXTURES:
+        _assert_eval(report, fixture)
 
 
-def test_a_run_folder_of_the_previous_release_resumes_exactly_and_evaluates(tmp_path):
+@pytest.mark.parametrize("fixture", FIXTURES)
+def test_a_run_folder_of_the_previous_release_resumes_exactly_and_evaluates(tmp_path, fixture):
     run = tmp_path / "old"
-    shutil.copytree(BASE / "run_epoch1", run)
+    shutil.copytree(HERE / "fixtures" / fixture / "run_epoch1", run)
     cfg = json.loads((run / "config.json").read_text())
     cfg["recipe"]["path"] = str(RECIPE)  # the path it was trained from is the machine that wrote the fixture's
     (run / "config.json").write_text(json.dumps(cfg, indent=2))
     res = pretrain(resume=run, device="cpu", progress=False)
-    _assert_metrics(res.metrics, NUMBERS["metrics"])  # epoch 1 read back, epoch 2 trained now: as uninterrupted
-    _assert_eval(evaluate(checkpoint=run, out=tmp_path / "eval", **EVAL))
+    _assert_metrics(res.metrics, _numbers(fixture)["metrics"])  # epoch 1 read back, epoch 2 trained now
+    _assert_eval(evaluate(checkpoint=run, out=tmp_path / "eval", **EVAL), fixture)
