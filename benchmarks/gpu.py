@@ -8,7 +8,7 @@ CUDA, LeJEPA objective with 1024 SIGReg slices, AdamW, online probe, the DataLoa
 (albumentations :class:`~lejepa_domains.data.views.MultiCropDataset` in ``--workers`` processes) or of
 ``--views device`` (:class:`~lejepa_domains.data.device_views.DeviceMultiCrop`)), the loop's
 :func:`~lejepa_domains.train.step_inputs` and :func:`~lejepa_domains.train.train_step`, the scheduler and the
-:class:`~lejepa_domains.training.meters.EpochMeter` — on synthetic 256 px RGB images. Rows, per model::
+:class:`~lejepa_domains.train.meters.EpochMeter` — on synthetic 256 px RGB images. Rows, per model::
 
     fp32 eager --views device    bf16 eager --views device    bf16 eager --views cpu    bf16 compile --views device
 
@@ -61,9 +61,9 @@ from lejepa_domains import distributed as D  # noqa: E402
 from lejepa_domains.data.sources import ImageSet  # noqa: E402
 from lejepa_domains.recipe import Recipe, TrainConfig  # noqa: E402
 from lejepa_domains.train import step_inputs, train_step  # noqa: E402
-from lejepa_domains.training.builders import TrainingData  # noqa: E402
-from lejepa_domains.training.meters import EpochMeter  # noqa: E402
-from lejepa_domains.training.state import build_network, build_training  # noqa: E402
+from lejepa_domains.train.builders import TrainingData  # noqa: E402
+from lejepa_domains.train.meters import EpochMeter  # noqa: E402
+from lejepa_domains.train.state import build_network, build_training  # noqa: E402
 
 COLUMNS = ["model", "backbone", "precision", "compile", "views", "workers", "batch", "status", "images_per_s",
            "step_ms", "data_ms", "forward_ms", "sigreg_ms", "backward_ms", "optimizer_ms", "sigreg_share",

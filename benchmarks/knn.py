@@ -11,7 +11,7 @@ median wall-clock time of each.
 
 Methods (all give k = 20 temperature-weighted cosine votes over ``--classes`` classes, except the floors):
 
-- ``ours (k=20)``: :func:`lejepa_domains.evaluate.knn.knn_scores` with ``ks=[20]``.
+- ``ours (k=20)``: :func:`lejepa_domains.evaluate.protocols.knn.knn_scores` with ``ks=[20]``.
 - ``ours (k=10,20,100,200)``: the protocol's setting, one pass for all four k (top-200 once).
 - ``sklearn``: ``KNeighborsClassifier(n_neighbors=20, algorithm="brute", metric="cosine",
   weights=lambda d: exp((1 - d) / T)).fit(...).predict_proba(test)``.
@@ -75,11 +75,11 @@ def _method(name: str, args: dict, xtr, ytr, xte):
 
     k = args["k"]
     if name == "ours":
-        from lejepa_domains.evaluate.knn import knn_scores
+        from lejepa_domains.evaluate.protocols.knn import knn_scores
 
         return lambda: knn_scores(xtr, ytr, xte, args["classes"], ks=[k], temperature=T)[k]
     if name == "ours-all-k":
-        from lejepa_domains.evaluate.knn import knn_scores
+        from lejepa_domains.evaluate.protocols.knn import knn_scores
 
         return lambda: knn_scores(xtr, ytr, xte, args["classes"], ks=[10, 20, 100, 200], temperature=T)[k]
     if name == "sklearn":

@@ -21,8 +21,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 import torch  # noqa: E402
 
-from lejepa_domains.models import LeJEPAModel, Projector, create_backbone  # noqa: E402
-from lejepa_domains.objective import LeJEPALoss  # noqa: E402
+from lejepa_domains.method.model import LeJEPAModel, Projector, create_backbone  # noqa: E402
+from lejepa_domains.method.lejepa import LeJEPALoss  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(__file__))
 from sigreg import peak_memory  # noqa: E402  (benchmarks/sigreg.py: CUDA max_memory_allocated / profiler peak)

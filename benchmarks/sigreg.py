@@ -46,10 +46,10 @@ from pathlib import Path
 import torch
 
 try:
-    from lejepa_domains.sigreg import SIGReg, epps_pulley
+    from lejepa_domains.method.sigreg import SIGReg, epps_pulley
 except ModuleNotFoundError:  # running from a checkout without installing the package
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from lejepa_domains.sigreg import SIGReg, epps_pulley
+    from lejepa_domains.method.sigreg import SIGReg, epps_pulley
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -97,7 +97,7 @@ def run_mmap(pattern: str, args) -> tuple[int, float, float]:
     from torch.utils.data import DataLoader
 
     from lejepa_domains.data.views import MultiCropDataset, collate_views
-    from lejepa_domains.training.sampler import EpochSampler
+    from lejepa_domains.train.sampler import EpochSampler
 
     rec = recipe_for(pattern, args)
     t = time.perf_counter()

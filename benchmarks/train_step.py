@@ -35,8 +35,8 @@ from torch.utils.data import DataLoader  # noqa: E402
 
 from lejepa_domains import Recipe, TrainConfig, load_recipe, pretrain  # noqa: E402
 from lejepa_domains.data.views import MultiCropDataset, collate_views  # noqa: E402
-from lejepa_domains.models import build_model  # noqa: E402
-from lejepa_domains.sigreg import epps_pulley  # noqa: E402
+from lejepa_domains.method.model import build_model  # noqa: E402
+from lejepa_domains.method.sigreg import epps_pulley  # noqa: E402
 from lejepa_domains.train import EpochSampler  # noqa: E402
 
 
@@ -80,7 +80,7 @@ def framework(recipe_name: str, steps: int, warmup: int, batch_size: int, num_sl
 
 def sigreg_share(recipe, batch_size: int, num_slices: int, reps: int = 5) -> tuple[float, float]:
     """(seconds of a full step, seconds of the SIGReg forward+backward alone) on one batch."""
-    from lejepa_domains.objective import LeJEPALoss
+    from lejepa_domains.method.lejepa import LeJEPALoss
 
     model = build_model(recipe)
     loss_fn = LeJEPALoss(num_slices=num_slices)
@@ -118,9 +118,9 @@ def preset_step(name: str, batch: int, steps: int, warmup: int, num_slices: int,
     """Median wall time of a full training step at a preset configuration, of SIGReg fwd+bwd alone, and of the
     device-side views of one batch."""
     from lejepa_domains.data.device_views import DeviceMultiCrop
-    from lejepa_domains.objective import LeJEPALoss
+    from lejepa_domains.method.lejepa import LeJEPALoss
     from lejepa_domains.train import param_groups, train_step
-    from lejepa_domains.training.probe import OnlineProbe
+    from lejepa_domains.train.probe import OnlineProbe
     from lejepa_domains.utils import resolve_device
 
     dev = resolve_device(device)

@@ -7,14 +7,14 @@ _os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations otherw
 from .errors import DataError, OfflineError, UserError  # noqa: E402
 from .recipe import Recipe, TrainConfig, list_recipes, load_recipe  # noqa: E402
 
-__version__ = "0.1.0"
+from ._version import __version__  # noqa: E402
 
 __all__ = ["Recipe", "TrainConfig", "load_recipe", "list_recipes", "pretrain", "evaluate", "ablate", "compare",
            "export_run", "write_shards", "UserError", "DataError", "OfflineError", "__version__"]
 
 
 def pretrain(recipe="specimens", **kwargs):
-    """Train a backbone from scratch with LeJEPA (see :func:`lejepa_domains.train.pretrain`)."""
+    """Train a backbone from scratch with LeJEPA (see :func:`lejepa_domains.train.pretrain.pretrain`)."""
     from .train import pretrain as _pretrain
 
     return _pretrain(recipe, **kwargs)
@@ -28,15 +28,15 @@ def evaluate(recipe=None, **kwargs):
 
 
 def ablate(recipe="specimens", study="heuristics", budget="tiny", **kwargs):
-    """Run an ablation study and write its combined report (see :func:`lejepa_domains.ablation.runner.ablate`)."""
-    from .ablation.runner import ablate as _ablate
+    """Run an ablation study and write its combined report (see :func:`lejepa_domains.studies.ablation.ablate`)."""
+    from .studies.ablation import ablate as _ablate
 
     return _ablate(recipe, study, budget, **kwargs)
 
 
 def compare(recipe="specimens", foundation="dinov2", weights=None, budget="tiny", **kwargs):
-    """Scratch, transfer or adapt: one comparison and its report (see :func:`lejepa_domains.compare.runner.compare`)."""
-    from .compare import compare as _compare
+    """Scratch, transfer or adapt: one comparison and its report (see :func:`lejepa_domains.studies.compare.compare`)."""
+    from .studies import compare as _compare
 
     return _compare(recipe, foundation, weights, budget, **kwargs)
 

@@ -25,7 +25,7 @@ _ARGV: Optional[List[str]] = None  # the arguments main() was called with
 
 def _version(value: bool) -> None:
     if value:
-        from . import __version__
+        from ._version import __version__
 
         typer.echo(f"lejepa-domains {__version__}")
         raise typer.Exit()
@@ -97,22 +97,21 @@ def pretrain(
     if not skip_bad_samples:  # the flag only switches skipping on; off is the default
         options.pop("skip_bad_samples")
     if slurm is not None:
-        from .slurm import submit_pretrain
+        from .train.slurm import submit_pretrain
 
         submit_pretrain(slurm, recipe, {**options, "devices": devices})
         return
-    from .training import clock
+    from .train.clock import process_started
 
-    clock.COMMAND_STARTED = clock.process_started()  # the estimate and --time-budget count the whole command
     if devices is not None:
-        from .launch import launch, pretrain_preflight
+        from .train.launch import launch, pretrain_preflight
 
         code = launch(devices, _ARGV or sys.argv[1:], device=device, preflight=pretrain_preflight(recipe, **options))
         if code is not None:
             sys.exit(code)  # torchrun's exit code (0 when every process succeeded)
     from .train import pretrain as run
 
-    result = run(recipe, **options)
+    result = run(recipe, started=process_started(), **options)  # the estimate and budget count the whole command
     if result.interrupted:  # the checkpoint is written; the shell's convention: 128 + signal (130 SIGINT, 143 SIGTERM)
         sys.exit(128 + (result.signal or 2))
 
@@ -205,7 +204,7 @@ def ablate(
     if list_:
         from rich.console import Console as _Console
 
-        from .ablation.report import print_studies
+        from .studies.ablation_report import print_studies
         from .recipe import load_recipe
 
         print_studies(_Console(), load_recipe(recipe) if recipe else None)
@@ -213,7 +212,7 @@ def ablate(
     if recipe is None or study is None:
         raise UserError("ablate needs RECIPE and --study NAME (e.g. `lejepa-domains ablate specimens --study "
                         "heuristics --budget tiny`); `lejepa-domains ablate --list` shows the studies")
-    from .ablation import ablate as run
+    from .studies import ablate as run
 
     run(recipe, study, budget, out=out, seeds=seeds, device=device, data=data)
 
@@ -237,7 +236,7 @@ def compare(
     data: Optional[str] = typer.Option(None, "--data", help="Local copy of the data instead of the recipe's source."),
 ) -> None:
     """Scratch, transfer or adapt? LeJEPA from scratch vs the frozen foundation model vs both combined; one report."""
-    from .compare import compare as run
+    from .studies import compare as run
 
     run(recipe, foundation, weights, budget, out=out, seeds=seeds, device=device, data=data,
         adapt_epochs=adapt_epochs, init_patch=init_patch, dinov2_size=dinov2_size)
@@ -248,7 +247,7 @@ def recipes_list(ctx: typer.Context) -> None:
     """List the built-in recipes (name, source, size, classes)."""
     if ctx.invoked_subcommand is not None:
         return
-    from .show import print_recipes
+    from .ui.recipes import print_recipes
 
     print_recipes()
 
@@ -258,7 +257,7 @@ def recipes_show(name: str = typer.Argument(..., help="Recipe name or path."),
                  as_json: bool = typer.Option(False, "--json", help="Every resolved setting as JSON (for tools).")
                  ) -> None:
     """Show a recipe: a readable summary (source, splits, images, classes, views, training, card)."""
-    from .show import print_recipe
+    from .ui.recipes import print_recipe
 
     print_recipe(name, as_json=as_json)
 
@@ -281,7 +280,8 @@ def recipes_new(
                                    "cpu, cpu:CORES, cuda, cuda:GIB."),
 ) -> None:
     """Write a recipe and a data-card stub for a new dataset, inferred from the data."""
-    from .recipe_tools import new_recipe, print_new
+    from .recipe_tools import new_recipe
+    from .ui.recipes import print_new
 
     print_new(new_recipe(name, hf=hf, data=data, out=out, config=config, revision=revision,
                          image_column=image_column, label_column=label_column, force=force, minutes=minutes,
@@ -298,7 +298,8 @@ def recipes_check(
                                  "for exact and perceptual-hash duplicates."),
 ) -> None:
     """Load a few samples, validate the recipe, measure normalisation, save a PNG of the views."""
-    from .recipe_tools import check_recipe, print_check
+    from .recipe_tools import check_recipe
+    from .ui.recipes import print_check
 
     print_check(check_recipe(recipe, data=data, out=out, samples=samples, leakage=leakage))
 
@@ -328,7 +329,7 @@ def shards(
 @app.command("card")
 def card(name: str = typer.Argument(..., help="Recipe name, recipe file or card .md file.")) -> None:
     """Print a recipe's data card."""
-    from .recipe_tools import print_card
+    from .ui.recipes import print_card
 
     print_card(name)
 
@@ -395,9 +396,9 @@ def _one_line(msg: str) -> str:
 
 def _error_line(msg: str) -> None:
     """Print ``error: msg``; one of several torchrun processes names its rank, and only the first process of the
-    run to fail prints (lejepa_domains.distributed.first_to_fail), so the user reads one line."""
+    run to fail prints (lejepa_domains.train.distributed.first_to_fail), so the user reads one line."""
     if os.environ.get("WORLD_SIZE", "1") not in ("", "0", "1"):
-        from .distributed import first_to_fail, launched_rank
+        from .train.distributed import first_to_fail, launched_rank
 
         if not first_to_fail():
             return
@@ -413,8 +414,8 @@ def _peer_loss_exit(e: BaseException) -> None:
     error (or died without a word, then this line says so); stop quietly with exit 3 instead of a traceback."""
     if os.environ.get("WORLD_SIZE", "1") in ("", "0", "1"):
         return
-    from .distributed import PEER_LOST_EXIT, is_peer_loss
-    from .launch import AGENT_ENV
+    from .train.distributed import PEER_LOST_EXIT, is_peer_loss
+    from .train.launch import AGENT_ENV
 
     if not is_peer_loss(e):
         return

@@ -13,12 +13,12 @@ import pytest
 import torch
 
 from lejepa_domains import TrainConfig, UserError, load_recipe, pretrain
-from lejepa_domains.ablation import BUDGETS, STUDIES, ablate, plan_study
-from lejepa_domains.ablation.studies import Budget, get_budget, get_study, view_cost
-from lejepa_domains.losses import spectral_entropy_penalty, vicreg_terms
-from lejepa_domains.objective import LeJEPALoss, invariance_loss
-from lejepa_domains.variants import build_objective
-from lejepa_domains.sigreg import SIGReg
+from lejepa_domains.studies import BUDGETS, STUDIES, ablate, plan_study
+from lejepa_domains.studies.catalogue import Budget, get_budget, get_study, view_cost
+from lejepa_domains.method.penalties import spectral_entropy_penalty, vicreg_terms
+from lejepa_domains.method.lejepa import LeJEPALoss, invariance_loss
+from lejepa_domains.method.variants import build_objective
+from lejepa_domains.method.sigreg import SIGReg
 
 HERE = Path(__file__).parent
 TINY = str(HERE / "recipes" / "tinydigits.py")
@@ -126,7 +126,7 @@ def _tiny_step_setup(target, sgd=False):
     """A BatchNorm-free tiny ViT (LayerNorm projector), so teacher and student see identical normalisation."""
     import copy
 
-    from lejepa_domains.models import build_model
+    from lejepa_domains.method.model import build_model
     from lejepa_domains.train import param_groups
 
     rec = load_recipe(TINYVIT)
@@ -144,7 +144,7 @@ def _tiny_step_setup(target, sgd=False):
 def test_ema_teacher_gets_no_gradient_and_follows_the_student():
     from lejepa_domains.train import train_step
 
-    from lejepa_domains.variants.ema import EMATeacher
+    from lejepa_domains.method.variants.ema import EMATeacher
 
     model, teacher, opt, loss_fn, g, loc = _tiny_step_setup("ema")
     before = {k: v.clone() for k, v in teacher.state_dict().items()}
@@ -163,7 +163,7 @@ def test_ema_teacher_gets_no_gradient_and_follows_the_student():
 
 def test_stopgrad_and_ema_steps_change_the_update():
     from lejepa_domains.train import train_step
-    from lejepa_domains.variants import build_variant
+    from lejepa_domains.method.variants import build_variant
 
     outs = {}
     for target in ("online", "stopgrad", "ema"):
@@ -196,7 +196,7 @@ def test_ema_run_resumes_exactly_with_the_teacher_in_the_checkpoint(tmp_path):
 # ------------------------------------------------------------------------------------------------------- masking
 
 def test_sample_blocks_context_is_disjoint_nonempty_and_seeded():
-    from lejepa_domains.masking import sample_blocks
+    from lejepa_domains.method.variants.masking import sample_blocks
 
     for seed in range(30):
         ctx, tg = sample_blocks(6, 5, 4, (0.15, 0.2), (0.85, 1.0), torch.Generator().manual_seed(seed))
@@ -213,7 +213,7 @@ def test_sample_blocks_context_is_disjoint_nonempty_and_seeded():
 
 
 def test_masked_model_shapes_gradients_and_exported_embedding():
-    from lejepa_domains.masking import build_masked_model
+    from lejepa_domains.method.variants.masking import build_masked_model
 
     rec = load_recipe(TINYVIT)
     cfg = replace(rec.train, method="masking")
@@ -238,7 +238,7 @@ def test_masking_refuses_non_vit_backbones():
     with pytest.raises(UserError, match="needs a ViT backbone"):
         ablate(TINY, "masking", "toy", out="/nonexistent/never-written", progress=False, quiet=True)
     with pytest.raises(UserError, match="target='ema' is not supported"):
-        from lejepa_domains.masking import build_masked_model
+        from lejepa_domains.method.variants.masking import build_masked_model
 
         rec = load_recipe(TINYVIT)
         build_masked_model(rec, replace(rec.train, method="masking", target="ema"))

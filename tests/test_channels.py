@@ -319,7 +319,7 @@ FAST = dict(shots=(1, 5), n_sets=2, n_boot=50, Cs=(0.1, 1.0), quiet=True, plots=
 def test_recipe_views_pretrain_eval(tmp_path, monkeypatch, dino_file, c, dtype):
     from lejepa_domains import evaluate, pretrain
     from lejepa_domains.evaluate import baselines as bl
-    from lejepa_domains.models import load_backbone
+    from lejepa_domains.runs import load_backbone
     from lejepa_domains.recipe_tools import check_recipe
 
     monkeypatch.setattr(bl, "_hub_cached_file", lambda repo_id: None)

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from lejepa_domains.errors import UserError
-from lejepa_domains.training.clock import RunClock, format_duration, parse_duration
-from lejepa_domains.training.schedule import build_scheduler, plan_total_steps
+from lejepa_domains.train.clock import RunClock, format_duration, parse_duration
+from lejepa_domains.train.schedule import build_scheduler, plan_total_steps
 
 TINY = str(Path(__file__).parent / "recipes" / "tinydigits.py")
 SCRIPT = Path(sys.executable).parent / "lejepa-domains"

@@ -26,7 +26,7 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port), GLOO_SOCKET_IFNAME="lo", NO_ALBUMENTATIONS_UPDATE="1")
     torch.set_num_threads(1)
-    import lejepa_domains.train as T
+    import lejepa_domains.train.loop as T  # the loop calls the step through this module's name
 
     seen = {}
     real_step = T.train_step

@@ -16,10 +16,10 @@ from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, r
 from sklearn.neighbors import KNeighborsClassifier  # noqa: E402
 
 from lejepa_domains import load_recipe  # noqa: E402
-from lejepa_domains.evaluate.fewshot import support_sets  # noqa: E402
+from lejepa_domains.evaluate.protocols.fewshot import support_sets  # noqa: E402
 from lejepa_domains.evaluate.features import extract_features  # noqa: E402
-from lejepa_domains.evaluate.knn import knn_scores  # noqa: E402
-from lejepa_domains.evaluate.linear import Standardizer, fit_logistic, linear_probe, predict_proba  # noqa: E402
+from lejepa_domains.evaluate.protocols.knn import knn_scores  # noqa: E402
+from lejepa_domains.evaluate.protocols.linear import Standardizer, fit_logistic, linear_probe, predict_proba  # noqa: E402
 from lejepa_domains.evaluate.metrics import (bootstrap_metrics, paired_difference, point_metrics,  # noqa: E402
                                              resample_counts, summarise)
 
@@ -181,7 +181,8 @@ def test_fewshot_support_sets_come_from_train_only():
 # ------------------------------------------------------------------------------------------ features and the cache
 
 def _run(root, recipe, seed):
-    from lejepa_domains.models import build_model, export_backbone
+    from lejepa_domains.method.model import build_model
+    from lejepa_domains.runs import export_backbone
 
     torch.manual_seed(seed)
     model = build_model(recipe)
@@ -195,7 +196,7 @@ def _run(root, recipe, seed):
 @pytest.mark.parametrize("name", ["digits", "specimens"])
 def test_preprocess_matches_eval_dataset(name):
     from lejepa_domains.data.views import EvalDataset
-    from lejepa_domains.evaluate.baselines import random_encoder
+    from lejepa_domains.evaluate.encoders import random_encoder
 
     recipe = load_recipe(name)
     ds = recipe.source.load("val")
@@ -206,7 +207,7 @@ def test_preprocess_matches_eval_dataset(name):
 
 
 def test_cache_hit_and_invalidation_on_new_weights(tmp_path):
-    from lejepa_domains.evaluate.baselines import lejepa_encoder
+    from lejepa_domains.evaluate.encoders import lejepa_encoder
 
     recipe = load_recipe("digits")
     ds = recipe.source.load("val")
@@ -228,7 +229,7 @@ def test_cache_hit_and_invalidation_on_new_weights(tmp_path):
 
 
 def test_extraction_streams_batches():
-    from lejepa_domains.evaluate.baselines import random_encoder
+    from lejepa_domains.evaluate.encoders import random_encoder
 
     recipe = load_recipe("digits")
     ds = recipe.source.load("test")
@@ -241,7 +242,7 @@ def test_extraction_streams_batches():
 
 
 def test_diagnostics_tell_gaussian_from_collapsed():
-    from lejepa_domains.evaluate.diagnostics import diagnostics
+    from lejepa_domains.evaluate.protocols.diagnostics import diagnostics
 
     rng = np.random.default_rng(0)
     gauss = diagnostics(rng.normal(size=(2048, 32)).astype(np.float32), num_slices=256)
@@ -256,7 +257,7 @@ def test_diagnostics_tell_gaussian_from_collapsed():
 
 @pytest.mark.parametrize("shape,k", [((37, 5000), 20), ((9, 4099), 200), ((5, 300), 10), ((4, 50), 60)])
 def test_topk_rows_equals_torch_topk(shape, k):
-    from lejepa_domains.evaluate.knn import topk_rows
+    from lejepa_domains.evaluate.protocols.knn import topk_rows
 
     g = torch.Generator().manual_seed(0)
     sim = torch.randn(*shape, generator=g)

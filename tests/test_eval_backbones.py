@@ -65,7 +65,8 @@ def _offline(monkeypatch, tmp_path):
 
 def make_run(root: Path, recipe_name: str = "digits", seed: int = 0) -> Path:
     """A run folder as `lejepa-domains pretrain` writes it (weights: the recipe's backbone at seeded random init)."""
-    from lejepa_domains.models import build_model, export_backbone
+    from lejepa_domains.method.model import build_model
+    from lejepa_domains.runs import export_backbone
 
     recipe = load_recipe(recipe_name)
     torch.manual_seed(seed)

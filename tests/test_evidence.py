@@ -253,8 +253,8 @@ def test_recipes_check_leakage_counts(tmp_path):
 
 
 def test_ablation_report_shows_label_free_correlation():
-    from lejepa_domains.ablation.report import render_markdown
-    from lejepa_domains.ablation.runner import label_free_across_runs
+    from lejepa_domains.studies.ablation_report import render_markdown
+    from lejepa_domains.studies.ablation import label_free_across_runs
 
     rows = [{"train_loss": 0.5 - 0.05 * i, "train_sigreg": 3 - 0.1 * i, "train_rankme": 10 + i,
              "knn_top1": 0.5 + 0.02 * i + (0.03 if i == 2 else 0)} for i in range(5)]

@@ -4,7 +4,7 @@ exit code, and the run folder as consistent as after a kill: the last complete c
 backbone of that epoch.
 
 Each case runs the installed console script with ``--devices 2 --device cpu`` (two gloo processes under
-lejepa_domains.launch's torchrun agent) on tests/recipes/faultydigits.py, which injects the fault in the real
+lejepa_domains.train.launch's torchrun agent) on tests/recipes/faultydigits.py, which injects the fault in the real
 processes (see its docstring)."""
 
 import json

@@ -125,8 +125,8 @@ def test_one_loader_reads_timm_and_meta_files_of_both_families(weights):
 # ------------------------------------------------------------------------------------------------- pretrain --init
 
 def _init_network(recipe_path, init, wfile, patch="auto"):
-    from lejepa_domains.training.init import load_init_weights, plan_init
-    from lejepa_domains.training.state import build_network
+    from lejepa_domains.train.init import load_init_weights, plan_init
+    from lejepa_domains.train.state import build_network
 
     rec0 = load_recipe(recipe_path)
     rec, record = plan_init(rec0, init, wfile, patch)
@@ -149,7 +149,7 @@ def test_init_loads_every_tensor_and_first_step_features_equal_the_foundation(we
     with torch.no_grad():
         torch.testing.assert_close(bb(x), ref.forward_features(x)[:, 0], atol=1e-5, rtol=1e-5)
         # the control: without --init the same backbone computes something else (this test can fail)
-        from lejepa_domains.training.state import build_network
+        from lejepa_domains.train.state import build_network
 
         cold, _ = build_network(rec, rec.train, 0)
         assert not torch.allclose(cold.backbone.eval()(x), ref.forward_features(x)[:, 0], atol=1e-3)
@@ -181,10 +181,10 @@ def test_patch_resampled_and_channels_adapted_for_13_bands(weights, tmp_path):
 def test_lower_backbone_rate_and_layer_decay_groups(tmp_path, weights):
     from dataclasses import replace
 
-    from lejepa_domains.training.schedule import build_optimizer
+    from lejepa_domains.train.schedule import build_optimizer
 
     rec, _, _ = _init_network(write_recipe(tmp_path, 3, 16, 8), "timm:test_vit", weights["test_vit"])
-    from lejepa_domains.training.state import build_network
+    from lejepa_domains.train.state import build_network
 
     model, _ = build_network(rec, rec.train, 0)
     cfg = replace(rec.train, lr=1e-3, backbone_lr_scale=0.1, layer_decay=0.5)
@@ -438,8 +438,8 @@ def _fake_compare_runs(root: Path, arms: dict[tuple[str, int], tuple[float, floa
 def test_label_free_correlation_across_compare_runs(tmp_path):
     from scipy import stats
 
-    from lejepa_domains.compare.report import label_free_lines
-    from lejepa_domains.compare.runner import label_free_across_runs
+    from lejepa_domains.studies.compare_report import label_free_lines
+    from lejepa_domains.studies.compare import label_free_across_runs
 
     # 3 seeds × 2 arms: the loss ranks the runs exactly as the test kNN (lower loss, higher kNN), RankMe reversed
     vals = {("scratch", 0): (1.0, 0.5, 10.0, 0.80), ("adapt", 0): (2.0, 0.1, 20.0, 0.70),
@@ -473,7 +473,7 @@ def test_label_free_correlation_across_compare_runs(tmp_path):
 
 
 def test_verdict_wording_follows_the_intervals():
-    from lejepa_domains.compare import verdict
+    from lejepa_domains.studies import verdict
 
     sep = {"adapt-transfer": {"diff": 0.05, "ci95": [0.02, 0.08]}, "scratch-transfer": {"diff": 0.01, "ci95": [-0.01, 0.03]},
            "adapt-scratch": {"diff": 0.04, "ci95": [0.01, 0.07]}}

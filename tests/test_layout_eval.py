@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "lejepa_domains"
-FORBIDDEN = ("lejepa_domains.train", "lejepa_domains.training", "lejepa_domains.cli")
+FORBIDDEN = ("lejepa_domains.train", "lejepa_domains.studies", "lejepa_domains.cli")
 MODULES = sorted((PACKAGE / "evaluate").rglob("*.py"))
 
 
@@ -47,11 +47,11 @@ def _forbidden(mods: set[str]) -> list[str]:
 def test_the_checker_sees_relative_and_nested_imports(tmp_path):
     fake = tmp_path / "lejepa_domains" / "evaluate" / "protocols"
     fake.mkdir(parents=True)
-    (fake / "x.py").write_text("from ...training import loop\n\ndef f():\n    from ... import cli\n"
-                               "    import lejepa_domains.train as t\n    from ..knn import knn_scores\n")
+    (fake / "x.py").write_text("from ...train import loop\n\ndef f():\n    from ... import cli\n"
+                               "    import lejepa_domains.studies as t\n    from ..knn import knn_scores\n")
     mods = imported_modules(fake / "x.py", root=tmp_path / "lejepa_domains")
-    assert _forbidden(mods) == ["lejepa_domains.cli", "lejepa_domains.train", "lejepa_domains.training",
-                                "lejepa_domains.training.loop"]
+    assert _forbidden(mods) == ["lejepa_domains.cli", "lejepa_domains.studies", "lejepa_domains.train",
+                                "lejepa_domains.train.loop"]
     assert "lejepa_domains.evaluate.knn" in mods
 
 

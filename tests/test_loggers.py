@@ -101,7 +101,7 @@ def test_tensorboard_events_hold_every_epoch(tracked_run):
 
 
 def test_unknown_or_missing_tracker_is_one_line(tmp_path):
-    from lejepa_domains.training.loggers import resolve_loggers
+    from lejepa_domains.train.loggers import resolve_loggers
 
     with pytest.raises(lejepa_domains.UserError, match="unknown tracker; expected some of tensorboard, wandb, mlflow"):
         resolve_loggers(["neptune"])

@@ -151,8 +151,6 @@ def test_sigterm_finishes_the_step_checkpoints_and_says_how_to_resume(tmp_path, 
 
 def _full_disk_at_save(monkeypatch, fail_at: int) -> dict:
     """torch.save as seen by the trainer: the ``fail_at``-th call writes a few bytes, then the disk is full."""
-    import lejepa_domains.train as train_mod
-
     real = torch.save
     state: dict = {"calls": 0, "before": None}
 
@@ -165,7 +163,7 @@ def _full_disk_at_save(monkeypatch, fail_at: int) -> dict:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(f))
         return real(obj, f, *a, **kw)
 
-    monkeypatch.setattr(train_mod.torch, "save", save)
+    monkeypatch.setattr(torch, "save", save)  # the trainer saves through torch.save
     return state
 
 

@@ -13,7 +13,7 @@ import torch
 from lejepa_domains import UserError, pretrain
 from lejepa_domains.cli import main
 from lejepa_domains.data.device_views import DeviceAugment, DeviceMultiCrop, ImageBatchDataset, collate_images
-from lejepa_domains.launch import check_devices, launch, strip_devices, torchrun_command
+from lejepa_domains.train.launch import check_devices, launch, strip_devices, torchrun_command
 
 TINY = str(Path(__file__).parent / "recipes" / "tinydigits.py")
 TINYVIT = str(Path(__file__).parent / "recipes" / "tinyvit.py")  # 128 images, 4 steps per epoch, no custom views
@@ -292,8 +292,8 @@ def test_devices_argument_checks():
     assert strip_devices(["pretrain", "x", "--devices", "2", "--epochs", "1", "--devices=3"]) == \
         ["pretrain", "x", "--epochs", "1"]
     cmd = torchrun_command(2, ["pretrain", "x", "--devices", "2"])
-    # torchrun's own arguments, run by lejepa_domains.launch's agent (torchrun with its failure report replaced)
-    assert cmd[1:] == ["-m", "lejepa_domains.launch", "--standalone", "--nproc-per-node=2", "-m", "lejepa_domains",
+    # torchrun's own arguments, run by lejepa_domains.train.launch's agent (torchrun with its failure report replaced)
+    assert cmd[1:] == ["-m", "lejepa_domains.train.launch", "--standalone", "--nproc-per-node=2", "-m", "lejepa_domains",
                        "pretrain", "x"]
 
 

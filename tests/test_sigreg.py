@@ -20,9 +20,9 @@ from torch import nn
 
 import lejepa_domains  # noqa: F401,E402
 
-import lejepa_domains.sigreg as sigreg_mod  # noqa: E402
-from lejepa_domains.objective import LeJEPALoss, invariance_loss  # noqa: E402
-from lejepa_domains.sigreg import SIGReg, epps_pulley, gaussian_floor, quadrature  # noqa: E402
+import lejepa_domains.method.sigreg as sigreg_mod  # noqa: E402
+from lejepa_domains.method.lejepa import LeJEPALoss, invariance_loss  # noqa: E402
+from lejepa_domains.method.sigreg import SIGReg, epps_pulley, gaussian_floor, quadrature  # noqa: E402
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from fixtures_shards import shard_recipe, tar_dataset
 
 def test_slurm_spec_is_parsed_and_checked():
     from lejepa_domains.errors import UserError
-    from lejepa_domains.slurm import parse_slurm_spec
+    from lejepa_domains.train.slurm import parse_slurm_spec
 
     assert parse_slurm_spec("nodes=2,gpus_per_node=8,partition=gpu,time=1-02:30:00") == {
         "nodes": 2, "gpus_per_node": 8, "partition": "gpu", "timeout_min": 1590.0}
@@ -34,7 +34,7 @@ def test_local_executor_job_is_preempted_requeued_and_resumes_exactly(tmp_path, 
     checkpoint; submitit requeues it, the job resumes from the run folder, and it ends with the weights of the same
     run trained in one go."""
     from lejepa_domains import pretrain
-    from lejepa_domains.slurm import submit_pretrain
+    from lejepa_domains.train.slurm import submit_pretrain
 
     monkeypatch.setenv("LEJEPA_DOMAINS_DATA_CACHE", str(tmp_path / "cache"))
     recipe = shard_recipe(tmp_path / "shardtest.py", tar_dataset(tmp_path / "shards", n_train=32, per_shard=4,
@@ -69,12 +69,12 @@ def test_local_executor_job_is_preempted_requeued_and_resumes_exactly(tmp_path, 
 def test_local_executor_with_two_tasks_trains_like_two_torchrun_processes(tmp_path, monkeypatch):
     """``tasks_per_node=2`` on submitit's LocalExecutor: each task exports its torch.distributed environment
     (TorchDistributedEnvironment), the two join one gloo group, and the run ends with the weights of the same
-    command launched as ``--devices 2`` (torchrun through lejepa_domains.launch)."""
+    command launched as ``--devices 2`` (torchrun through lejepa_domains.train.launch)."""
     import json
     import subprocess
     import sys
 
-    from lejepa_domains.slurm import submit_pretrain
+    from lejepa_domains.train.slurm import submit_pretrain
 
     monkeypatch.setenv("LEJEPA_DOMAINS_DATA_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("GLOO_SOCKET_IFNAME", "lo")

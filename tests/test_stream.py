@@ -137,7 +137,7 @@ def test_stream_trains_exactly_like_the_mmap_cache_when_the_order_is_the_same(tm
     from lejepa_domains import pretrain
     from lejepa_domains.data.stream import StreamDataset
     from lejepa_domains.recipe import load_recipe
-    from lejepa_domains.training import sampler as S
+    from lejepa_domains.train import sampler as S
 
     recipe = _recipe(tmp_path)
     streamed = pretrain(str(recipe), out=tmp_path / "stream", device="cpu", progress=False, stream=True, epochs=2)
@@ -283,7 +283,7 @@ def test_shards_from_an_imagefolder_then_recipes_new_and_check_on_the_pattern(tm
 
 @pytest.mark.slow  # ≈ 30 s on the shared 2 cores (two gloo processes under the launcher; measured 2026-12-01)
 def test_corrupt_member_read_by_rank_1_of_2_is_one_line_naming_the_rank(tmp_path, monkeypatch):
-    """``--devices 2`` (python -m lejepa_domains.launch): the rank that decodes a corrupt member prints its one line
+    """``--devices 2`` (python -m lejepa_domains.train.launch): the rank that decodes a corrupt member prints its one line
     prefixed with its rank, the other stops quietly, exit 2, no traceback (the worker's or torchrun's), no hang."""
     import time
 

@@ -251,7 +251,7 @@ def _legacy_directions(self, dim, device=None):
 
 def test_the_audit_has_teeth(tmp_path, monkeypatch):
     """The pre-issue-17 SIGReg directions (a ``.item()`` and a blocking copy per step) are caught."""
-    import lejepa_domains.sigreg as S
+    import lejepa_domains.method.sigreg as S
 
     monkeypatch.setattr(S.SIGReg, "directions", _legacy_directions)
     per_step, _ = _measure(tmp_path, "multicrop-cpu-views", "cpu", roots=(PKG, str(HERE)))

@@ -9,7 +9,8 @@ import torch
 
 from lejepa_domains import load_recipe, pretrain
 from lejepa_domains.data.views import EvalDataset
-from lejepa_domains.models import build_model, load_backbone
+from lejepa_domains.method.model import build_model
+from lejepa_domains.runs import load_backbone
 from lejepa_domains.train import EpochSampler, lr_factor
 
 TINY = str(Path(__file__).parent / "recipes" / "tinydigits.py")
@@ -138,7 +139,7 @@ def test_lr_schedules():
 
 
 def test_non_finite_steps_are_skipped_then_stop_clearly(tmp_path, monkeypatch):
-    import lejepa_domains.objective as obj
+    import lejepa_domains.method.lejepa as obj
     from lejepa_domains.errors import UserError
 
     real = obj.invariance_loss
@@ -192,7 +193,7 @@ def test_views_change_between_epochs_with_workers():
 
     from lejepa_domains import load_recipe
     from lejepa_domains.data import load_split
-    from lejepa_domains.training.builders import build_loader
+    from lejepa_domains.train.builders import build_loader
 
     rec = load_recipe(str(Path(__file__).parent / "recipes" / "tinydigits.py"))
     train = load_split(rec, "train", None)

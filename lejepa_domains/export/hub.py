@@ -99,7 +99,7 @@ def push_folder(folder: Path, repo_id: str, *, private: bool = True, token: str 
     if api is None:
         from huggingface_hub import HfApi
 
-        from .. import __version__
+        from .._version import __version__
 
         api = HfApi(token=token, library_name="lejepa-domains", library_version=__version__)
     from huggingface_hub import CommitOperationAdd

@@ -48,7 +48,7 @@ def data_config_of(meta: dict[str, Any]) -> dict[str, Any]:
 def exported_section(run: RunDir, meta: dict[str, Any], config: dict[str, Any] | None) -> dict[str, Any]:
     """The ``lejepa_domains`` block of config.json: what rebuilds the evaluation of this model anywhere (recipe,
     pixel scaling, the run's data and skipped samples) and where it came from."""
-    from .. import __version__
+    from .._version import __version__
     from ..data.pixels import PixelScaling
 
     cfg = config or {}
@@ -77,7 +77,7 @@ def write_timm_folder(run: RunDir, out: Path, *, licence: str, config: dict[str,
     import timm
     from timm.models import save_for_hf
 
-    from ..models import weights_hash
+    from ..method.model import weights_hash
 
     model, meta = load_backbone(run.path)
     data_config = data_config_of(meta)

@@ -171,7 +171,7 @@ def backbone_check(r) -> tuple[str, bool, str]:
     import timm
     import torch
 
-    from ..models import create_backbone
+    from ..method.model import create_backbone
 
     name = f"backbone {r.backbone!r}"
     if not timm.is_model(r.backbone):

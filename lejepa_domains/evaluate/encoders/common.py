@@ -37,8 +37,8 @@ def load_error(e: Exception) -> str:
 
 
 def weights_hash_of(model: torch.nn.Module) -> str:
-    """16-hex SHA-256 of the model's state dict (:func:`lejepa_domains.models.weights_hash`)."""
-    from ...models import weights_hash
+    """16-hex SHA-256 of the model's state dict (:func:`lejepa_domains.method.model.weights_hash`)."""
+    from ...method.model import weights_hash
 
     return weights_hash(model.state_dict())
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ...sigreg import SIGReg, epps_pulley, gaussian_floor
+from ...method.sigreg import SIGReg, epps_pulley, gaussian_floor
 from ...utils import effective_rank
 from .base import ProtocolInput, ProtocolResult
 from .linear import small_problem_threads
