@@ -177,21 +177,41 @@ def _render(node: ast.AST) -> str:
     return _placeholder(node)
 
 
+def error_classes(trees: dict[str, ast.AST]) -> dict[str, str]:
+    """Every exception class of the package that derives from one of ERROR_KINDS → that base kind."""
+    kinds = {k: k for k in ERROR_KINDS}
+    changed = True
+    while changed:
+        changed = False
+        for tree in trees.values():
+            for node in ast.walk(tree):
+                if isinstance(node, ast.ClassDef) and node.name not in kinds:
+                    for b in node.bases:
+                        base = b.id if isinstance(b, ast.Name) else b.attr if isinstance(b, ast.Attribute) else None
+                        if base in kinds:
+                            kinds[node.name] = kinds[base]
+                            changed = True
+                            break
+    return kinds
+
+
 def raised_errors(pkg: Path) -> list[tuple[str, int, str, str]]:
     """(module path, line, exception class, message with {placeholders}) for every raise site."""
     rows = []
-    for p in sorted(pkg.rglob("*.py")):
-        rel = p.relative_to(pkg).as_posix()
+    trees = {p.relative_to(pkg).as_posix(): ast.parse(p.read_text(encoding="utf-8")) for p in sorted(pkg.rglob("*.py"))}
+    kinds = error_classes(trees)
+    for rel, tree in trees.items():
         if rel == "errors.py":
             continue
-        for node in ast.walk(ast.parse(p.read_text(encoding="utf-8"))):
+        for node in ast.walk(tree):
             if not isinstance(node, ast.Call):
                 continue
             f = node.func
             name = f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) else None
-            if name in ERROR_KINDS:
+            if name in kinds:
                 msg = _render(node.args[0]) if node.args else "(message built elsewhere)"
-                rows.append((rel, node.lineno, name, " ".join(msg.split())))
+                kind = name if name == kinds[name] else f"{name} ({kinds[name]})"
+                rows.append((rel, node.lineno, kind, " ".join(msg.split())))
     return rows
 
 
