@@ -65,7 +65,7 @@ def _cmd_usage(path: str, cmd) -> str:
             name = (p.name or "ARG").upper()
             words.append(name if getattr(p, "required", False) else f"[{name}]")
     if getattr(cmd, "commands", None):
-        words.append("COMMAND [ARGS]...")
+        words.append("[COMMAND [ARGS]...]" if getattr(cmd, "invoke_without_command", False) else "COMMAND [ARGS]...")
     return " ".join(words)
 
 
