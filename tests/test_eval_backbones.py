@@ -19,7 +19,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from lejepa_domains import DataError, OfflineError, Recipe, UserError, load_recipe  # noqa: E402
-from lejepa_domains.evaluate import baselines as bl  # noqa: E402
+from lejepa_domains.evaluate.encoders import dinov2 as bl, floors  # noqa: E402
 from lejepa_domains.evaluate.features import extract_features  # noqa: E402
 from lejepa_domains.evaluate.run import evaluate  # noqa: E402
 
@@ -203,7 +203,7 @@ def test_a_new_backbone_is_one_registry_entry(tmp_path, tiny):
 
     @encoders.register_encoder("toy", describe=lambda options: {"toy": {"max_side": 4}})
     def build(ctx):
-        return bl.pixels_encoder(ctx.recipe, pixels_size=4, name="toy")
+        return floors.pixels_encoder(ctx.recipe, pixels_size=4, name="toy")
 
     try:
         with pytest.raises(ValueError, match="already registered"):
