@@ -19,6 +19,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from lejepa_domains import DataError, OfflineError, Recipe, UserError, load_recipe  # noqa: E402
+from lejepa_domains import foundation  # noqa: E402
 from lejepa_domains.evaluate.encoders import dinov2 as bl, floors  # noqa: E402
 from lejepa_domains.evaluate.features import extract_features  # noqa: E402
 from lejepa_domains.evaluate.run import evaluate  # noqa: E402
@@ -60,7 +61,7 @@ def tiny(tmp_path_factory) -> str:
 def _offline(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("LEJEPA_DOMAINS_CACHE", str(tmp_path / "feature-cache"))
-    monkeypatch.setattr(bl, "_hub_cached_file", lambda repo_id: None)  # ignore any real local HF cache
+    monkeypatch.setattr(foundation, "_hub_cached_file", lambda repo_id: None)  # ignore any real local HF cache
 
 
 def make_run(root: Path, recipe_name: str = "digits", seed: int = 0) -> Path:
