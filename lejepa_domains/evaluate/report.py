@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from ..runs.names import EVAL_REPORT, EVAL_REPORT_MD
 from ..utils import atomic_write_bytes
 
 __all__ = ["write_report", "print_table", "columns", "winners", "render_markdown"]
@@ -258,7 +259,7 @@ def write_report(report: dict, out: str | Path, feats_test: dict[str, np.ndarray
                  extra_files: dict[str, bytes] | None = None) -> None:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    files = ["report.json", "report.md"]
+    files = [EVAL_REPORT, EVAL_REPORT_MD]
     for fname, blob in (extra_files or {}).items():  # e.g. leakage.png
         atomic_write_bytes(out / fname, blob)
         files.append(fname)
@@ -275,8 +276,8 @@ def write_report(report: dict, out: str | Path, feats_test: dict[str, np.ndarray
             {"split": "train", "indices": support}, separators=(",", ":")).encode())
         files.append("fewshot_support.json")
     report["files"] = files
-    atomic_write_bytes(out / "report.md", render_markdown(report).encode())
-    atomic_write_bytes(out / "report.json", json.dumps(_jsonable(report), indent=1, allow_nan=False).encode())
+    atomic_write_bytes(out / EVAL_REPORT_MD, render_markdown(report).encode())
+    atomic_write_bytes(out / EVAL_REPORT, json.dumps(_jsonable(report), indent=1, allow_nan=False).encode())
 
 
 def _jsonable(obj):

@@ -19,8 +19,8 @@ import numpy as np
 import torch
 
 from ..errors import UserError
-from ..runs import BACKBONE_META, RunDir, find_latest_run, is_timm_export
-from ..utils import FolderLock, ensure_writable
+from ..runs import BACKBONE_META, FolderLock, RunDir, find_latest_run, is_timm_export
+from ..utils import ensure_writable
 from .encoders import (EncoderContext, EncoderOptions, build_encoder, check_options, check_recipe, describe_options,
                        resolve_baselines, weights_by_encoder)
 from .features import FROZEN, default_cache_dir, extract_features
@@ -343,7 +343,7 @@ def evaluate(recipe=None, checkpoint=None, baselines: Sequence[str] = (), weight
         data = run.config["data"]
     if out is None:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        out = (run_dir / "eval") if run_dir is not None and not is_timm_export(run_dir) \
+        out = RunDir(run_dir).eval_dir if run_dir is not None and not is_timm_export(run_dir) \
             else Path(runs_dir) / f"eval-{rec.name}-{stamp}"  # never into an exported folder or the hub cache
     out = Path(out)
     cache = (Path(cache_dir) if cache_dir is not None else default_cache_dir()) if use_cache else None

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import UserError
-from ..runs import EXPORT_CARD, RunDir, read_backbone_meta, read_json
+from ..runs import EXPORT_CARD, RunDir, eval_report_path, read_backbone_meta, read_json
 from ..utils import ensure_writable
 from .card import build_card, data_card_of
 from .hub import PushResult, check_push, push_folder
@@ -42,9 +42,9 @@ class ExportResult:
 def find_eval_report(run: RunDir, meta: dict, eval_report: str | Path | None) -> tuple[dict | None, str | None]:
     """(report, None) when an evaluation report of exactly these weights exists (``eval_report``, else
     ``RUN/eval/report.json``); otherwise (None, why not)."""
-    path = Path(eval_report) if eval_report is not None else run.path / "eval" / "report.json"
+    path = Path(eval_report) if eval_report is not None else run.eval_report_path
     if path.is_dir():
-        path = path / "report.json"
+        path = eval_report_path(path)
     report = read_json(path)
     if report is None:
         if eval_report is not None:

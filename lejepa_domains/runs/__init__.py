@@ -32,28 +32,19 @@ import torch
 from torch import nn
 
 from ..errors import UserError
-from ..utils import FolderLock, atomic_path, atomic_write_bytes
+from ..utils import atomic_path, atomic_write_bytes
+from .lock import FolderLock
+from .names import (BACKBONE_META, BACKBONE_WEIGHTS, BEST, CHECKPOINT, CONFIG, EVAL_DIR, EVAL_REPORT, EXPORT_CARD,
+                    EXPORT_CONFIG, EXPORT_WEIGHTS, METRICS, PARTIAL_SUFFIX, RUN_FILES, SKIP_DIR, SNAPSHOT_META,
+                    SNAPSHOT_PATTERN, SNAPSHOTS, STUDY_MARKER, TRACKER_DIRS, snapshot_name)
 
 __all__ = ["RunDir", "CONFIG", "METRICS", "CHECKPOINT", "BEST", "BACKBONE_META", "BACKBONE_WEIGHTS", "RUN_FILES",
            "SNAPSHOTS", "Snapshot", "snapshot_epochs",
            "default_run_path", "find_latest_run", "export_backbone", "load_backbone", "read_backbone_meta",
            "read_backbone_weights", "rng_state", "set_rng_state", "clean_state_dict", "read_json", "EXPORT_CONFIG",
-           "EXPORT_WEIGHTS", "EXPORT_CARD", "is_timm_export"]
+           "EXPORT_WEIGHTS", "EXPORT_CARD", "is_timm_export", "FolderLock", "EVAL_DIR", "EVAL_REPORT", "SKIP_DIR",
+           "STUDY_MARKER", "eval_report_path", "read_eval_report"]
 
-CONFIG = "config.json"
-METRICS = "metrics.jsonl"
-CHECKPOINT = "checkpoint.pt"
-BEST = "checkpoint_best.pt"
-BACKBONE_META = "backbone.json"
-BACKBONE_WEIGHTS = "backbone.safetensors"
-RUN_FILES = (CONFIG, CHECKPOINT, BEST, METRICS, BACKBONE_META, BACKBONE_WEIGHTS)
-# a folder written by `lejepa-domains export` holds timm's own files (loaded with timm.create_model("local-dir:DIR",
-# pretrained=True)) and a Hugging Face model card; its config.json is timm's, not a run's
-EXPORT_CONFIG = "config.json"
-EXPORT_WEIGHTS = "model.safetensors"
-EXPORT_CARD = "README.md"
-SNAPSHOTS = "snapshots"  # per-epoch backbone exports (``--keep-snapshots``), one sub-folder each
-SNAPSHOT_META = "snapshot.json"
 BACKBONE_KEYS = ("timm_name", "timm_kwargs", "input_size", "channels", "mean", "std")
 
 
@@ -72,6 +63,17 @@ def is_timm_export(path: str | Path) -> bool:
     cfg = read_json(p / EXPORT_CONFIG) if p.is_dir() else None
     return (isinstance(cfg, dict) and "architecture" in cfg and isinstance(cfg.get("pretrained_cfg"), dict)
             and not (p / BACKBONE_META).is_file() and (p / EXPORT_WEIGHTS).is_file())
+
+
+def eval_report_path(folder: str | Path) -> Path:
+    """The report.json inside an evaluation's output folder ``folder``."""
+    return Path(folder) / EVAL_REPORT
+
+
+def read_eval_report(folder: str | Path) -> dict[str, Any] | None:
+    """The parsed report.json of the evaluation output folder ``folder``; None when missing or not valid JSON."""
+    report = read_json(eval_report_path(folder))
+    return report if isinstance(report, dict) else None
 
 
 def default_run_path(recipe_name: str, root: str | Path = "runs") -> Path:
@@ -145,6 +147,37 @@ class RunDir:
     @property
     def backbone_path(self) -> Path:
         return self.path / BACKBONE_WEIGHTS
+
+    @property
+    def eval_dir(self) -> Path:
+        """``lejepa-domains eval``'s default output folder for this run."""
+        return self.path / EVAL_DIR
+
+    @property
+    def eval_report_path(self) -> Path:
+        """The report.json of this run's default evaluation."""
+        return eval_report_path(self.eval_dir)
+
+    @property
+    def skip_dir(self) -> Path:
+        """Where the readers of a streamed run record the samples they skip."""
+        return self.path / SKIP_DIR
+
+    def tracker_dir(self, tracker: str) -> Path:
+        """The local store of experiment tracker ``tracker`` (``tensorboard``, ``mlflow``) inside the run folder."""
+        return self.path / TRACKER_DIRS[tracker]
+
+    @property
+    def study_marker_path(self) -> Path:
+        """A study's done-marker of this run (written when it finished training: its spec and figures)."""
+        return self.path / STUDY_MARKER
+
+    def read_study_marker(self) -> dict[str, Any] | None:
+        marker = read_json(self.study_marker_path)
+        return marker if isinstance(marker, dict) else None
+
+    def write_study_marker(self, marker: dict[str, Any]) -> None:
+        atomic_write_bytes(self.study_marker_path, json.dumps(marker, indent=2, default=str).encode())
 
     # ---- what is there
     def holds_run(self) -> bool:
@@ -322,14 +355,14 @@ class RunDir:
 
     # ---- per-epoch backbone snapshots (--keep-snapshots)
     def snapshot_dir(self, epoch: int) -> Path:
-        return self.path / SNAPSHOTS / f"epoch-{int(epoch):04d}"
+        return self.path / SNAPSHOTS / snapshot_name(epoch)
 
     def save_snapshot(self, backbone: nn.Module, recipe, epoch: int, step: int, record: dict[str, Any]) -> Path:
         """Export the backbone of finished epoch ``epoch`` into ``snapshots/epoch-NNNN/`` (the backbone pair, loadable
         like the run's own export, plus ``snapshot.json`` with the epoch's metrics line). The folder is written
         whole or not at all: files go to a temporary sibling that is renamed at the end."""
         final = self.snapshot_dir(epoch)
-        tmp = final.with_name(final.name + ".partial")
+        tmp = final.with_name(final.name + PARTIAL_SUFFIX)
         if tmp.exists():
             shutil.rmtree(tmp)
         tmp.mkdir(parents=True)
@@ -348,7 +381,7 @@ class RunDir:
         out = []
         if not root.is_dir():
             return out
-        for d in sorted(root.glob("epoch-[0-9][0-9][0-9][0-9]")):
+        for d in sorted(root.glob(SNAPSHOT_PATTERN)):
             meta = read_json(d / SNAPSHOT_META)
             if not (isinstance(meta, dict) and (d / BACKBONE_META).is_file() and (d / BACKBONE_WEIGHTS).is_file()):
                 continue

@@ -28,13 +28,13 @@ from typing import Any
 import numpy as np
 
 from ..errors import UserError
-from ..runs import RunDir
-from ..utils import FolderLock, ensure_writable
+from ..runs import STUDY_MARKER, FolderLock, RunDir
+from ..utils import ensure_writable
 from .catalogue import Budget, Study, Variant, get_budget, get_study, view_cost
 
 __all__ = ["ablate", "plan_study", "RunSpec"]
 
-MARKER = "ablation_run.json"
+MARKER = STUDY_MARKER
 SPEC_FORMAT = "lejepa-domains/ablation-run-v1"
 
 
@@ -180,13 +180,13 @@ def _train_one(rec_v, spec: RunSpec, run_dir: Path, device: str, data, progress:
 def _evaluate_one(rec_v, run_dir: Path, device: str, data, budget: Budget, cache_dir: Path) -> tuple[dict, bool]:
     from ..evaluate.run import evaluate
 
-    report_path = run_dir / "eval" / "report.json"
+    report_path = RunDir(run_dir).eval_report_path
     if report_path.is_file() and (report_path.stat().st_mtime >= (run_dir / MARKER).stat().st_mtime):
         try:
             return json.loads(report_path.read_text()), True
         except ValueError:
             pass
-    rep = evaluate(rec_v, checkpoint=run_dir, out=run_dir / "eval", device=device, data=data, cache_dir=cache_dir,
+    rep = evaluate(rec_v, checkpoint=run_dir, out=RunDir(run_dir).eval_dir, device=device, data=data, cache_dir=cache_dir,
                    n_boot=budget.n_boot, plots=False, quiet=True, leakage=False, **budget.eval_kwargs)
     return json.loads(report_path.read_text()) if report_path.is_file() else rep, False
 

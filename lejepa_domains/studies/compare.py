@@ -31,8 +31,8 @@ from .ablation import MARKER, RunSpec, _same_spec, _steps_per_epoch, _train_one,
 from .catalogue import Budget, view_cost
 from ..errors import UserError
 from ..evaluate.metrics import t_interval
-from ..runs import RunDir
-from ..utils import FolderLock, ensure_writable
+from ..runs import EVAL_DIR, FolderLock, RunDir, eval_report_path
+from ..utils import ensure_writable
 
 __all__ = ["compare", "plan_compare", "ARMS", "verdict", "label_free_across_runs"]
 
@@ -119,9 +119,9 @@ def _evaluate_seed(rec, seed: int, root: Path, foundation: str, weights, device:
     is newer than both runs' done-markers."""
     from ..evaluate.run import evaluate
 
-    out = root / "eval" / f"seed{seed}"
+    out = root / EVAL_DIR / f"seed{seed}"
     scratch, adapt = root / "scratch" / f"seed{seed}", root / "adapt" / f"seed{seed}"
-    report_path = out / "report.json"
+    report_path = eval_report_path(out)
     newest = max((scratch / MARKER).stat().st_mtime, (adapt / MARKER).stat().st_mtime)
     if report_path.is_file() and report_path.stat().st_mtime >= newest:
         try:

@@ -19,7 +19,6 @@ import torch
 from torch import nn
 
 from .._version import __version__
-from ..data.stream import SKIP_DIR
 from ..method.variants import Variant
 from ..recipe import Recipe
 from ..runs import RunDir, read_backbone_weights
@@ -113,7 +112,7 @@ def _pretrain_locked(setup, ctx, run: RunDir, data, model: nn.Module, variant: V
     rec, cfg = setup.recipe, setup.cfg
     t = build_training(model, variant, rec, cfg, data, ctx)
     if getattr(t.dataset, "skip_bad", False) and hasattr(t.dataset, "skip_dir"):  # streamed: workers record skips
-        t.dataset.skip_dir = str(run.path / SKIP_DIR)
+        t.dataset.skip_dir = str(run.skip_dir)
     if setup.resumed:
         t.restore(setup.checkpoint, ctx.rank, run.read_metrics())
         if ctx.is_main and run.metrics_path.is_file():  # drop lines of epochs the checkpoint does not hold (a
