@@ -9,7 +9,7 @@ Layout of ``OUT`` (default ``runs/compare-RECIPE``)::
     OUT/compare.json, compare.md                                  the combined report
     OUT/.features/                                                the evaluation's feature cache
 
-Runs are trained, reused and resumed by the ablation runner's machinery (:mod:`lejepa_domains.studies.ablation`): a
+Runs are trained, reused and resumed by the grid runner both studies share (:mod:`lejepa_domains.studies.grid`): a
 run whose done-marker matches its specification is reused, a run folder with a checkpoint but no marker continues
 with the trainer's exact ``--resume``, a folder holding a run of another specification (another budget, foundation
 or weights file) stops the comparison with one error line.
@@ -17,32 +17,61 @@ or weights file) stops the comparison with one error line.
 
 from __future__ import annotations
 
-import json
 import math
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from rich.console import Console
 
-from .ablation import MARKER, RunSpec, _same_spec, _steps_per_epoch, _train_one, grid_options
-from .catalogue import Budget, view_cost
 from ..errors import UserError
+from ..evaluate.encoders.vit_foundation import foundation_encoder, patch_size_for
 from ..evaluate.metrics import t_interval
-from ..runs import EVAL_DIR, FolderLock, RunDir, eval_report_path
-from ..utils import ensure_writable
+from ..evaluate.selection import signal_correlations
+from ..foundation import create_foundation, file_sha256, resolve_foundation
+from ..recipe import load_recipe
+from ..runs import RunDir
+from ..train.init import ADAPT_BACKBONE_LR_SCALE, adapt_epochs as default_adapt_epochs, plan_init
+from ..utils import ensure_writable, resolve_device
+from . import compare_report as report_mod
+from .catalogue import Budget, view_cost
+from .grid import (Cell, RunSpec, cell_dir, evaluate_once, grid_options, is_finished, refuse_other_specs, run_grid,
+                   seed_eval_dir, steps_per_epoch, study_lock)
 
-__all__ = ["compare", "plan_compare", "ARMS", "verdict", "label_free_across_runs"]
+__all__ = ["compare", "plan_compare", "ARMS", "ARM_LIST", "Arm", "verdict", "label_free_across_runs"]
 
 SPEC_FORMAT = "lejepa-domains/compare-run-v1"
-ARMS = ("scratch", "adapt", "transfer", "random", "pixels")
-TRAINED = ("scratch", "adapt")
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One arm of the comparison. ``eval_name``: its backbone's name in the evaluation of a seed; ``kind``:
+    ``reference`` (a trained run, the evaluation's own ``--checkpoint``), ``run`` (another trained run, evaluated
+    beside it), ``foundation`` (the frozen foundation model) or ``baseline`` (a floor of the evaluation)."""
+
+    name: str
+    eval_name: str
+    kind: str
+
+    @property
+    def trained(self) -> bool:
+        return self.kind in ("reference", "run")
+
+
+#: the arms, in the order they are trained, evaluated and reported; a new arm is an entry here (a trained one also
+#: an entry in :func:`plan_compare`'s training setups)
+ARM_LIST = (Arm("scratch", "lejepa", "reference"), Arm("adapt", "adapt", "run"),
+            Arm("transfer", "transfer", "foundation"), Arm("random", "random", "baseline"),
+            Arm("pixels", "pixels", "baseline"))
+ARMS = tuple(a.name for a in ARM_LIST)
+TRAINED = tuple(a.name for a in ARM_LIST if a.trained)
 #: the paired differences reported, as (a, b): a − b, named by arm
 PAIRS = (("adapt", "transfer"), ("scratch", "transfer"), ("adapt", "scratch"))
 #: report backbone name of each arm in the evaluation of one seed
-EVAL_NAME = {"scratch": "lejepa", "adapt": "adapt", "transfer": "transfer", "random": "random", "pixels": "pixels"}
+EVAL_NAME = {a.name: a.eval_name for a in ARM_LIST}
 METRICS_SHOWN = ("linear", "knn")
 
 
@@ -53,12 +82,9 @@ def plan_compare(recipe, foundation: str, weights, budget: Budget, n_seeds: int,
     foundation's init record (:func:`lejepa_domains.train.init.plan_init`). Scratch runs the budget's length;
     adapt the short adaptation schedule (``adapt_epochs``, default ⌈0.1 × scratch epochs⌉, at least 1; the ``toy``
     budget: its fixed steps), the backbone at a tenth of the learning rate."""
-    from ..foundation import file_sha256
-    from ..train.init import ADAPT_BACKBONE_LR_SCALE, adapt_epochs as default_adapt_epochs, plan_init
-
     rec_adapt, record = plan_init(recipe, foundation, weights, init_patch)
     base = recipe.train
-    spe = _steps_per_epoch(recipe, data, base.batch_size)
+    spe = steps_per_epoch(recipe, data, base.batch_size)
     frac = base.warmup_epochs / max(1, base.epochs)
     scratch_steps = budget.base_steps(base.epochs, spe)
     scratch_epochs = max(1, math.ceil(scratch_steps / spe))
@@ -72,18 +98,19 @@ def plan_compare(recipe, foundation: str, weights, budget: Budget, n_seeds: int,
     foundation_id = {"init": str(foundation), "timm_name": record["timm_name"], "weights": record["weights"],
                      "weights_file_sha256": file_sha256(wfile) if wfile else None,
                      "patch_size": record["patch_size"]}
+    # each trained arm: (its recipe, steps, TrainConfig overrides, other pretrain arguments, foundation record)
+    setups = {"scratch": (recipe, scratch_steps, {}, {}, None),
+              "adapt": (rec_adapt, adapt_steps, {"backbone_lr_scale": ADAPT_BACKBONE_LR_SCALE, "layer_decay": 1.0},
+                        {"init": str(foundation), "weights": None if weights is None else str(weights),
+                         "init_patch": init_patch}, foundation_id)}
     plan = []
-    for arm, rec_arm, steps, extra_train, pre in (
-            ("scratch", recipe, scratch_steps, {}, {}),
-            ("adapt", rec_adapt, adapt_steps, {"backbone_lr_scale": ADAPT_BACKBONE_LR_SCALE, "layer_decay": 1.0},
-             {"init": str(foundation), "weights": None if weights is None else str(weights),
-              "init_patch": init_patch})):
+    for arm in TRAINED:
+        rec_arm, steps, extra_train, pre, from_foundation = setups[arm]
         epochs = max(1, math.ceil(steps / spe))
         for seed in range(n_seeds):
             train = {**extra_train, "seed": seed, "epochs": epochs, "warmup_epochs": round(frac * steps / spe, 6)}
             spec = RunSpec(format=SPEC_FORMAT, arm=arm, seed=seed, budget=budget.name, recipe_name=recipe.name,
-                           steps=steps, steps_per_epoch=spe, train=train, pretrain=pre,
-                           foundation=foundation_id if arm == "adapt" else None,
+                           steps=steps, steps_per_epoch=spe, train=train, pretrain=pre, foundation=from_foundation,
                            backbone=rec_arm.backbone, batch_size=base.batch_size,
                            pixels_per_image=view_cost(rec_arm, rec_arm.n_global, rec_arm.n_local))
             plan.append((arm, rec_arm, spec))
@@ -94,8 +121,6 @@ def _check_weights_fit(rec, foundation: str, weights, record: dict) -> None:
     """Load the foundation weights once into the adapted arm's architecture before anything is trained, so that a
     file of another architecture is one error line up front — not after the scratch arm has trained for hours
     (``plan_init`` checks names and whereabouts only). The model is dropped at once."""
-    from ..foundation import create_foundation, resolve_foundation
-
     model, _ = create_foundation(resolve_foundation(foundation, "--foundation"), weights,
                                  role=f"--foundation {foundation}", in_chans=int(rec.channels),
                                  **record["timm_kwargs"])
@@ -103,8 +128,6 @@ def _check_weights_fit(rec, foundation: str, weights, record: dict) -> None:
 
 
 def _transfer_builder(foundation: str, weights, size: int):
-    from ..evaluate.encoders.vit_foundation import foundation_encoder
-
     def build(ctx):
         o = ctx.options
         return foundation_encoder(foundation, ctx.recipe, weights=weights, img_size=size, pool=o.dinov2_pool,
@@ -115,27 +138,23 @@ def _transfer_builder(foundation: str, weights, size: int):
 
 def _evaluate_seed(rec, seed: int, root: Path, foundation: str, weights, device: str, data, budget: Budget,
                    dinov2_size: int) -> dict:
-    """The one evaluation of seed ``seed``: every arm on the same splits and test resamples; reused when its report
-    is newer than both runs' done-markers."""
-    from ..evaluate.run import evaluate
-
-    out = root / EVAL_DIR / f"seed{seed}"
-    scratch, adapt = root / "scratch" / f"seed{seed}", root / "adapt" / f"seed{seed}"
-    report_path = eval_report_path(out)
-    newest = max((scratch / MARKER).stat().st_mtime, (adapt / MARKER).stat().st_mtime)
-    if report_path.is_file() and report_path.stat().st_mtime >= newest:
-        try:
-            rep = json.loads(report_path.read_text())
-            if rep.get("pairs") and "transfer" in rep.get("models", {}):
-                rep["_reused"] = True
-                return rep
-        except ValueError:
-            pass
-    pairs = [(EVAL_NAME[a], EVAL_NAME[b]) for a, b in PAIRS]
-    return evaluate(rec, checkpoint=scratch, baselines=["random", "pixels"], out=out, device=device, data=data,
-                    cache_dir=root / ".features", n_boot=budget.n_boot, plots=False, quiet=True,
-                    extra_runs={"adapt": adapt, "transfer": _transfer_builder(foundation, weights, dinov2_size)},
-                    pairs=pairs, **budget.eval_kwargs)
+    """The one evaluation of seed ``seed``: every arm on the same splits and test resamples (the reference arm's run
+    as ``--checkpoint``, the other trained arms and the foundation model beside it, the floors as baselines); reused
+    when its report is newer than every trained arm's done-marker and holds every arm."""
+    runs = {a.eval_name: cell_dir(root, a.name, seed) for a in ARM_LIST if a.kind == "run"}
+    foundations = {a.eval_name: _transfer_builder(foundation, weights, dinov2_size) for a in ARM_LIST
+                   if a.kind == "foundation"}
+    reference = next(a for a in ARM_LIST if a.kind == "reference")
+    markers = [RunDir(cell_dir(root, a.name, seed)).study_marker_path for a in ARM_LIST if a.trained]
+    rep, reused = evaluate_once(
+        rec, seed_eval_dir(root, seed), markers, budget, device=device, data=data, cache_dir=root / ".features",
+        accept=lambda r: bool(r.get("pairs")) and all(a.eval_name in r.get("models", {}) for a in ARM_LIST),
+        reread=False, checkpoint=cell_dir(root, reference.name, seed),
+        baselines=[a.eval_name for a in ARM_LIST if a.kind == "baseline"], extra_runs={**runs, **foundations},
+        pairs=[(EVAL_NAME[a], EVAL_NAME[b]) for a, b in PAIRS])
+    if reused:
+        rep["_reused"] = True
+    return rep
 
 
 def verdict(recipe_name: str, diffs: dict[str, dict], metric: str = "linear", kind: str = "bootstrap") -> str:
@@ -190,7 +209,7 @@ def _arm_rows(plan, reports: dict[int, dict], train_info: dict, n_seeds: int, de
                           "encoder": {k2: m["encoder"].get(k2) for k2 in ("timm_name", "weights", "licence",
                                                                           "weights_file_sha256", "adapter")
                                       if m["encoder"].get(k2) is not None}})
-            if arm in ("transfer", "random", "pixels"):
+            if arm not in TRAINED:
                 break  # deterministic arms: one evaluation says it all (the same features every seed)
         summary = {}
         for p in METRICS_SHOWN:
@@ -225,8 +244,6 @@ def label_free_across_runs(root: Path, reports: dict[int, dict], n_seeds: int) -
     Returns ``{"target", "note", "runs": [one row per run], "n", "correlation": signal → {rho, ci95, p_value, n…},
     "enough": {"rho": bool, "ci95": bool}, "words": sentence or None}`` where ``words`` says, when there are too
     few runs or a signal is constant, why no number is given."""
-    from ..evaluate.selection import signal_correlations
-
     rows = []
     for k in range(n_seeds):
         rep = reports.get(k)
@@ -236,7 +253,7 @@ def label_free_across_runs(root: Path, reports: dict[int, dict], n_seeds: int) -
             m = rep["models"].get(EVAL_NAME[arm])
             if m is None:
                 continue
-            final = RunDir(root / arm / f"seed{k}").final_metrics()
+            final = RunDir(cell_dir(root, arm, k)).final_metrics()
             rows.append({"arm": arm, "seed": k, "knn_top1": m["knn"]["top1"], "step": final.get("step"),
                          **{key: final.get(key[len("train_"):]) for key in LABEL_FREE_SIGNALS.values()}})
     n = len(rows)
@@ -308,79 +325,33 @@ def compare(recipe="specimens", foundation: str = "dinov2", weights=None, budget
     init.adapt_epochs` of the scratch epochs); ``dinov2_size``: the frozen foundation model's input side (rounded
     to its patch); ``max_new_runs``: stop after training this many runs not finished before. Returns the report.
     """
-    from rich.console import Console
-
-    from ..recipe import load_recipe
-    from ..utils import resolve_device
-    from . import compare_report as report_mod
-
     console = Console(stderr=True, quiet=quiet)
     bud, n_seeds = grid_options(budget, seeds, max_new_runs)
     rec = load_recipe(recipe)
     root = Path(out) if out is not None else Path("runs") / f"compare-{rec.name}"
-    from ..evaluate.encoders.vit_foundation import patch_size_for
-    from ..foundation import resolve_foundation
-
     patch_size_for(resolve_foundation(foundation, "--foundation"), int(dinov2_size))  # DINOv2: a multiple of 14
     plan, record = plan_compare(rec, foundation, weights, bud, n_seeds, data, adapt_epochs, init_patch)
-    if any(arm == "adapt" and not (root / arm / f"seed{s['seed']}" / MARKER).is_file() for arm, _, s in plan):
+    if any(arm == "adapt" and not is_finished(cell_dir(root, arm, s["seed"])) for arm, _, s in plan):
         _check_weights_fit(rec, foundation, weights, record)
     ensure_writable(root, "compare folder")
-    for arm, _, spec in plan:  # a different specification is refused before anything is trained
-        saved = RunDir(root / arm / f"seed{spec['seed']}").read_json(MARKER)
-        if saved is not None and not _same_spec(saved.get("spec", {}), spec):
-            raise UserError(f"{root / arm / ('seed' + str(spec['seed']))} holds a run of a different specification "
-                            "(another budget, foundation or weights file); use another --out or delete that folder")
-    lock = FolderLock(root, "comparison")
-    if (info := lock.holder()) is not None:
-        raise lock.refusal(info)
+    cells = [Cell(arm, rec_arm, spec) for arm, rec_arm, spec in plan]
+    # a different specification is refused before anything is trained
+    refuse_other_specs(root, cells, "another budget, foundation or weights file")
+    lock = study_lock(root, "comparison")
     dev = str(resolve_device(device))
     report_mod.print_header(console, rec, record, bud, n_seeds, plan, root)
     t0 = time.perf_counter()
     with lock:
-        train_info: dict[tuple[str, int], dict] = {}
-        new_runs, stopped = 0, False
-        for i, (arm, rec_arm, spec) in enumerate(plan):
-            run_dir = root / arm / f"seed{spec['seed']}"
-            if not (run_dir / MARKER).is_file() and max_new_runs is not None and new_runs >= max_new_runs:
-                stopped = True
-                continue
-            console.print(f"[bold]compare[/] [{i + 1}/{len(plan)}] {arm} · seed {spec['seed']} · {spec['steps']} "
-                          f"steps ({spec['backbone']})", highlight=False)
-            status, seconds = _train_one(rec_arm, spec, run_dir, device, data, progress and not quiet)
-            new_runs += status != "reused"
-            done = RunDir(run_dir).read_json(MARKER) or {}
-            train_info[(arm, spec["seed"])] = {"status": status, "seconds": float(done.get("train_seconds", seconds)),
-                                               "steps": spec["steps"],
-                                               "images_seen": spec["steps"] * spec["batch_size"]}
+        train_info, stopped = _train_arms(cells, root, console, device=device, data=data,
+                                          progress=progress and not quiet, max_new_runs=max_new_runs)
         reports: dict[int, dict] = {}
         for k in range(n_seeds):
             if all((arm, k) in train_info for arm in TRAINED):
-                console.print(f"[bold]compare[/] evaluating seed {k}: scratch, adapt, transfer, random, pixels",
-                              highlight=False)
+                console.print(f"[bold]compare[/] evaluating seed {k}: {', '.join(ARMS)}", highlight=False)
                 reports[k] = _evaluate_seed(rec, k, root, foundation, weights, device, data, bud, dinov2_size)
-        arms = _arm_rows(plan, reports, train_info, n_seeds, dev)
-        pairs = _pair_rows(reports, n_seeds)
-        lin = {k: v["linear"] for k, v in pairs.items() if "linear" in v}
-        kind = "seed" if n_seeds > 1 else "paired bootstrap"
-        report = {
-            "format": "lejepa-domains/compare-v1",
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "recipe": {"name": rec.name, "path": rec.path, "backbone": rec.backbone, "train": asdict(rec.train)},
-            "foundation": record,
-            "budget": {"name": bud.name, "description": bud.description, "seeds": n_seeds, "n_boot": bud.n_boot},
-            "transfer_input_size": patch_size_for(resolve_foundation(foundation, "--foundation"),
-                                                  int(dinov2_size))[0],
-            "plan": [{"arm": a, "seed": s["seed"], "steps": s["steps"], "backbone": s["backbone"],
-                      "train": s["train"]} for a, _, s in plan],
-            "arms": arms, "pairs": pairs, "label_free": label_free_across_runs(root, reports, n_seeds),
-            "verdict": verdict(rec.name, lin, "linear", kind) if len(lin) == len(PAIRS) else
-            "incomplete: not every arm has been evaluated yet; run the same command again",
-            "complete": not stopped and len(reports) == n_seeds,
-            "evaluation": "the standard `lejepa-domains eval` protocol, one evaluation per seed holding every arm "
-                          "(same splits, same bootstrap resamples of the test split, hence paired differences)",
-            "seconds": round(time.perf_counter() - t0, 2),
-        }
+        report = _compare_report(rec, record, bud, n_seeds, plan, reports, train_info, root, dev, stopped, t0,
+                                 transfer_size=patch_size_for(resolve_foundation(foundation, "--foundation"),
+                                                              int(dinov2_size))[0])
         report_mod.write_report(report, root)
         if not quiet:
             report_mod.print_table(report, Console())
@@ -389,3 +360,50 @@ def compare(recipe="specimens", foundation: str = "dinov2", weights=None, budget
                           + ("" if report["complete"] else " [yellow](incomplete: run the same command again)[/]"),
                           highlight=False)
         return report
+
+
+def _train_arms(cells: list[Cell], root: Path, console, *, device: str, data, progress: bool,
+                max_new_runs: int | None) -> tuple[dict[tuple[str, int], dict], bool]:
+    """Every trained arm's runs through the grid runner: ``({(arm, seed): status, seconds, steps, images_seen},
+    whether runs were left for later by max_new_runs)``."""
+    train_info: dict[tuple[str, int], dict] = {}
+
+    def announce(i: int, cell: Cell) -> str:
+        return (f"[bold]compare[/] [{i + 1}/{len(cells)}] {cell.name} · seed {cell.seed} · {cell.spec['steps']} "
+                f"steps ({cell.spec['backbone']})")
+
+    def trained(i: int, cell: Cell, run_dir: Path, status: str, seconds: float) -> None:
+        done = RunDir(run_dir).read_study_marker() or {}
+        train_info[(cell.name, cell.seed)] = {"status": status, "seconds": float(done.get("train_seconds", seconds)),
+                                              "steps": cell.spec["steps"],
+                                              "images_seen": cell.spec["steps"] * cell.spec["batch_size"]}
+
+    stopped = run_grid(cells, root, device=device, data=data, progress=progress, max_new_runs=max_new_runs,
+                       console=console, announce=announce, on_done=trained)
+    return train_info, stopped
+
+
+def _compare_report(rec, record: dict, bud: Budget, n_seeds: int, plan, reports: dict[int, dict], train_info: dict,
+                    root: Path, dev: str, stopped: bool, t0: float, transfer_size: int) -> dict:
+    """The combined report (``lejepa-domains/compare-v1``): arms, paired differences, label-free signals, verdict."""
+    arms = _arm_rows(plan, reports, train_info, n_seeds, dev)
+    pairs = _pair_rows(reports, n_seeds)
+    lin = {k: v["linear"] for k, v in pairs.items() if "linear" in v}
+    kind = "seed" if n_seeds > 1 else "paired bootstrap"
+    return {
+        "format": "lejepa-domains/compare-v1",
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "recipe": {"name": rec.name, "path": rec.path, "backbone": rec.backbone, "train": asdict(rec.train)},
+        "foundation": record,
+        "budget": {"name": bud.name, "description": bud.description, "seeds": n_seeds, "n_boot": bud.n_boot},
+        "transfer_input_size": transfer_size,
+        "plan": [{"arm": a, "seed": s["seed"], "steps": s["steps"], "backbone": s["backbone"],
+                  "train": s["train"]} for a, _, s in plan],
+        "arms": arms, "pairs": pairs, "label_free": label_free_across_runs(root, reports, n_seeds),
+        "verdict": verdict(rec.name, lin, "linear", kind) if len(lin) == len(PAIRS) else
+        "incomplete: not every arm has been evaluated yet; run the same command again",
+        "complete": not stopped and len(reports) == n_seeds,
+        "evaluation": "the standard `lejepa-domains eval` protocol, one evaluation per seed holding every arm "
+                      "(same splits, same bootstrap resamples of the test split, hence paired differences)",
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
