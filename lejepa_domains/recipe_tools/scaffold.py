@@ -64,8 +64,9 @@ def defaults_block(d: Defaults, n_train: int) -> list[str]:
     ]
 
 
-def _recipe_text(name: str, inf: Inferred, hf: str | None, data: str | None, config: str | None,
-                 revision: str | None, d: Defaults) -> str:
+def _source_call(inf: Inferred, hf: str | None, data: str | None, config: str | None,
+                 revision: str | None) -> tuple[str, str, list[str]]:
+    """The recipe's source: ``(class, its data module, its arguments as source text)``."""
     kw = inf.source_kwargs  # the source's own keywords: the recipe states size, channels, value type and classes
     src_args = []
     if hf is not None:
@@ -78,12 +79,25 @@ def _recipe_text(name: str, inf: Inferred, hf: str | None, data: str | None, con
         src_args.append(repr(str(Path(data).expanduser().resolve())))
         cls, module = "LocalSource", "table"
     src_args += [f"{k}={v!r}" for k, v in kw.items()]
-    train_n = inf.role_sizes.get("train", 0)
+    return cls, module, src_args
+
+
+def _size_text(inf: Inferred) -> str:
+    """The recipe's ``size``: images per role and how the split was made."""
+    kw = inf.source_kwargs
     size_txt = " / ".join(f"{r} {inf.role_sizes.get(r, 0):,}" for r in ("train", "val", "test"))
     if "carve" in kw:
         size_txt += " (val carved from train)"
     elif "unsplit" in kw:
         size_txt += " (cut 80/10/10 %)"
+    return size_txt
+
+
+def _recipe_text(name: str, inf: Inferred, hf: str | None, data: str | None, config: str | None,
+                 revision: str | None, d: Defaults) -> str:
+    cls, module, src_args = _source_call(inf, hf, data, config, revision)
+    train_n = inf.role_sizes.get("train", 0)
+    size_txt = _size_text(inf)
     sci = bool(inf.pixels) and (inf.pixels.get("dtype") != "uint8" or inf.channels not in (1, 3))
     colour = "RGB" if inf.channels == 3 else "grey"
     if sci:
