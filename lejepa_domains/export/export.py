@@ -64,13 +64,15 @@ def find_eval_report(run: RunDir, meta: dict, eval_report: str | Path | None) ->
 
 def export_run(run_dir: str | Path, to: str | Path | None = None, *, push: str | None = None, private: bool = True,
                eval_report: str | Path | None = None, overwrite: bool = False,
-               log: Callable[[str], None] | None = None, api: Any = None) -> ExportResult:
+               log: Callable[[str], None] | None = None, api: Any = None, token: str | None = None) -> ExportResult:
     """Export the backbone of ``run_dir`` (the Python API of ``lejepa-domains export``).
 
     ``to``: the folder to write (must not exist or be empty, unless ``overwrite``); ``push``: ``ORG/NAME`` to upload
     to (private unless ``private=False``); without ``to`` the folder is written to a temporary place, uploaded and
     removed. ``eval_report``: the report.json (or its folder) to put in the card; default ``RUN/eval/report.json``
-    when it is of these weights. ``api``: a stand-in for :class:`huggingface_hub.HfApi` (tests)."""
+    when it is of these weights. ``api``: a stand-in for :class:`huggingface_hub.HfApi` (tests). ``token``: the Hub
+    token for ``push`` (default: where ``huggingface_hub`` looks, ``HF_TOKEN`` or ``hf auth login``'s file); it is
+    only handed to the hub client, never written to the folder, the card, a log line or an error message."""
     log = log or (lambda msg: None)
     run = RunDir(Path(run_dir).expanduser())
     if not run.path.is_dir():
@@ -87,7 +89,7 @@ def export_run(run_dir: str | Path, to: str | Path | None = None, *, push: str |
         if out.is_dir() and any(out.iterdir()) and not overwrite:
             raise UserError(f"--to {out}: the folder exists and is not empty; choose another or pass --overwrite")
         ensure_writable(out.parent, "export --to")  # the staging folder is made beside the target
-    token = check_push(push) if push is not None else None
+    token = check_push(push, token) if push is not None else None
     if run.lock().holder() is not None:
         log(f"[yellow]export:[/] run {run.path} is still training; exporting its latest backbone (epoch "
             f"{meta.get('epoch')}, step {meta.get('step')})")

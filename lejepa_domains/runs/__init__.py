@@ -6,6 +6,8 @@ A run folder (``runs/RECIPE-YYYYmmdd-HHMMSS`` by default) holds::
     config.json              recipe, training configuration, data, device, versions       (written once, at the start)
     metrics.jsonl            one JSON line per finished epoch
     checkpoint.pt            everything an exact resume needs (atomic; the last good one survives a failed write)
+                             — tensors, numbers, strings, lists, dicts only; read with the safe loader
+                             (runs/checkpoint.py: weights_only=True, --trust-checkpoint the one opt-out)
     checkpoint_best.pt       the epoch with the best online-probe accuracy on val (when there is a val split)
     backbone.safetensors     the frozen encoder (timm state dict) ...
     backbone.json            ... and what rebuilds it with timm alone (name, kwargs, input size, normalisation)
@@ -20,19 +22,19 @@ from __future__ import annotations
 import errno
 import json
 import os
-import random
 import shutil
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from ..errors import UserError
 from ..utils import atomic_path, atomic_write_bytes
+from .checkpoint import (TRUST_FLAG, UnsafeCheckpoint, read_checkpoint, rng_state, safe_state, set_rng_state,
+                         trusted_checkpoints, trusting)
 from .lock import FolderLock
 from .names import (BACKBONE_META, BACKBONE_WEIGHTS, BEST, CHECKPOINT, CONFIG, EVAL_DIR, EVAL_REPORT, EXPORT_CARD,
                     EXPORT_CONFIG, EXPORT_WEIGHTS, METRICS, PARTIAL_SUFFIX, RUN_FILES, SKIP_DIR, SNAPSHOT_META,
@@ -43,7 +45,8 @@ __all__ = ["RunDir", "CONFIG", "METRICS", "CHECKPOINT", "BEST", "BACKBONE_META",
            "default_run_path", "find_latest_run", "export_backbone", "load_backbone", "read_backbone_meta",
            "read_backbone_weights", "rng_state", "set_rng_state", "clean_state_dict", "read_json", "EXPORT_CONFIG",
            "EXPORT_WEIGHTS", "EXPORT_CARD", "is_timm_export", "FolderLock", "EVAL_DIR", "EVAL_REPORT", "SKIP_DIR",
-           "STUDY_MARKER", "eval_report_path", "read_eval_report"]
+           "STUDY_MARKER", "eval_report_path", "read_eval_report", "read_checkpoint", "safe_state",
+           "trusted_checkpoints", "trusting", "UnsafeCheckpoint", "TRUST_FLAG"]
 
 BACKBONE_KEYS = ("timm_name", "timm_kwargs", "input_size", "channels", "mean", "std")
 
@@ -79,24 +82,6 @@ def read_eval_report(folder: str | Path) -> dict[str, Any] | None:
 def default_run_path(recipe_name: str, root: str | Path = "runs") -> Path:
     """``runs/RECIPE-YYYYmmdd-HHMMSS``."""
     return Path(root) / f"{recipe_name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
-
-
-# ------------------------------------------------------------------------------------------------------ RNG states
-
-def rng_state() -> dict[str, Any]:
-    """Python, NumPy, torch (and CUDA) generator states of this process."""
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def clean_state_dict(state: dict[str, Any]) -> dict[str, Any]:
@@ -281,38 +266,52 @@ class RunDir:
 
     # ---- checkpoints
     def save_checkpoint(self, state: dict[str, Any]) -> None:
-        """Atomic ``torch.save``: readers see the previous checkpoint or the complete new one."""
+        """Atomic ``torch.save``: readers see the previous checkpoint or the complete new one. The state must hold
+        only what the safe loader reads (:func:`~lejepa_domains.runs.checkpoint.safe_state` checks it)."""
+        state = safe_state(state)
         self._still_there(CHECKPOINT)
         with atomic_path(self.path / CHECKPOINT) as tmp:
             torch.save(state, tmp)
 
-    def load_checkpoint(self, name: str = CHECKPOINT) -> dict[str, Any]:
-        """The checkpoint's state; a truncated or corrupt file is one error line naming it and the way out."""
+    def load_checkpoint(self, name: str = CHECKPOINT, trust: bool | None = None) -> dict[str, Any]:
+        """The checkpoint's state, read with the safe loader (:func:`~lejepa_domains.runs.checkpoint.read_checkpoint`;
+        ``trust``: ``--trust-checkpoint``, default: whether :func:`trusted_checkpoints` is in effect). A file the safe
+        loader refuses is one error line naming ``--trust-checkpoint``; a truncated or corrupt one, one line naming it
+        and the way out."""
         path = self.path / name
         try:
-            state = torch.load(path, map_location="cpu", weights_only=False)
+            state = read_checkpoint(path, trust)
             if not isinstance(state, dict) or "step" not in state:
                 raise ValueError("not a lejepa-domains checkpoint")
             return state
-        except Exception as e:  # truncated zip, pickle garbage, a file of something else
+        except UnsafeCheckpoint:
+            raise
+        except Exception as e:  # truncated zip, garbage bytes, a file of something else
             why = " ".join(f"{type(e).__name__}: {e}".split()).split(". ")[0][:160]
             way_out = "start the run again with --overwrite"
             if name == CHECKPOINT and (self.path / BEST).is_file():
                 try:
-                    best = torch.load(self.path / BEST, map_location="cpu", weights_only=False)
+                    best = read_checkpoint(self.path / BEST, trust)
                     way_out = (f"{self.path / BEST} (epoch {best['epoch']}, step {best['step']}) is intact: copy it "
                                f"over {path} to resume from there")
+                except UnsafeCheckpoint:
+                    way_out = (f"{self.path / BEST} is not loaded either (it names objects a safe load does not "
+                               f"read); start the run again with --overwrite")
                 except Exception:
                     way_out = f"{self.path / BEST} is unreadable too; start the run again with --overwrite"
             raise UserError(f"checkpoint {path} cannot be read, it is truncated or corrupt ({why}); {way_out}") \
                 from None
 
-    def checkpoint_step(self) -> int | None:
-        """The optimisation step ``checkpoint.pt`` holds; None when it is missing or unreadable."""
+    def checkpoint_step(self, trust: bool | None = None) -> int | None:
+        """The optimisation step ``checkpoint.pt`` holds; None when it is missing or unreadable (truncated, corrupt).
+        A checkpoint the safe loader refuses is an error (:class:`UnsafeCheckpoint`), not a missing one: a caller
+        must not write over it as if there were none."""
         if not (self.path / CHECKPOINT).is_file():
             return None
         try:
-            return int(self.load_checkpoint()["step"])
+            return int(self.load_checkpoint(trust=trust)["step"])
+        except UnsafeCheckpoint:
+            raise
         except Exception:  # a checkpoint that cannot be read counts as none
             return None
 
