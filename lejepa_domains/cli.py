@@ -166,6 +166,54 @@ def eval_(
         stream=stream, num_workers=num_workers)
 
 
+@app.command("embed")
+def embed(
+    recipe: Optional[str] = typer.Argument(None, help="Recipe name or path (default: the backbone run's recipe)."),
+    backbone: Optional[str] = typer.Option(None, "--backbone", help="Run folder, local-dir:DIR, hf-hub:ORG/NAME, "
+                                           "dinov2, dinov2-b, dinov2-l, dinov3, dinov3-b, dinov3-l, "
+                                           "timm:NAME (with --weights), random or pixels (default: the latest run)."),
+    out: Path = typer.Option(..., "--out", help="Folder for the Parquet parts, manifest.json and embeddings.json."),
+    split: str = typer.Option("all", "--split", help="all, train, val or test."),
+    data: Optional[str] = typer.Option(None, "--data", help="Local copy of the data (image folder, Parquet, "
+                                       "save_to_disk, NPZ/HDF5/TIFF/FITS, shards) for the recipe."),
+    run: Optional[Path] = typer.Option(None, "--run", help="With --backbone random: the run whose architecture "
+                                       "is initialised at random."),
+    weights: Optional[str] = typer.Option(None, "--weights", help="Weights file of a dinov2*/dinov3*/timm:NAME "
+                                          "backbone."),
+    dtype: str = typer.Option("float16", "--dtype", help="Vector type in the Parquet parts: float16 or float32."),
+    chunk_size: int = typer.Option(4096, "--chunk-size", help="Rows per Parquet part (a killed run redoes at most "
+                                   "one part per process)."),
+    batch_size: int = typer.Option(256, "--batch-size", help="Images per encoding batch."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
+    devices: Optional[int] = typer.Option(None, "--devices", help="Run N processes (one per GPU, or gloo "
+                                          "processes on CPU) through torchrun; each writes its own parts."),
+    skip_bad_samples: bool = typer.Option(False, "--skip-bad-samples", help="Skip (count and name) images that "
+                                          "cannot be decoded instead of stopping."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace another embedding in --out."),
+    dinov2_size: int = typer.Option(224, "--dinov2-size", help="DINOv2/DINOv3 input side."),
+    dinov2_pool: str = typer.Option("cls", "--dinov2-pool", help="cls or cls+mean."),
+    adapter: Optional[str] = typer.Option(None, "--adapter", help="How DINOv2 takes non-RGB data: auto, "
+                                          "bands:A,B,C, mean or pca."),
+    pixels_size: int = typer.Option(32, "--pixels-size", help="Largest side of the raw-pixel backbone."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the random backbone's init."),
+) -> None:
+    """Embed every image of a recipe's splits (or --data) with a frozen backbone into chunked Parquet files."""
+    from .embed.run import embed as run_embed, plan_embed
+
+    kwargs = dict(split=split, data=data, run=run, weights=weights, dtype=dtype, chunk_size=chunk_size,
+                  batch_size=batch_size, device=device, skip_bad_samples=skip_bad_samples, overwrite=overwrite,
+                  dinov2_size=dinov2_size, dinov2_pool=dinov2_pool, adapter=adapter, pixels_size=pixels_size,
+                  seed=seed)
+    if devices is not None:
+        from .train.launch import launch
+
+        code = launch(devices, _ARGV or sys.argv[1:], device=device,
+                      preflight=lambda: plan_embed(recipe, backbone, out, **kwargs))
+        if code is not None:
+            sys.exit(code)
+    run_embed(recipe, backbone, out, **kwargs)
+
+
 @app.command("export")
 def export(
     run_dir: Path = typer.Argument(..., help="Run folder (holding backbone.json) to export."),
