@@ -198,7 +198,7 @@ def embed(
     seed: int = typer.Option(0, "--seed", help="Seed of the random backbone's init."),
 ) -> None:
     """Embed every image of a recipe's splits (or --data) with a frozen backbone into chunked Parquet files."""
-    from .embed.run import embed as run_embed, plan_embed
+    from .embeddings.run import embed as run_embed, plan_embed
 
     kwargs = dict(split=split, data=data, run=run, weights=weights, dtype=dtype, chunk_size=chunk_size,
                   batch_size=batch_size, device=device, skip_bad_samples=skip_bad_samples, overwrite=overwrite,
@@ -212,6 +212,41 @@ def embed(
         if code is not None:
             sys.exit(code)
     run_embed(recipe, backbone, out, **kwargs)
+
+
+@app.command("search")
+def search(
+    embeddings: Path = typer.Argument(..., help="Folder written by `lejepa-domains embed`."),
+    query: List[str] = typer.Option(..., "--query", help="An id of the embeddings (train/12) or an image file "
+                                    "(embedded with the same backbone); repeat for several."),
+    k: int = typer.Option(16, "--k", help="Neighbours per query."),
+    index: str = typer.Option("auto", "--index", help="auto (exact up to 5M vectors, else ivf), exact, ivf or "
+                              "hnsw (faiss)."),
+    grid: Path = typer.Option(Path("search.png"), "--grid", help="PNG grid of each query and its neighbours."),
+    no_grid: bool = typer.Option(False, "--no-grid", help="Write no PNG."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
+) -> None:
+    """Cosine nearest neighbours of images (by id or image file) in an embeddings folder: a table and a PNG grid."""
+    from .embeddings.search import search as run_search
+
+    run_search(embeddings, query, k, index=index, device=device, grid=None if no_grid else grid)
+
+
+@app.command("outliers")
+def outliers(
+    embeddings: Path = typer.Argument(..., help="Folder written by `lejepa-domains embed`."),
+    top: int = typer.Option(64, "--top", help="Strangest images shown in the PNG grid."),
+    k: int = typer.Option(10, "--k", help="Nearest neighbours the score averages over."),
+    out: Path = typer.Option(Path("outliers.csv"), "--out", help="Ranked list of every image: .csv or .parquet."),
+    grid: Path = typer.Option(Path("outliers.png"), "--grid", help="PNG grid of the strangest images."),
+    no_grid: bool = typer.Option(False, "--no-grid", help="Write no PNG."),
+    index: str = typer.Option("auto", "--index", help="auto, exact, ivf or hnsw (faiss)."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
+) -> None:
+    """kNN-distance outlier score of every embedded image: the ranked list and a PNG of the strangest."""
+    from .embeddings.outliers import outliers as run_outliers
+
+    run_outliers(embeddings, top, k, out=out, grid=None if no_grid else grid, index=index, device=device)
 
 
 @app.command("export")

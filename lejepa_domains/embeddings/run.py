@@ -25,6 +25,7 @@ from .._version import __version__
 from ..data import has_split, load_split
 from ..errors import UserError
 from ..evaluate.features import FROZEN, encode_batches
+from ..evaluate.run import REFERENCE
 from ..train import distributed
 from ..utils import ensure_writable, resolve_device
 from . import archive
@@ -141,6 +142,13 @@ class _Rows:
         return images, ids, srcs, splits, labels
 
 
+def _rebuild_spec(choice: BackboneChoice) -> str:
+    """How ``search`` names the backbone again: a run folder by its absolute path, anything else as given."""
+    if choice.name == REFERENCE and choice.run_ref is None and choice.run_dir is not None:
+        return str(Path(choice.run_dir).resolve())
+    return choice.spec
+
+
 def _start_or_resume(plan: EmbedPlan, key: str, fields: dict, n_chunks: int, log) -> str:
     """Process 0: a new folder gets its plan; the same embedding is resumed; another is refused unless
     ``--overwrite``. Returns ``new``, ``resume`` or ``complete``."""
@@ -168,7 +176,7 @@ def embed(recipe=None, backbone: str | None = None, out=None, *, console=None, q
     A killed run resumes when called again with the same arguments (at most one chunk per process is redone); an
     ``out`` holding another embedding is refused unless ``overwrite=True``. Under torchrun each process writes its
     own parts. Returns the process's summary dict (``out``, ``key``, ``counts``, ``seconds``, ``images_per_s``);
-    read the vectors with :func:`lejepa_domains.embed.archive.load`.
+    read the vectors with :func:`lejepa_domains.embeddings.archive.load`.
     """
     from ..ui.embed import EmbedProgress, log_fn, print_embed_summary
 
@@ -268,7 +276,9 @@ def _embed(plan: EmbedPlan, ctx, log, console, quiet, progress, EmbedProgress, p
         "package_version": __version__,
         "backbone": {"spec": plan.choice.spec, "name": enc.name, "sha256": sha, "run": None if plan.choice.run_dir
                      is None else str(plan.choice.run_dir), **enc.describe()},
-        "rebuild": {"backbone": plan.choice.spec, "recipe": rec.path or rec.name, "data": plan.data,
+        "rebuild": {"backbone": _rebuild_spec(plan.choice), "recipe": rec.path or rec.name, "data": plan.data,
+                    "run": None if plan.choice.run_dir is None or plan.choice.name == REFERENCE
+                    else str(Path(plan.choice.run_dir).resolve()),
                     "options": {"dinov2_size": plan.choice.options.dinov2_size,
                                 "dinov2_pool": plan.choice.options.dinov2_pool,
                                 "adapter": plan.choice.options.adapter,
