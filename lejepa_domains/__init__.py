@@ -10,7 +10,8 @@ from .recipe import Recipe, TrainConfig, list_recipes, load_recipe  # noqa: E402
 from ._version import __version__  # noqa: E402
 
 __all__ = ["Recipe", "TrainConfig", "load_recipe", "list_recipes", "pretrain", "evaluate", "ablate", "compare",
-           "export_run", "write_shards", "embed", "search", "outliers", "load_embeddings", "UserError", "DataError", "OfflineError", "__version__"]
+           "export_run", "write_shards", "embed", "search", "outliers", "load_embeddings", "UserError", "DataError",
+           "OfflineError", "__version__"]
 
 
 def pretrain(recipe="specimens", **kwargs):
@@ -58,8 +59,9 @@ def write_shards(source=None, out="shards", **kwargs):
 
 
 def embed(recipe=None, backbone=None, out=None, **kwargs):
-    """Embed a recipe's images with a frozen backbone into chunked Parquet (see :func:`lejepa_domains.embeddings.run.embed`);
-    returns a summary dict; :func:`load_embeddings` reads the vectors back."""
+    """Embed a recipe's images with a frozen backbone into chunked Parquet (see
+    :func:`lejepa_domains.embeddings.run.embed`); returns a summary dict; :func:`load_embeddings` reads the vectors
+    back."""
     from .embeddings.run import embed as _embed
 
     return _embed(recipe, backbone, out, **kwargs)
@@ -82,7 +84,8 @@ def search(embeddings, queries, k=16, **kwargs):
 
 
 def outliers(embeddings, top=64, k=10, **kwargs):
-    """kNN-distance outlier scores of every embedded image (see :func:`lejepa_domains.embeddings.outliers.outliers`)."""
+    """kNN-distance outlier scores of every embedded image (see
+    :func:`lejepa_domains.embeddings.outliers.outliers`)."""
     from .embeddings.outliers import outliers as _outliers
 
     return _outliers(embeddings, top, k, **kwargs)

@@ -13,12 +13,16 @@ import csv
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
+from rich.console import Console
 
 from ..errors import UserError
+from ..ui.embed import image_grid, log_fn, print_outliers
 from ..utils import atomic_path, ensure_writable, resolve_device
 from . import archive
-from .search import EXACT_LIMIT, INDEX_KINDS, _cached_index, exact_topk, normalise, thumbnails
+from .search import EXACT_LIMIT, INDEX_KINDS, cached_index, exact_topk, normalise, thumbnails
 
 __all__ = ["outliers", "knn_scores"]
 
@@ -43,7 +47,7 @@ def knn_scores(emb: archive.Embeddings, k: int = 10, index: str = "auto", device
             s, _ = exact_topk(db, db[lo:hi], k, exclude=list(range(lo, hi)))
             out[lo:hi] = (1.0 - s).mean(1)
         return out
-    idx, _ = _cached_index(emb, kind, k + 1, device, log, console)
+    idx, _ = cached_index(emb, kind, k + 1, device, log, console)
     for lo in range(0, n, QUERY_BLOCK):
         hi = min(n, lo + QUERY_BLOCK)
         s, r = idx.search(np.ascontiguousarray(x[lo:hi]), k + 1)
@@ -57,9 +61,6 @@ def _write_ranked(path: Path, emb: archive.Embeddings, order: np.ndarray, scores
     labels = emb.labels[order]
     with atomic_path(path) as tmp:
         if path.suffix.lower() == ".parquet":
-            import pyarrow as pa
-            import pyarrow.parquet as pq
-
             pq.write_table(pa.table({"rank": np.arange(1, len(order) + 1), "id": emb.ids[order].astype(str),
                                      "source": emb.sources[order].astype(str), "split": emb.splits[order].astype(str),
                                      "label": pa.array(labels, pa.int64(), mask=labels < 0),
@@ -80,10 +81,6 @@ def outliers(embeddings, top: int = 64, k: int = 10, *, out: str | Path = "outli
     """Score every image of ``embeddings`` (kNN distance, ``k`` neighbours), write the ranked list to ``out``
     (``.csv`` or ``.parquet``) and the ``top`` strangest to the PNG ``grid``. Returns ``{"ids", "scores"}``
     (strangest first, numpy arrays), ``out`` and ``grid``."""
-    from rich.console import Console
-
-    from ..ui.embed import image_grid, log_fn, print_outliers
-
     if top < 1 or k < 1:
         raise UserError(f"--top and --k must be >= 1, got {top} and {k}")
     if index not in INDEX_KINDS:

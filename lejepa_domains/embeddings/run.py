@@ -13,21 +13,24 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
+import pyarrow.parquet as pq
 import torch
 
 from .._version import __version__
 from ..data import has_split, load_split
 from ..errors import UserError
 from ..evaluate.features import FROZEN, encode_batches
-from ..evaluate.run import REFERENCE
+from ..evaluate.run import REFERENCE, resolve_run
 from ..train import distributed
-from ..utils import ensure_writable, resolve_device
+from ..ui.embed import EmbedProgress, log_fn, print_embed_summary
+from ..utils import atomic_write_bytes, ensure_writable, resolve_device
 from . import archive
 from .backbone import BackboneChoice, backbone_sha256, build, resolve_backbone
 
@@ -80,8 +83,6 @@ def plan_embed(recipe=None, backbone: str | None = None, out=None, *, split: str
     options = {"dinov2_size": dinov2_size, "dinov2_pool": dinov2_pool, "adapter": adapter,
                "pixels_size": pixels_size, "seed": seed}
     if backbone is None:  # the evaluation's default: the latest run (of the recipe)
-        from ..evaluate.run import resolve_run
-
         found = resolve_run(recipe, None, runs_dir, (), log)
         backbone = str(found.run_dir)
     choice = resolve_backbone(backbone, recipe, run=run, weights=weights, options=options, runs_dir=runs_dir, log=log)
@@ -178,8 +179,6 @@ def embed(recipe=None, backbone: str | None = None, out=None, *, console=None, q
     own parts. Returns the process's summary dict (``out``, ``key``, ``counts``, ``seconds``, ``images_per_s``);
     read the vectors with :func:`lejepa_domains.embeddings.archive.load`.
     """
-    from ..ui.embed import EmbedProgress, log_fn, print_embed_summary
-
     log = log_fn(console, quiet)
     plan = plan_embed(recipe, backbone, out, log=log, **kwargs)
     ctx = distributed.setup(plan.device)
@@ -190,8 +189,6 @@ def embed(recipe=None, backbone: str | None = None, out=None, *, console=None, q
 
 
 def _embed(plan: EmbedPlan, ctx, log, console, quiet, progress, EmbedProgress, print_summary) -> dict:
-    import time
-
     t0 = time.perf_counter()
     rec = plan.choice.recipe
     main = ctx.is_main
@@ -266,8 +263,6 @@ def _embed(plan: EmbedPlan, ctx, log, console, quiet, progress, EmbedProgress, p
                         "(a process stopped early?); run the same command again to resume")
     dim = next((d for d in dims if d is not None), None)
     if dim is None:  # everything was written before (a resume after the last part): read it from part 0
-        import pyarrow.parquet as pq
-
         dim = pq.read_schema(plan.out / archive.part_name(0)).field("vector").type.list_size
     skipped = {r: list(sets[r].meta.get("skipped", [])) for r in plan.roles}
     seconds = time.perf_counter() - t0
@@ -296,8 +291,6 @@ def _embed(plan: EmbedPlan, ctx, log, console, quiet, progress, EmbedProgress, p
         "environment": {"device": str(ctx.device), "torch": torch.__version__, "python": platform.python_version()},
     }
     man["status"], man["parts"] = "complete", archive.describe_parts(plan.out, n_chunks)
-    from ..utils import atomic_write_bytes
-
     atomic_write_bytes(plan.out / archive.SIDECAR, json.dumps(sidecar, indent=1, default=str).encode())
     archive.write_manifest(plan.out, man)  # last: a complete manifest means the sidecar is there
     total_done = sum(d for d, _ in rates)

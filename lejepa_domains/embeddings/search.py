@@ -22,15 +22,21 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from rich.console import Console
+
+from ..data import load_split
 from ..data.decode import decode_image
 from ..data.resize import resize_image
 from ..errors import DataError, UserError
-from ..utils import atomic_path, atomic_write_bytes, resolve_device
+from ..evaluate.features import encode_batches
+from ..recipe import load_recipe
+from ..ui.embed import image_grid, log_fn, print_index_built, print_search
+from ..utils import atomic_path, atomic_write_bytes, ensure_writable, resolve_device
 from . import archive
 from .backbone import backbone_sha256, build, resolve_backbone
 
 __all__ = ["search", "exact_topk", "build_index", "SearchResult", "EXACT_LIMIT", "INDEX_KINDS", "query_vectors",
-           "thumbnails", "recall_at_k"]
+           "thumbnails", "recall_at_k", "cached_index", "normalise", "neighbours"]
 
 EXACT_LIMIT = 5_000_000
 INDEX_KINDS = ("auto", "exact", "ivf", "hnsw")
@@ -142,10 +148,8 @@ def _set_breadth(index, kind: str, value: int) -> None:
         index.hnsw.efSearch = int(value)
 
 
-def _cached_index(emb: archive.Embeddings, kind: str, k: int, device, log, console):
+def cached_index(emb: archive.Embeddings, kind: str, k: int, device, log, console):
     """The index kept beside the embeddings (same key), else a new one (built, recall printed, kept if possible)."""
-    from ..ui.embed import print_index_built
-
     faiss = _faiss()
     ipath, jpath = emb.path / f"index-{kind}.faiss", emb.path / f"index-{kind}.json"
     key = emb.sidecar["key"]
@@ -220,8 +224,6 @@ def query_vectors(emb: archive.Embeddings, queries: Sequence[str], log) -> tuple
         if r is not None:
             vecs[i] = emb.vectors[r]
     if files:
-        from ..evaluate.features import encode_batches
-
         rec, enc = _sidecar_backbone(emb, log)
         decoded = [_decode_query(p, rec) for p in files.values()]
         if enc.model is not None:
@@ -272,13 +274,14 @@ def neighbours(emb: archive.Embeddings, vecs: np.ndarray, k: int, exclude: Seque
         db = torch.from_numpy(normalise(emb.vectors)).to(device)
         s, r = exact_topk(db, torch.from_numpy(q).to(device), k, exclude)
         return s, r, "exact", None
-    idx, info = _cached_index(emb, kind, k, device, log, console)
+    idx, info = cached_index(emb, kind, k, device, log, console)
     extra = 1 if exclude is not None and any(e is not None for e in exclude) else 0
     kk = min(k + extra, len(emb))
     s, r = idx.search(np.ascontiguousarray(q), kk)
     out_s, out_r = [], []
     for i in range(len(q)):
-        keep = [j for j in range(kk) if r[i, j] >= 0 and (exclude is None or r[i, j] != exclude[i])][:min(k, kk - extra)]
+        keep = [j for j in range(kk) if r[i, j] >= 0 and (exclude is None or r[i, j] != exclude[i])]
+        keep = keep[:min(k, kk - extra)]
         out_s.append(s[i, keep])
         out_r.append(r[i, keep])
     return np.stack(out_s), np.stack(out_r), f"faiss {kind} (recall@{info['k']} {info['recall_at_k']:.3f})", info
@@ -286,9 +289,6 @@ def neighbours(emb: archive.Embeddings, vecs: np.ndarray, k: int, exclude: Seque
 
 def thumbnails(emb: archive.Embeddings, rows: Sequence[int]) -> dict[int, np.ndarray]:
     """The stored images of some rows (their split loaded through load_split, as embed read them)."""
-    from ..data import load_split
-    from ..recipe import load_recipe
-
     rb = emb.sidecar.get("rebuild") or {}
     rec = load_recipe(rb.get("recipe") or emb.sidecar["recipe"]["name"])
     skip = emb.sidecar.get("skipped") is not None
@@ -309,10 +309,6 @@ def search(embeddings, queries: Sequence[str] | str, k: int = 16, *, index: str 
     """The ``k`` nearest neighbours (cosine) of each query — an id of ``embeddings`` or an image file, embedded with
     the backbone the sidecar names — as a :class:`SearchResult`; a PNG grid (query + neighbours) to ``grid``
     (None: none) and a table per query unless ``quiet``."""
-    from rich.console import Console
-
-    from ..ui.embed import image_grid, log_fn, print_search
-
     if isinstance(queries, (str, Path)):
         queries = [str(queries)]
     queries = [str(q) for q in queries]
@@ -324,8 +320,6 @@ def search(embeddings, queries: Sequence[str] | str, k: int = 16, *, index: str 
         raise UserError(f"--index must be one of {', '.join(INDEX_KINDS)}, got {index!r}")
     dev = resolve_device(device)
     if grid is not None:
-        from ..utils import ensure_writable
-
         ensure_writable(Path(grid).expanduser().resolve().parent, "search --grid")
     log = log_fn(console, quiet)
     emb = archive.load(embeddings)

@@ -7,7 +7,7 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 from rich.console import Console
@@ -15,6 +15,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 from rich.text import Text
+
+from ..utils import atomic_path
 
 __all__ = ["log_fn", "EmbedProgress", "print_embed_summary", "print_search", "print_outliers", "image_grid",
            "print_index_built"]
@@ -149,12 +151,10 @@ def _show(ax, img: np.ndarray) -> None:
 def image_grid(rows: Sequence[Sequence[tuple[np.ndarray, str, bool]]], path: Path, title: str = "") -> Path:
     """A PNG of image rows; each cell ``(image, caption, marked)`` (a marked cell gets a red frame: a label that
     differs from the query's). Written atomically."""
-    import matplotlib
+    import matplotlib  # lazy: matplotlib costs ~0.5 s of import, and only the PNG needs it
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from ..utils import atomic_path
 
     n_rows = max(1, len(rows))
     n_cols = max(1, max((len(r) for r in rows), default=1))
@@ -182,6 +182,3 @@ def image_grid(rows: Sequence[Sequence[tuple[np.ndarray, str, bool]]], path: Pat
     plt.close(fig)
     return path
 
-
-def summary_dict(**kw: Any) -> dict:
-    return kw
