@@ -155,6 +155,8 @@ def eval_(
                                           "once (default: as their decoded size decides)."),
     num_workers: Optional[int] = typer.Option(None, "--num-workers", help="DataLoader workers of a streamed pass "
                                               "(default: up to 4)."),
+    embedding_map: str = typer.Option("pca", "--map", help="The report's embedding map: pca, tsne (scikit-learn) "
+                                      "or umap (needs the umap extra)."),
 ) -> None:
     """Frozen-backbone evaluation: kNN, linear and few-shot probes of a run vs DINOv2 / random / pixels."""
     from .evaluate.run import evaluate as run
@@ -163,7 +165,7 @@ def eval_(
         out=out, device=device, data=data, dinov2_size=dinov2_size, dinov2_pool=dinov2_pool, batch_size=batch_size,
         cache_dir=cache_dir, use_cache=not no_cache, n_boot=bootstrap, seed=seed, plots=not no_plots,
         skip_bad_samples=skip_bad_samples, adapter=adapter, leakage=leakage, drop_leaked=drop_leaked, select=select,
-        stream=stream, num_workers=num_workers)
+        stream=stream, num_workers=num_workers, embedding_map=embedding_map)
 
 
 @app.command("embed")

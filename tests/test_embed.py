@@ -297,3 +297,27 @@ def test_data_path_and_skip_bad_samples_named(tmp_path, capsys):
     assert e.sidecar["counts"]["skipped"] == 1 and "row 5" in e.sidecar["skipped"]["train"][0]
     assert len(e) == 37 and "train/5" in set(e.ids)  # ids count kept images; the source names the row
     assert e.sources[list(e.ids).index("train/5")].endswith("#6")
+
+
+# ------------------------------------------------------------------------------------------- 7. the report's pictures
+
+def test_report_label_efficiency_retrieval_and_map(tmp_path):
+    from lejepa_domains import evaluate
+    from lejepa_domains.evaluate.protocols.label_efficiency import draw_subsets
+
+    rep = evaluate(TINY, baselines=["pixels"], out=tmp_path / "ev", device="cpu", use_cache=False, n_boot=20,
+                   shots=(1,), n_sets=2, Cs=(1.0,), quiet=True, leakage=False, embedding_map="pca")
+    le = rep["models"]["pixels"]["label_efficiency"]
+    budgets = [p["per_class"] for p in le["points"]]
+    assert budgets == [1, 10, "all"]  # 100 per class is more than tinydigits' largest class: that is "all"
+    one, ten, every = le["points"]
+    assert one["images"] == 10 and ten["images"] == 100 and every["images"] == 320 and len(one["draws"]) == 5
+    assert one["ci95"][0] <= one["top1"] <= one["ci95"][1] and every["ci95"] is None
+    assert one["top1"] == pytest.approx(np.mean(one["draws"]))
+    subsets = draw_subsets(np.arange(40) % 4, 3, 2, 0)
+    assert all(np.bincount((np.arange(40) % 4)[s]).tolist() == [3, 3, 3, 3] for s in subsets)
+    for f in ("retrieval.png", "embedding_map.png", "label_efficiency.png"):
+        assert (tmp_path / "ev" / f).stat().st_size > 2000 and f in rep["files"]
+    md = (tmp_path / "ev" / "report.md").read_text()
+    assert "## Label efficiency" in md and "| `pixels` |" in md and "[retrieval.png](retrieval.png)" in md
+    assert rep["pictures"]["map"] == "pca" and len(rep["pictures"]["queries"]) == 8

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..utils import atomic_write_bytes
+from .pictures import pictures_markdown
 
 __all__ = ["write_report", "print_table", "columns", "winners", "render_markdown"]
 
@@ -189,6 +190,7 @@ def render_markdown(report: dict) -> str:
     from .evidence_report import evidence_markdown
 
     lines += evidence_markdown(r)  # leakage, filtered test, snapshot selection, published rows (when present)
+    lines += pictures_markdown(r)  # label-efficiency table, links to the retrieval grid and the embedding map
     return "\n".join(lines)
 
 

@@ -25,10 +25,12 @@ from .encoders import (EncoderContext, EncoderOptions, build_encoder, check_opti
                        resolve_baselines, weights_by_encoder)
 from .features import FROZEN, default_cache_dir, extract_features
 from .metrics import paired_difference
+from .pictures import ReportPictures
 from .protocols import (HEADLINE_K, Bootstrap, DiagnosticsProtocol, FewShotProtocol, KNNProtocol, LinearProtocol,
                         Protocol, ProtocolInput, ProtocolResult, Splits)
 from .protocols.fewshot import DEFAULT_FEWSHOT_C, DEFAULT_SETS, DEFAULT_SHOTS
 from .protocols.knn import DEFAULT_KS, TEMPERATURE
+from .protocols.label_efficiency import LabelEfficiencyProtocol
 from .protocols.linear import DEFAULT_CS
 
 __all__ = ["evaluate", "find_latest_run", "resolve_run", "RunChoice", "REFERENCE"]
@@ -277,7 +279,7 @@ def evaluate(recipe=None, checkpoint=None, baselines: Sequence[str] = (), weight
              console=None, skip_bad_samples: bool | None = None, adapter: str | None = None,
              extra_runs: dict[str, Any] | None = None, pairs: Sequence[tuple[str, str]] = (),
              leakage: bool = True, drop_leaked: str | None = None, select: str | None = None,
-             stream: bool | None = None, num_workers: int | None = None) -> dict:
+             stream: bool | None = None, num_workers: int | None = None, embedding_map: str = "pca") -> dict:
     """Evaluate a LeJEPA run and/or baselines with frozen features; write ``report.json``, ``report.md`` and plots
     to ``out`` and return the report dict. See the README's "Evaluation protocol" for every fixed choice.
 
@@ -380,6 +382,8 @@ def evaluate(recipe=None, checkpoint=None, baselines: Sequence[str] = (), weight
         missing = _missing_classes(rec, splits, log)
         fewshot = FewShotProtocol.draw(splits.train, shots, n_sets, fewshot_C, seed)
         linear, diagnostics = LinearProtocol(tuple(Cs), carved_val=splits.carved), DiagnosticsProtocol(seed)
+        label_eff = LabelEfficiencyProtocol(seed=seed)
+        pictures = ReportPictures(sets, splits, rec, embedding_map, seed) if plots else None
         bootstrap = Bootstrap(n_boot, seed, REFERENCE)
         log(f"[bold]eval:[/] recipe {rec.name!r}: train {len(splits.train)}, val {len(splits.val)} "
             f"({splits.val_info['source']}), test {len(splits.test)}; device {dev}")
@@ -413,11 +417,12 @@ def evaluate(recipe=None, checkpoint=None, baselines: Sequence[str] = (), weight
 
                 hook = audit_hook(audit, name, sets, splits, dev, batch_size, filtered, log)
             models[name], results[name], feats_test[name] = _evaluate_backbone(
-                name, ctx, sets, data, splits, (knn, linear, fewshot, diagnostics), bootstrap, dev, extract,
-                build=builders.get(name), on_features=hook, filtered=filtered)
+                name, ctx, sets, data, splits, (knn, linear, fewshot, diagnostics, label_eff), bootstrap, dev,
+                extract, build=builders.get(name), on_features=pictures.hook(name, hook) if pictures else hook,
+                filtered=filtered)
 
         # ---- the report
-        described = (knn, linear, fewshot, bootstrap, diagnostics)
+        described = (knn, linear, fewshot, bootstrap, diagnostics, label_eff)
         report = {
             "format": "lejepa-domains/eval-v1",
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -447,6 +452,7 @@ def evaluate(recipe=None, checkpoint=None, baselines: Sequence[str] = (), weight
         from .leakage_run import evidence_sections
 
         extra_files = evidence_sections(report, rec, audit, filtered, selection, sets, plots)
+        extra_files.update(pictures.files(report) if pictures else {})  # retrieval, embedding map, label efficiency
         report["seconds"] = round(time.perf_counter() - t_start, 2)
         report_mod.write_report(report, out, feats_test=feats_test, y_test=splits.test, support=fewshot.support_record(),
                                 plots=plots, extra_files=extra_files)
