@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import mmap
 import platform
 import time
 from dataclasses import dataclass
@@ -34,7 +35,7 @@ from ..utils import atomic_write_bytes, ensure_writable, resolve_device
 from . import archive
 from .backbone import BackboneChoice, backbone_sha256, build, resolve_backbone
 
-__all__ = ["embed", "EmbedPlan", "plan_embed", "SPLITS"]
+__all__ = ["embed", "EmbedPlan", "plan_embed", "SPLITS", "read_rows"]
 
 SPLITS = ("all", "train", "val", "test")
 ROLES = ("train", "val", "test")
@@ -113,6 +114,27 @@ def _key(plan: EmbedPlan, sha: str, sets: dict, fingerprints: dict) -> tuple[str
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest(), fields
 
 
+def read_rows(images: np.ndarray, i0: int, i1: int) -> np.ndarray:
+    """Rows [i0, i1) of a split's stored images. A split memory-mapped from a file (the decoded-data cache) is read
+    with plain file reads: its pages then stay in the page cache, not in this process's resident memory, so the peak
+    RSS of ``embed`` stays flat however large the archive (slicing the map would leave every page read resident)."""
+    name = getattr(images, "filename", None) if isinstance(images, np.memmap) else None
+    if not isinstance(getattr(images, "base", None), mmap.mmap):  # a view of a map starts elsewhere than .offset
+        name = None
+    if not name or not images.flags.c_contiguous or images.ndim != 4 or i0 >= i1:
+        return np.asarray(images[i0:i1])
+    row = int(np.prod(images.shape[1:]))
+    try:
+        with open(name, "rb") as f:
+            block = np.fromfile(f, dtype=images.dtype, count=(i1 - i0) * row,
+                                offset=int(images.offset) + i0 * row * images.dtype.itemsize)
+    except OSError:
+        return np.asarray(images[i0:i1])
+    if block.size != (i1 - i0) * row:
+        return np.asarray(images[i0:i1])
+    return block.reshape((i1 - i0, *images.shape[1:]))
+
+
 class _Rows:
     """The run's global row order: the requested splits one after the other; ``block(lo, hi)`` gives the images
     and the row facts (id, source, split, label) of rows [lo, hi)."""
@@ -130,7 +152,7 @@ class _Rows:
                 continue
             ds = self.sets[role]
             i0, i1 = a - int(self.starts[j]), b - int(self.starts[j])
-            imgs.append(ds.images[i0:i1])
+            imgs.append(read_rows(ds.images, i0, i1))
             where = ds.meta.get("where") or f"recipe {self.rec.name} split {self.rec.splits[role]}"
             rows = ds.meta.get("indices")
             for i in range(i0, i1):
