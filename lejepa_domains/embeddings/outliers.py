@@ -2,8 +2,9 @@
 
 score(i) = mean cosine distance (1 − cosine similarity) from image i to its ``k`` nearest other images. Images in a
 dense region of the embedding score low; an image unlike anything else scores high. Neighbours come from the same
-search as ``search`` (:mod:`.search`): exact blocks on the device up to :data:`~.search.EXACT_LIMIT` vectors, a
-faiss index beyond (or on ``index=``). The ranked list (strangest first: rank, id, source, split, label, score) goes
+search as ``search`` (:mod:`.search`): exact blocks on the device up to :data:`~.search.EXACT_LIMIT` vectors on a
+GPU (:data:`CPU_EXACT_LIMIT` on a CPU: every image is a query, so the work grows as N²), a faiss index beyond (or
+on ``index=``). The ranked list (strangest first: rank, id, source, split, label, score) goes
 to CSV or Parquet (by the file's suffix) and the ``top`` strangest images to a PNG grid.
 """
 
@@ -27,6 +28,7 @@ from .search import EXACT_LIMIT, INDEX_KINDS, cached_index, exact_topk, normalis
 __all__ = ["outliers", "knn_scores"]
 
 QUERY_BLOCK = 4096
+CPU_EXACT_LIMIT = 200_000  # beyond this, without a GPU, ``auto`` scores through a faiss IVF index
 
 
 def knn_scores(emb: archive.Embeddings, k: int = 10, index: str = "auto", device: str | torch.device = "cpu",
@@ -36,18 +38,20 @@ def knn_scores(emb: archive.Embeddings, k: int = 10, index: str = "auto", device
     if n < 2:
         raise UserError(f"outliers: {emb.path} holds {n} vector(s); need at least 2")
     k = min(k, n - 1)
-    kind = index if index != "auto" else ("exact" if n <= EXACT_LIMIT else "ivf")
+    dev = resolve_device(device)
+    kind = index
+    if kind == "auto":  # every image is a query: N² work, so the CPU hands large sets to the index earlier
+        kind = "exact" if n <= (EXACT_LIMIT if dev.type == "cuda" else CPU_EXACT_LIMIT) else "ivf"
     x = normalise(emb.vectors)
     out = np.empty(n, np.float32)
     if kind == "exact":
-        dev = resolve_device(device)
         db = torch.from_numpy(x).to(dev)
         for lo in range(0, n, QUERY_BLOCK):
             hi = min(n, lo + QUERY_BLOCK)
             s, _ = exact_topk(db, db[lo:hi], k, exclude=list(range(lo, hi)))
             out[lo:hi] = (1.0 - s).mean(1)
         return out
-    idx, _ = cached_index(emb, kind, k + 1, device, log, console)
+    idx, _ = cached_index(emb, kind, k + 1, dev, log, console)
     for lo in range(0, n, QUERY_BLOCK):
         hi = min(n, lo + QUERY_BLOCK)
         s, r = idx.search(np.ascontiguousarray(x[lo:hi]), k + 1)
