@@ -89,7 +89,7 @@ def _read_parts(folder: Path) -> dict[str, bytes]:
 
 # ------------------------------------------------------------------------------------------- 1. embed = eval features
 
-def test_embed_vectors_equal_the_evaluations_features(tmp_path, run_dir, emb_dir):
+def test_embed_vectors_equal_the_evaluations_features(tmp_path, run_dir, emb_dir, capsys):
     from lejepa_domains import load_embeddings, load_recipe
     from lejepa_domains.data import load_split
     from lejepa_domains.evaluate.encoders import EncoderContext, EncoderOptions, build_encoder
@@ -112,8 +112,10 @@ def test_embed_vectors_equal_the_evaluations_features(tmp_path, run_dir, emb_dir
         np.testing.assert_allclose(emb.vectors[sel], want, rtol=1e-5, atol=1e-5)
         assert (emb.labels[sel] == ds.labels).all()
 
-    # the console script, float16, the test split of a floor backbone: the evaluation's pixels features
-    p = cli("embed", TINY, "--backbone", "pixels", "--split", "test", "--out", tmp_path / "px", "--device", "cpu")
+    # the command (in this process: the kill and gloo tests start the console script), float16, the test split of a
+    # floor backbone: the evaluation's pixels features
+    p = run_main(capsys, "embed", TINY, "--backbone", "pixels", "--split", "test", "--out", tmp_path / "px",
+                 "--device", "cpu")
     assert p.returncode == 0, p.stderr
     px = load_embeddings(tmp_path / "px")
     enc_px = build_encoder("pixels", EncoderContext(rec, EncoderOptions()))
@@ -127,7 +129,8 @@ def test_embed_vectors_equal_the_evaluations_features(tmp_path, run_dir, emb_dir
 def test_killed_embed_resumes_to_the_same_files(tmp_path, run_dir):
     from lejepa_domains import embed
 
-    args = [TINY, "--backbone", run_dir, "--split", "test", "--chunk-size", "8", "--batch-size", "4",
+    # 40 chunks of 8: killed after the 4th, the run has 36 to go (time enough to land the kill even when idle)
+    args = [TINY, "--backbone", run_dir, "--split", "train", "--chunk-size", "8", "--batch-size", "8",
             "--device", "cpu", "--dtype", "float32"]
     killed = tmp_path / "killed"
     proc = subprocess.Popen([CLI, "embed", *map(str, args), "--out", str(killed)], stdout=subprocess.DEVNULL,
@@ -140,15 +143,15 @@ def test_killed_embed_resumes_to_the_same_files(tmp_path, run_dir):
     assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
     man = json.loads((killed / "manifest.json").read_text())
     written = sorted(p.name for p in (killed / "parts").glob("part-*.parquet"))
-    assert man["status"] == "running" and 4 <= len(written) < 12 and not (killed / "embeddings.json").exists()
+    assert man["status"] == "running" and 4 <= len(written) < 40 and not (killed / "embeddings.json").exists()
     with pytest.raises(lejepa_domains.DataError, match="not finished"):
         lejepa_domains.load_embeddings(killed)  # nothing half-done is read back
 
     p = cli("embed", *args, "--out", killed)  # the same command resumes
     assert p.returncode == 0, p.stderr
-    assert "of 12 chunk(s) already written" in p.stderr
+    assert "of 40 chunk(s) already written" in p.stderr
     whole = tmp_path / "whole"
-    embed(TINY, str(run_dir), whole, split="test", chunk_size=8, batch_size=4, device="cpu", dtype="float32",
+    embed(TINY, str(run_dir), whole, split="train", chunk_size=8, batch_size=8, device="cpu", dtype="float32",
           quiet=True)
     assert _read_parts(killed) == _read_parts(whole)  # byte for byte; no temporary file left
     a, b = (json.loads((d / "manifest.json").read_text()) for d in (killed, whole))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import mmap
+import os
 import platform
 import time
 from dataclasses import dataclass
@@ -201,7 +202,7 @@ def embed(recipe=None, backbone: str | None = None, out=None, *, console=None, q
     own parts. Returns the process's summary dict (``out``, ``key``, ``counts``, ``seconds``, ``images_per_s``);
     read the vectors with :func:`lejepa_domains.embeddings.archive.load`.
     """
-    log = log_fn(console, quiet)
+    log = log_fn(console, quiet or os.environ.get("RANK", "0") not in ("", "0"))  # torchrun: process 0 speaks
     plan = plan_embed(recipe, backbone, out, log=log, **kwargs)
     ctx = distributed.setup(plan.device)
     try:
