@@ -5,7 +5,7 @@ images, exact search of 100 queries over 1M × 384 vectors, a faiss index's buil
                                [--faiss-n 200000] [--only throughput,rss,search,faiss]
 
 Synthetic data, real code paths: the images are a memory-mapped ``.npy`` (the layout of the decoded-data cache,
-read through a recipe and ``load_split`` like any split), the backbone for throughput the recipe's ``resnet10t`` at a seeded
+    python benchmarks/embed.py [--sizes 10000 100000] [--throughput-images 4096] [--search-n 1000000]
 random init (``--backbone random``: the cost of a forward pass does not depend on the weights); for peak RSS the
 raw-pixel backbone at 8×8 (what is measured is the pipeline's memory: reading, chunks, Parquet). Every figure printed is
 measured in this run.
