@@ -293,7 +293,7 @@ def test_data_path_and_skip_bad_samples_named(tmp_path, capsys):
                                "from lejepa_domains.data.sources import"))
     args = ["embed", recipe, "--backbone", "pixels", "--data", data, "--device", "cpu"]
     p = run_main(capsys, *args, "--out", tmp_path / "stop")
-    assert p.returncode == 2 and "row 5" in p.stderr and not (tmp_path / "stop" / "manifest.json").exists()
+    assert p.returncode == 2 and "row 5" in p.stderr and not (tmp_path / "stop").exists()  # nothing left behind
     p = run_main(capsys, *args, "--out", tmp_path / "e", "--skip-bad-samples")
     assert p.returncode == 0, p.stderr
     e = load_embeddings(tmp_path / "e")

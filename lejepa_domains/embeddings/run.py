@@ -10,6 +10,7 @@ Parquet part → process 0 lists the parts in the manifest and writes the sideca
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import mmap
@@ -32,7 +33,7 @@ from ..evaluate.features import FROZEN, encode_batches
 from ..evaluate.run import REFERENCE, resolve_run
 from ..train import distributed
 from ..ui.embed import EmbedProgress, log_fn, print_embed_summary
-from ..utils import atomic_write_bytes, ensure_writable, resolve_device
+from ..utils import FolderLock, atomic_write_bytes, ensure_writable, resolve_device
 from . import archive
 from .backbone import BackboneChoice, backbone_sha256, build, resolve_backbone
 
@@ -95,7 +96,7 @@ def plan_embed(recipe=None, backbone: str | None = None, out=None, *, split: str
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out}: exists and is not a folder")
     ensure_writable(out, "embed --out")
-    if out.is_dir() and any(out.iterdir()) and not archive.is_embeddings_folder(out):
+    if out.is_dir() and any(p.name != FolderLock.NAME for p in out.iterdir()) and not archive.is_embeddings_folder(out):
         raise UserError(f"--out {out}: the folder holds other files and no {archive.MANIFEST}; embed into an empty "
                         "or new folder (--overwrite only replaces an earlier embedding)")
     if archive.is_embeddings_folder(out):
@@ -205,8 +206,12 @@ def embed(recipe=None, backbone: str | None = None, out=None, *, console=None, q
     log = log_fn(console, quiet or os.environ.get("RANK", "0") not in ("", "0"))  # torchrun: process 0 speaks
     plan = plan_embed(recipe, backbone, out, log=log, **kwargs)
     ctx = distributed.setup(plan.device)
+    # process 0 holds the folder's lock: a second `embed` into the same --out is refused in one line, and a folder
+    # the run created is removed again when it fails before writing anything
+    lock = FolderLock(plan.out, "embed --out") if ctx.is_main else contextlib.nullcontext()
     try:
-        return _embed(plan, ctx, log, console, quiet, progress, EmbedProgress, print_embed_summary)
+        with lock:
+            return _embed(plan, ctx, log, console, quiet, progress, EmbedProgress, print_embed_summary)
     finally:
         distributed.teardown(ctx)
 
