@@ -324,3 +324,26 @@ def test_report_label_efficiency_retrieval_and_map(tmp_path):
     md = (tmp_path / "ev" / "report.md").read_text()
     assert "## Label efficiency" in md and "| `pixels` |" in md and "[retrieval.png](retrieval.png)" in md
     assert rep["pictures"]["map"] == "pca" and len(rep["pictures"]["queries"]) == 8
+
+
+# ------------------------------------------------------------------------------------------- 8. timm:NAME with a file
+
+def test_timm_backbone_from_a_weights_file_and_an_image_query(tmp_path):
+    import timm
+    from safetensors.torch import save_file
+
+    from lejepa_domains import embed, load_recipe, search
+    from lejepa_domains.data import load_split
+
+    torch.manual_seed(0)
+    model = timm.create_model("resnet10t", pretrained=False, num_classes=0)  # RGB: grey digits go through [0, 0, 0]
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp_path / "w.safetensors"))
+    embed(TINY, "timm:resnet10t", tmp_path / "e", weights=tmp_path / "w.safetensors", split="test", device="cpu",
+          dinov2_size=32, quiet=True)
+    side = json.loads((tmp_path / "e" / "embeddings.json").read_text())
+    assert side["dim"] == 512 and side["preprocessing"]["channel_map"] == [0, 0, 0]
+    assert side["preprocessing"]["size"] == 32
+    img = load_split(load_recipe(TINY), "test").images[7]
+    (tmp_path / "q.png").write_bytes(encode(img))
+    r = search(tmp_path / "e", [str(tmp_path / "q.png")], k=2, grid=None, quiet=True, device="cpu")
+    assert r.ids[0][0] == "test/7" and r.scores[0][0] == pytest.approx(1.0, abs=1e-3)  # float16 vectors
