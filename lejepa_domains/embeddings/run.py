@@ -189,7 +189,7 @@ def _start_or_resume(plan: EmbedPlan, key: str, fields: dict, n_chunks: int, log
         archive.remove_embedding(plan.out)
         log(f"[bold]embed:[/] --overwrite: removed the earlier embedding in {plan.out}")
     archive.write_manifest(plan.out, {"format": archive.FORMAT, "status": "running", "key": key, "fields": fields,
-                                      "chunks": n_chunks, "rows": fields and sum(s["n"] for s in fields["splits"])})
+                                      "chunks": n_chunks, "rows": sum(s["n"] for s in fields["splits"])})
     return "new"
 
 
