@@ -17,6 +17,7 @@ import numpy as np
 from ..runs.names import EVAL_REPORT, EVAL_REPORT_MD
 from ..utils import atomic_write_bytes
 from .evidence_report import evidence_markdown
+from .pictures import pictures_markdown
 
 __all__ = ["write_report", "print_table", "columns", "winners", "render_markdown"]
 
@@ -113,6 +114,7 @@ def render_markdown(report: dict) -> str:
         lines += [f"**Warning:** {line}.", ""]
     lines += _md_results(r) + _md_paired(r) + _md_fewshot(r) + _md_protocol(r) + _md_models(r)
     lines += evidence_markdown(r)  # leakage, filtered test, snapshot selection, published rows (when present)
+    lines += pictures_markdown(r)  # label-efficiency table, links to the retrieval grid and the embedding map
     return "\n".join(lines)
 
 

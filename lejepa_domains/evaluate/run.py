@@ -36,10 +36,12 @@ from .evidence_report import print_evidence
 from .features import FROZEN, default_cache_dir, extract_features
 from .leakage_run import audit_hook, evidence_sections
 from .metrics import paired_difference
+from .pictures import ReportPictures
 from .protocols import (HEADLINE_K, Bootstrap, DiagnosticsProtocol, FewShotProtocol, KNNProtocol, LinearProtocol,
                         Protocol, ProtocolInput, ProtocolResult, Splits)
 from .protocols.fewshot import DEFAULT_FEWSHOT_C, DEFAULT_SETS, DEFAULT_SHOTS
 from .protocols.knn import DEFAULT_KS, TEMPERATURE
+from .protocols.label_efficiency import LabelEfficiencyProtocol
 from .protocols.linear import DEFAULT_CS
 from .selection import choose_snapshot, parse_rule, score_snapshots, selection_summary
 from .streamed import LEAKAGE_SKIPPED, default_workers, eval_mode, load_streamed_split
@@ -294,6 +296,7 @@ class EvalOptions:
     num_workers: int | None
     extra_runs: dict[str, Any] | None
     pairs: Sequence[tuple[str, str]]
+    embedding_map: str = "pca"
 
     @classmethod
     def check(cls, *, baselines: Sequence[str], weights, device: str, ks: Sequence[int], temperature: float,
@@ -393,8 +396,9 @@ class _Inputs:
     streamed: dict | None
     why: str
     leakage: bool
-    protocols: tuple[Protocol, ...]  # knn, linear, fewshot, diagnostics (in the order they run)
+    protocols: tuple[Protocol, ...]  # knn, linear, fewshot, diagnostics, label efficiency (in the order they run)
     bootstrap: Bootstrap
+    pictures: ReportPictures | None = None  # retrieval grid, embedding map, label-efficiency curve (with plots)
 
 
 def _data_mode(opts: EvalOptions, rec, data, log: Callable[[str], None]) -> tuple[dict | None, str, bool]:
@@ -423,11 +427,13 @@ def _inputs(opts: EvalOptions, target: _Target, log: Callable[[str], None]) -> _
     missing = _missing_classes(rec, splits, log)
     fewshot = FewShotProtocol.draw(splits.train, opts.shots, opts.n_sets, opts.fewshot_C, opts.seed)
     linear, diagnostics = LinearProtocol(opts.Cs, carved_val=splits.carved), DiagnosticsProtocol(opts.seed)
+    label_eff = LabelEfficiencyProtocol(seed=opts.seed)
+    pictures = ReportPictures(sets, splits, rec, opts.embedding_map, opts.seed) if opts.plots else None
     bootstrap = Bootstrap(opts.n_boot, opts.seed, REFERENCE)
     log(f"[bold]eval:[/] recipe {rec.name!r}: train {len(splits.train)}, val {len(splits.val)} "
         f"({splits.val_info['source']}), test {len(splits.test)}; device {opts.device}")
     return _Inputs(sets, splits, missing, skip_bad_samples, streamed, why, leakage,
-                   (opts.knn, linear, fewshot, diagnostics), bootstrap)
+                   (opts.knn, linear, fewshot, diagnostics, label_eff), bootstrap, pictures)
 
 
 def _select_snapshot(opts: EvalOptions, target: _Target, inp: _Inputs, ctx: EncoderContext,
@@ -468,7 +474,8 @@ def _measure(opts: EvalOptions, target: _Target, inp: _Inputs, ctx: EncoderConte
             hook = audit_hook(m.audit, name, inp.sets, inp.splits, opts.device, opts.batch_size, m.filtered, ctx.log)
         m.models[name], m.results[name], m.feats_test[name] = _evaluate_backbone(
             name, ctx, inp.sets, target.data, inp.splits, inp.protocols, inp.bootstrap, opts.device, extract,
-            build=builders.get(name), on_features=hook, filtered=m.filtered)
+            build=builders.get(name), on_features=inp.pictures.hook(name, hook) if inp.pictures else hook,
+            filtered=m.filtered)
     return m
 
 
@@ -477,8 +484,8 @@ def _measure(opts: EvalOptions, target: _Target, inp: _Inputs, ctx: EncoderConte
 def _report(opts: EvalOptions, target: _Target, inp: _Inputs, m: _Measured) -> dict:
     """The report dict (``lejepa-domains/eval-v1``), before the evidence sections and the timing."""
     rec, run, splits, data = target.run.recipe, target.run, inp.splits, target.data
-    knn, linear, fewshot, diagnostics = inp.protocols
-    described = (knn, linear, fewshot, inp.bootstrap, diagnostics)
+    knn, linear, fewshot, diagnostics, label_eff = inp.protocols
+    described = (knn, linear, fewshot, inp.bootstrap, diagnostics, label_eff)
     ref = m.models.get(REFERENCE, {}).get("encoder", {})
     return {
         "format": "lejepa-domains/eval-v1",
@@ -512,6 +519,7 @@ def _write(report: dict, opts: EvalOptions, target: _Target, inp: _Inputs, m: _M
            t_start: float, log: Callable[[str], None]) -> None:
     """Add the evidence sections and the timing, write the report files, print the tables."""
     extra_files = evidence_sections(report, target.run.recipe, m.audit, m.filtered, selection, inp.sets, opts.plots)
+    extra_files.update(inp.pictures.files(report) if inp.pictures else {})  # retrieval, embedding map, label eff.
     report["seconds"] = round(time.perf_counter() - t_start, 2)
     fewshot = inp.protocols[2]
     report_mod.write_report(report, target.out, feats_test=m.feats_test, y_test=inp.splits.test,
@@ -534,7 +542,7 @@ def evaluate(recipe=None, checkpoint=None, baselines: Sequence[str] = (), weight
              console=None, skip_bad_samples: bool | None = None, adapter: str | None = None,
              extra_runs: dict[str, Any] | None = None, pairs: Sequence[tuple[str, str]] = (),
              leakage: bool = True, drop_leaked: str | None = None, select: str | None = None,
-             stream: bool | None = None, num_workers: int | None = None) -> dict:
+             stream: bool | None = None, num_workers: int | None = None, embedding_map: str = "pca") -> dict:
     """Evaluate a LeJEPA run and/or baselines with frozen features; write ``report.json``, ``report.md`` and plots
     to ``out`` and return the report dict. See the README's "Evaluation protocol" for every fixed choice.
 
@@ -566,7 +574,7 @@ def evaluate(recipe=None, checkpoint=None, baselines: Sequence[str] = (), weight
         n_boot=n_boot, n_sets=n_sets, Cs=Cs, leakage=leakage, drop_leaked=drop_leaked, select=select, shots=shots,
         fewshot_C=fewshot_C, batch_size=batch_size, use_cache=use_cache, cache_dir=cache_dir, plots=plots,
         quiet=quiet, skip_bad_samples=skip_bad_samples, stream=stream, num_workers=num_workers,
-        extra_runs=extra_runs, pairs=pairs)
+        extra_runs=extra_runs, pairs=pairs, embedding_map=embedding_map)
     target = _target(opts, recipe, checkpoint, runs_dir, data, out, log)
     with FolderLock(target.out, "eval output"):  # one evaluation at a time writes into `out`
         inp = _inputs(opts, target, log)
