@@ -8,6 +8,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from fixtures_data import class_images, encode, write_parquet  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 TINY = str(HERE / "recipes" / "tinydigits.py")
-CLI = shutil.which("lejepa-domains")
+CLI = str(Path(sys.executable).with_name("lejepa-domains"))
 
 
 def cli(*args, env=None, timeout=240) -> subprocess.CompletedProcess:

@@ -32,7 +32,7 @@ from fixtures_data import class_images, encode  # noqa: E402
 HERE = Path(__file__).resolve().parent
 PACKAGE = HERE.parent / "lejepa_domains"
 TINY = str(HERE / "recipes" / "tinydigits.py")
-CLI = shutil.which("lejepa-domains") or str(Path(sys.executable).with_name("lejepa-domains"))
+CLI = str(Path(sys.executable).with_name("lejepa-domains"))
 TOKEN = "hf_fake_token"  # what tests/fake_hub.py accepts
 
 
