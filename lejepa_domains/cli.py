@@ -225,7 +225,7 @@ def ablate(
 def compare(
     recipe: str = typer.Argument("specimens", help="Recipe name or path."),
     foundation: str = typer.Option("dinov2", "--foundation", help="dinov2, dinov2-b, dinov2-l, dinov3, dinov3-b, "
-                                   "dinov3-l or timm:MODEL_NAME (with --weights)."),
+                                   "dinov3-l, timm:MODEL_NAME (with --weights), a run folder or local-dir:DIR."),
     weights: Optional[Path] = typer.Option(None, "--weights", help="The foundation weights file (default: the HF "
                                            "cache, else the hub)."),
     budget: str = typer.Option("tiny", "--budget", help="tiny, small or full (the scratch runs' length, seeds); "
@@ -235,6 +235,8 @@ def compare(
     adapt_epochs: Optional[int] = typer.Option(None, "--adapt-epochs", help="Epochs of the adapted runs (default: "
                                                "a tenth of the scratch runs', at least 1)."),
     init_patch: str = typer.Option("auto", "--init-patch", help="Patch of the adapted backbone: auto or pixels."),
+    adapt: Optional[str] = typer.Option(None, "--adapt", help="Adapted arms, one per mode: MODE[,MODE…] of full, "
+                                        "lora[:RANK], partial:N, explora[:N,RANK] (default: full)."),
     dinov2_size: int = typer.Option(224, "--dinov2-size", help="Input side of the frozen foundation model."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
     data: Optional[str] = typer.Option(None, "--data", help="Local copy of the data instead of the recipe's source."),
@@ -243,7 +245,7 @@ def compare(
     from .studies import compare as run
 
     run(recipe, foundation, weights, budget, out=out, seeds=seeds, device=device, data=data,
-        adapt_epochs=adapt_epochs, init_patch=init_patch, dinov2_size=dinov2_size)
+        adapt_epochs=adapt_epochs, init_patch=init_patch, dinov2_size=dinov2_size, adapt=adapt)
 
 
 @recipes_app.callback()

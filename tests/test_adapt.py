@@ -268,3 +268,28 @@ def test_bad_adapt_values_are_one_line_exit_2(vit_file, tmp_path):
         assert p.returncode == 2, p.stderr[-1500:]
         assert len(lines) == 1 and lines[0].startswith("error:") and msg in lines[0], p.stderr
         assert "Traceback" not in p.stderr and not out.exists()
+
+
+# ------------------------------------------------------------------------------------------ compare --adapt
+
+@pytest.mark.slow  # three toy runs and one evaluation of five backbones: ≈ 40 s on 2 busy cores
+def test_compare_adapt_lora_full_gives_one_row_per_mode(vit_file, tmp_path):
+    from lejepa_domains import compare
+
+    wfile, _ = vit_file
+    r3 = write_recipe(tmp_path, 3, 32, 16)
+    out = tmp_path / "cmp"
+    rep = compare(r3, "timm:test_vit", wfile, budget="toy", out=out, device="cpu", dinov2_size=32, progress=False,
+                  quiet=True, adapt="lora:2,full")
+    assert rep["complete"] and rep["adapt_modes"] == {"adapt_lora2": "lora:2", "adapt": "full"}
+    assert list(rep["arms"]) == ["scratch", "adapt_lora2", "adapt", "transfer", "random", "pixels"]
+    for arm in ("adapt_lora2", "adapt"):
+        assert rep["arms"][arm]["summary"]["linear"]["n"] == 1 and (out / arm / "seed0" / "backbone.json").is_file()
+        for other in ("transfer", "scratch"):
+            assert "linear" in rep["pairs"][f"{arm}-{other}"]
+    assert "knn" in rep["pairs"]["adapt_lora2-adapt"]
+    c = {a: rep["arms"][a]["compute"] for a in ("adapt_lora2", "adapt", "scratch")}
+    assert 0 < c["adapt_lora2"]["trainable_parameters"] < c["adapt"]["trainable_parameters"]
+    assert all(v["images_seen"] > 0 and v["train_seconds"] > 0 for v in c.values())
+    md = (out / "compare.md").read_text()
+    assert "(lora:2)" in md and "(full)" in md and "adapt_lora2 − transfer" in md

@@ -99,10 +99,12 @@ def projection_health(rec_v, run_dir: Path, data=None, device: str = "cpu", max_
     from ..recipe import TrainConfig
     from ..utils import effective_rank, resolve_device
     from ..method.variants import build_variant
+    from ..train.adapt import apply_adapt
 
     run = RunDir(run_dir)
     cfg = TrainConfig(**run.read_config()["train"])
     model = build_variant(cfg).build_model(rec_v, cfg)
+    apply_adapt(model.backbone, cfg.adapt)  # an --adapt run's checkpoint holds its adapters unmerged
     model.load_state_dict(run.load_checkpoint()["model"])
     dev = resolve_device(device)
     model = model.to(dev).eval()

@@ -4,6 +4,7 @@ Layout of ``OUT`` (default ``runs/compare-RECIPE``)::
 
     OUT/scratch/seed<k>/     LeJEPA from scratch (the recipe's backbone): an ordinary run folder + ablation_run.json
     OUT/adapt/seed<k>/       LeJEPA continued from the foundation weights (``pretrain --init``) + ablation_run.json
+    OUT/adapt_<mode>/seed<k>/  with ``--adapt lora,partial:2,…``: one adapted arm per mode (``adapt`` is ``full``)
     OUT/eval/seed<k>/        the standard evaluation of seed k: scratch (reference), adapt, the frozen foundation
                              model (transfer), random and pixels floors — same splits, same test resamples
     OUT/compare.json, compare.md                                  the combined report
@@ -34,7 +35,7 @@ from ..evaluate.metrics import t_interval
 from ..runs import RunDir
 from ..utils import FolderLock, ensure_writable
 
-__all__ = ["compare", "plan_compare", "ARMS", "verdict", "label_free_across_runs"]
+__all__ = ["compare", "plan_compare", "ARMS", "verdict", "label_free_across_runs", "adapt_arm", "arm_sets"]
 
 SPEC_FORMAT = "lejepa-domains/compare-run-v1"
 ARMS = ("scratch", "adapt", "transfer", "random", "pixels")
@@ -46,14 +47,41 @@ EVAL_NAME = {"scratch": "lejepa", "adapt": "adapt", "transfer": "transfer", "ran
 METRICS_SHOWN = ("linear", "knn")
 
 
+def adapt_arm(mode) -> str:
+    """The arm (and folder) name of an ``--adapt`` mode: ``adapt`` for ``full`` (the historical arm), else
+    ``adapt_lora8``, ``adapt_partial2``, ``adapt_explora1_8`` (no ``-``: pair keys are ``a-b``)."""
+    from ..train.adapt import parse_adapt
+
+    text = str(parse_adapt(mode))
+    return "adapt" if text == "full" else "adapt_" + text.replace(":", "").replace(",", "_")
+
+
+def arm_sets(modes) -> tuple[tuple[str, ...], tuple[str, ...], tuple[tuple[str, str], ...]]:
+    """``(arms, trained arms, pairs)`` of a comparison with these ``--adapt`` modes (default: ``full`` only, which
+    gives :data:`ARMS`, :data:`TRAINED`, :data:`PAIRS`). Each adapted arm is paired with transfer and scratch, and
+    the adapted arms with each other."""
+    adapts = tuple(dict.fromkeys(adapt_arm(m) for m in (modes or ("full",))))
+    if adapts == ("adapt",):
+        return ARMS, TRAINED, PAIRS
+    pairs = [(a, "transfer") for a in adapts] + [("scratch", "transfer")] + [(a, "scratch") for a in adapts]
+    pairs += [(a, b) for i, a in enumerate(adapts) for b in adapts[i + 1:]]
+    return ("scratch", *adapts, "transfer", "random", "pixels"), ("scratch", *adapts), tuple(pairs)
+
+
+def _eval_name(arm: str) -> str:
+    return EVAL_NAME.get(arm, arm)
+
+
 def plan_compare(recipe, foundation: str, weights, budget: Budget, n_seeds: int, data=None,
-                 adapt_epochs: int | None = None, init_patch: str | int | None = "auto"
+                 adapt_epochs: int | None = None, init_patch: str | int | None = "auto", adapt=None
                  ) -> tuple[list[tuple[str, Any, RunSpec]], dict]:
     """Every training run: ``[(arm, recipe of that arm, spec)]`` for scratch and adapt, each seed, and the
     foundation's init record (:func:`lejepa_domains.train.init.plan_init`). Scratch runs the budget's length;
     adapt the short adaptation schedule (``adapt_epochs``, default ⌈0.1 × scratch epochs⌉, at least 1; the ``toy``
-    budget: its fixed steps), the backbone at a tenth of the learning rate."""
+    budget: its fixed steps), the backbone at a tenth of the learning rate; ``adapt``: the ``--adapt`` modes, one
+    adapted arm each (default ``full``), all at the same steps."""
     from ..foundation import file_sha256
+    from ..train.adapt import parse_adapt
     from ..train.init import ADAPT_BACKBONE_LR_SCALE, adapt_epochs as default_adapt_epochs, plan_init
 
     rec_adapt, record = plan_init(recipe, foundation, weights, init_patch)
@@ -73,17 +101,21 @@ def plan_compare(recipe, foundation: str, weights, budget: Budget, n_seeds: int,
                      "weights_file_sha256": file_sha256(wfile) if wfile else None,
                      "patch_size": record["patch_size"]}
     plan = []
-    for arm, rec_arm, steps, extra_train, pre in (
-            ("scratch", recipe, scratch_steps, {}, {}),
-            ("adapt", rec_adapt, adapt_steps, {"backbone_lr_scale": ADAPT_BACKBONE_LR_SCALE, "layer_decay": 1.0},
-             {"init": str(foundation), "weights": None if weights is None else str(weights),
-              "init_patch": init_patch})):
+    adapt_pre = {"init": str(foundation), "weights": None if weights is None else str(weights),
+                 "init_patch": init_patch}
+    adapt_train = {"backbone_lr_scale": ADAPT_BACKBONE_LR_SCALE, "layer_decay": 1.0}
+    arms = [("scratch", recipe, scratch_steps, {}, {})]
+    for mode in dict.fromkeys(str(parse_adapt(m)) for m in (adapt or ("full",))):
+        # full keeps the historical specification (no "adapt" key), so its finished runs are reused
+        extra = adapt_train if mode == "full" else {**adapt_train, "adapt": mode}
+        arms.append((adapt_arm(mode), rec_adapt, adapt_steps, extra, adapt_pre))
+    for arm, rec_arm, steps, extra_train, pre in arms:
         epochs = max(1, math.ceil(steps / spe))
         for seed in range(n_seeds):
             train = {**extra_train, "seed": seed, "epochs": epochs, "warmup_epochs": round(frac * steps / spe, 6)}
             spec = RunSpec(format=SPEC_FORMAT, arm=arm, seed=seed, budget=budget.name, recipe_name=recipe.name,
                            steps=steps, steps_per_epoch=spe, train=train, pretrain=pre,
-                           foundation=foundation_id if arm == "adapt" else None,
+                           foundation=foundation_id if arm != "scratch" else None,
                            backbone=rec_arm.backbone, batch_size=base.batch_size,
                            pixels_per_image=view_cost(rec_arm, rec_arm.n_global, rec_arm.n_local))
             plan.append((arm, rec_arm, spec))
@@ -113,32 +145,65 @@ def _transfer_builder(foundation: str, weights, size: int):
     return build
 
 
-def _evaluate_seed(rec, seed: int, root: Path, foundation: str, weights, device: str, data, budget: Budget,
-                   dinov2_size: int) -> dict:
-    """The one evaluation of seed ``seed``: every arm on the same splits and test resamples; reused when its report
-    is newer than both runs' done-markers."""
-    from ..evaluate.run import evaluate
+def _local_transfer_builder(foundation: str, record: dict):
+    """The frozen transfer arm of a foundation pretrained by this toolkit (run folder, ``local-dir:``): exactly the
+    adapted arms' starting backbone (:func:`~lejepa_domains.foundation.create_foundation` with the init record's
+    architecture), fed as they are fed — this recipe's size, normalisation and pixel scaling — so adapted − transfer
+    is the effect of the training alone."""
+    from ..evaluate.encoders.common import recipe_scaling, weights_hash_of
+    from ..evaluate.features import Encoder
+    from ..foundation import create_foundation, resolve_foundation
 
+    def build(ctx):
+        rec = ctx.recipe
+        model, loaded = create_foundation(resolve_foundation(foundation, "--foundation"), None,
+                                          role=f"--foundation {foundation}", in_chans=int(rec.channels),
+                                          **record["timm_kwargs"])
+        model.eval().requires_grad_(False)
+        identity = {"kind": "foundation-start", "timm_name": record["timm_name"],
+                    "timm_kwargs": record["timm_kwargs"], "weights_sha256_16": weights_hash_of(model)}
+        return Encoder(name="transfer", model=model, size=rec.image_size, mean=tuple(rec.mean), std=tuple(rec.std),
+                       interpolation="bilinear", identity=identity,
+                       provenance={"weights": loaded["source"], "weights_file_sha256": loaded["file_sha256"],
+                                   "licence": record.get("licence")},
+                       notes=[f"the adapted arms' starting backbone ({foundation}), frozen, at the recipe's size "
+                              "and normalisation"], scaling=recipe_scaling(rec))
+
+    return build
+
+
+def _evaluate_seed(rec, seed: int, root: Path, foundation: str, weights, device: str, data, budget: Budget,
+                   dinov2_size: int, record: dict | None = None, modes=None) -> dict:
+    """The one evaluation of seed ``seed``: every arm on the same splits and test resamples; reused when its report
+    is newer than every run's done-marker and holds every arm."""
+    from ..evaluate.run import evaluate
+    from ..foundation import resolve_foundation
+
+    arms, trained, arm_pairs = arm_sets(modes)
     out = root / "eval" / f"seed{seed}"
-    scratch, adapt = root / "scratch" / f"seed{seed}", root / "adapt" / f"seed{seed}"
+    scratch = root / "scratch" / f"seed{seed}"
+    adapted = {_eval_name(a): root / a / f"seed{seed}" for a in trained if a != "scratch"}
     report_path = out / "report.json"
-    newest = max((scratch / MARKER).stat().st_mtime, (adapt / MARKER).stat().st_mtime)
+    newest = max((root / a / f"seed{seed}" / MARKER).stat().st_mtime for a in trained)
     if report_path.is_file() and report_path.stat().st_mtime >= newest:
         try:
             rep = json.loads(report_path.read_text())
-            if rep.get("pairs") and "transfer" in rep.get("models", {}):
+            if rep.get("pairs") and all(_eval_name(a) in rep.get("models", {}) for a in arms):
                 rep["_reused"] = True
                 return rep
         except ValueError:
             pass
-    pairs = [(EVAL_NAME[a], EVAL_NAME[b]) for a, b in PAIRS]
+    pairs = [(_eval_name(a), _eval_name(b)) for a, b in arm_pairs]
+    local = resolve_foundation(foundation, "--foundation").is_local
+    transfer = _local_transfer_builder(foundation, record) if local else \
+        _transfer_builder(foundation, weights, dinov2_size)
     return evaluate(rec, checkpoint=scratch, baselines=["random", "pixels"], out=out, device=device, data=data,
                     cache_dir=root / ".features", n_boot=budget.n_boot, plots=False, quiet=True,
-                    extra_runs={"adapt": adapt, "transfer": _transfer_builder(foundation, weights, dinov2_size)},
-                    pairs=pairs, **budget.eval_kwargs)
+                    extra_runs={**adapted, "transfer": transfer}, pairs=pairs, **budget.eval_kwargs)
 
 
-def verdict(recipe_name: str, diffs: dict[str, dict], metric: str = "linear", kind: str = "bootstrap") -> str:
+def verdict(recipe_name: str, diffs: dict[str, dict], metric: str = "linear", kind: str = "bootstrap",
+            arms: tuple[str, ...] = ("adapt", "scratch", "transfer")) -> str:
     """One sentence whose wording follows the intervals of the paired differences (``diffs["adapt-transfer"]`` =
     {"diff", "ci95"}…): an arm is called best only when its intervals against both others exclude zero; pairs whose
     interval contains zero are said to overlap, never to differ."""
@@ -149,7 +214,6 @@ def verdict(recipe_name: str, diffs: dict[str, dict], metric: str = "linear", ki
         s = 0 if not ci else (1 if ci[0] > 0 else -1 if ci[1] < 0 else 0)
         rel[(a, b)], rel[(b, a)] = s, -s
     what = f"{metric} probe top-1, {kind} 95% intervals"
-    arms = ("adapt", "scratch", "transfer")
     for arm in arms:
         others = [o for o in arms if o != arm]
         if all(rel.get((arm, o), 0) > 0 for o in others):
@@ -169,11 +233,13 @@ def verdict(recipe_name: str, diffs: dict[str, dict], metric: str = "linear", ki
             f"{', '.join(over) if over else 'not every pair'} overlap.")
 
 
-def _arm_rows(plan, reports: dict[int, dict], train_info: dict, n_seeds: int, device: str) -> dict[str, dict]:
-    """Per arm: per-seed figures, the across-seed summary and the compute spent."""
+def _arm_rows(plan, reports: dict[int, dict], train_info: dict, n_seeds: int, device: str,
+              arms: tuple[str, ...] = ARMS) -> dict[str, dict]:
+    """Per arm: per-seed figures, the across-seed summary and the compute spent (wall time, images seen, trainable
+    parameters of the trained arms)."""
     out: dict[str, dict] = {}
-    for arm in ARMS:
-        name = EVAL_NAME[arm]
+    for arm in arms:
+        name = _eval_name(arm)
         seeds = []
         for k in range(n_seeds):
             rep = reports.get(k)
@@ -187,6 +253,7 @@ def _arm_rows(plan, reports: dict[int, dict], train_info: dict, n_seeds: int, de
                           "rankme": m["diagnostics"]["rankme"], "train_seconds": tr.get("seconds", 0.0),
                           "feature_seconds": feat_s, "images_seen": tr.get("images_seen", 0),
                           "steps": tr.get("steps", 0), "status": tr.get("status"),
+                          "trainable_parameters": tr.get("trainable"),
                           "encoder": {k2: m["encoder"].get(k2) for k2 in ("timm_name", "weights", "licence",
                                                                           "weights_file_sha256", "adapter")
                                       if m["encoder"].get(k2) is not None}})
@@ -205,7 +272,9 @@ def _arm_rows(plan, reports: dict[int, dict], train_info: dict, n_seeds: int, de
                                 "steps": int(sum(s["steps"] for s in seeds)),
                                 "train_seconds": round(sum(s["train_seconds"] for s in seeds), 2),
                                 "feature_seconds": round(sum(s["feature_seconds"] for s in seeds), 2),
-                                "device_hours": round(secs / 3600.0, 5), "device": device}}
+                                "device_hours": round(secs / 3600.0, 5), "device": device,
+                                "trainable_parameters": next((s["trainable_parameters"] for s in seeds
+                                                              if s.get("trainable_parameters")), None)}}
     return out
 
 
@@ -216,7 +285,8 @@ LABEL_FREE_SIGNALS = {"loss": "train_loss", "sigreg": "train_sigreg", "rankme": 
 MIN_RUNS_RHO, MIN_RUNS_CI = 3, 4
 
 
-def label_free_across_runs(root: Path, reports: dict[int, dict], n_seeds: int) -> dict:
+def label_free_across_runs(root: Path, reports: dict[int, dict], n_seeds: int,
+                           trained: tuple[str, ...] = TRAINED) -> dict:
     """Across the comparison's LeJEPA-trained runs (scratch and adapt, each evaluated seed): Spearman's ρ of each
     label-free training signal of the run's final metrics line (loss, SIGReg, RankMe) with the run's test kNN@20
     top-1 — the same statistic as the ablation report's (:func:`lejepa_domains.evaluate.selection.
@@ -232,8 +302,8 @@ def label_free_across_runs(root: Path, reports: dict[int, dict], n_seeds: int) -
         rep = reports.get(k)
         if rep is None:
             continue
-        for arm in TRAINED:
-            m = rep["models"].get(EVAL_NAME[arm])
+        for arm in trained:
+            m = rep["models"].get(_eval_name(arm))
             if m is None:
                 continue
             final = RunDir(root / arm / f"seed{k}").final_metrics()
@@ -264,12 +334,13 @@ def label_free_across_runs(root: Path, reports: dict[int, dict], n_seeds: int) -
             "enough": {"rho": n >= MIN_RUNS_RHO, "ci95": n >= MIN_RUNS_CI}, "words": words}
 
 
-def _pair_rows(reports: dict[int, dict], n_seeds: int) -> dict[str, dict]:
+def _pair_rows(reports: dict[int, dict], n_seeds: int,
+               pairs: tuple[tuple[str, str], ...] = PAIRS) -> dict[str, dict]:
     """Per reported pair and protocol: per-seed paired bootstrap differences and, with ≥ 2 seeds, the Student-t
     interval of the per-seed differences."""
     out: dict[str, dict] = {}
-    for a, b in PAIRS:
-        key = f"{EVAL_NAME[a]}-{EVAL_NAME[b]}"
+    for a, b in pairs:
+        key = f"{_eval_name(a)}-{_eval_name(b)}"
         row: dict[str, Any] = {}
         for p in METRICS_SHOWN:
             per_seed = []
@@ -294,7 +365,7 @@ def _pair_rows(reports: dict[int, dict], n_seeds: int) -> dict[str, dict]:
 def compare(recipe="specimens", foundation: str = "dinov2", weights=None, budget: str | Budget = "tiny", *,
             out: str | Path | None = None, seeds: int | None = None, device: str = "auto", data: str | None = None,
             adapt_epochs: int | None = None, init_patch: str | int | None = "auto", dinov2_size: int = 224,
-            progress: bool = True, max_new_runs: int | None = None, quiet: bool = False) -> dict:
+            progress: bool = True, max_new_runs: int | None = None, quiet: bool = False, adapt=None) -> dict:
     """Scratch, transfer or adapt? (the Python API of ``lejepa-domains compare``).
 
     Trains (or reuses, or resumes) LeJEPA from scratch and LeJEPA continued from ``foundation`` (``dinov2``,
@@ -306,13 +377,17 @@ def compare(recipe="specimens", foundation: str = "dinov2", weights=None, budget
     ``budget``: ``toy|tiny|small|full`` (:data:`lejepa_domains.studies.catalogue.BUDGETS`) fixes the scratch runs'
     length and the seeds; ``adapt_epochs``: the adaptation runs' length (default: :func:`~lejepa_domains.train.
     init.adapt_epochs` of the scratch epochs); ``dinov2_size``: the frozen foundation model's input side (rounded
-    to its patch); ``max_new_runs``: stop after training this many runs not finished before. Returns the report.
+    to its patch); ``max_new_runs``: stop after training this many runs not finished before; ``adapt``: the
+    ``--adapt`` modes (``"lora,full"`` or a list; default ``full``), one adapted arm each, all through the one
+    evaluation, each paired with transfer, scratch and the other adapted arms. ``foundation`` may also be a run
+    folder or ``local-dir:DIR`` (a backbone this toolkit pretrained): its transfer arm is the adapted arms' frozen
+    starting backbone at this recipe's size and normalisation. Returns the report.
     """
     from rich.console import Console
 
     from ..recipe import load_recipe
     from ..utils import resolve_device
-    from . import report as report_mod
+    from . import compare_report as report_mod
 
     console = Console(stderr=True, quiet=quiet)
     bud, n_seeds = grid_options(budget, seeds, max_new_runs)
@@ -322,8 +397,13 @@ def compare(recipe="specimens", foundation: str = "dinov2", weights=None, budget
     from ..foundation import resolve_foundation
 
     patch_size_for(resolve_foundation(foundation, "--foundation"), int(dinov2_size))  # DINOv2: a multiple of 14
-    plan, record = plan_compare(rec, foundation, weights, bud, n_seeds, data, adapt_epochs, init_patch)
-    if any(arm == "adapt" and not (root / arm / f"seed{s['seed']}" / MARKER).is_file() for arm, _, s in plan):
+    modes = [m for m in (adapt.split(",") if isinstance(adapt, str) else (adapt or ("full",)))]
+    from ..train.adapt import parse_adapt
+
+    modes = [str(parse_adapt(m)) for m in modes]  # a bad mode is one line before anything is loaded
+    arms_all, trained_all, pairs_all = arm_sets(modes)
+    plan, record = plan_compare(rec, foundation, weights, bud, n_seeds, data, adapt_epochs, init_patch, modes)
+    if any(arm != "scratch" and not (root / arm / f"seed{s['seed']}" / MARKER).is_file() for arm, _, s in plan):
         _check_weights_fit(rec, foundation, weights, record)
     ensure_writable(root, "compare folder")
     for arm, _, spec in plan:  # a different specification is refused before anything is trained
@@ -350,18 +430,20 @@ def compare(recipe="specimens", foundation: str = "dinov2", weights=None, budget
             status, seconds = _train_one(rec_arm, spec, run_dir, device, data, progress and not quiet)
             new_runs += status != "reused"
             done = RunDir(run_dir).read_json(MARKER) or {}
+            trainable = ((RunDir(run_dir).read_config() or {}).get("adapt") or {}).get("trainable")
             train_info[(arm, spec["seed"])] = {"status": status, "seconds": float(done.get("train_seconds", seconds)),
-                                               "steps": spec["steps"],
+                                               "steps": spec["steps"], "trainable": trainable,
                                                "images_seen": spec["steps"] * spec["batch_size"]}
         reports: dict[int, dict] = {}
         for k in range(n_seeds):
-            if all((arm, k) in train_info for arm in TRAINED):
-                console.print(f"[bold]compare[/] evaluating seed {k}: scratch, adapt, transfer, random, pixels",
-                              highlight=False)
-                reports[k] = _evaluate_seed(rec, k, root, foundation, weights, device, data, bud, dinov2_size)
-        arms = _arm_rows(plan, reports, train_info, n_seeds, dev)
-        pairs = _pair_rows(reports, n_seeds)
+            if all((arm, k) in train_info for arm in trained_all):
+                console.print(f"[bold]compare[/] evaluating seed {k}: {', '.join(arms_all)}", highlight=False)
+                reports[k] = _evaluate_seed(rec, k, root, foundation, weights, device, data, bud, dinov2_size,
+                                            record, modes)
+        arms = _arm_rows(plan, reports, train_info, n_seeds, dev, arms_all)
+        pairs = _pair_rows(reports, n_seeds, pairs_all)
         lin = {k: v["linear"] for k, v in pairs.items() if "linear" in v}
+        verdict_arms = tuple(a for a in arms_all if a not in ("random", "pixels"))
         kind = "seed" if n_seeds > 1 else "paired bootstrap"
         report = {
             "format": "lejepa-domains/compare-v1",
@@ -369,12 +451,13 @@ def compare(recipe="specimens", foundation: str = "dinov2", weights=None, budget
             "recipe": {"name": rec.name, "path": rec.path, "backbone": rec.backbone, "train": asdict(rec.train)},
             "foundation": record,
             "budget": {"name": bud.name, "description": bud.description, "seeds": n_seeds, "n_boot": bud.n_boot},
-            "transfer_input_size": patch_size_for(resolve_foundation(foundation, "--foundation"),
-                                                  int(dinov2_size))[0],
+            "transfer_input_size": rec.image_size if resolve_foundation(foundation, "--foundation").is_local else
+            patch_size_for(resolve_foundation(foundation, "--foundation"), int(dinov2_size))[0],
             "plan": [{"arm": a, "seed": s["seed"], "steps": s["steps"], "backbone": s["backbone"],
                       "train": s["train"]} for a, _, s in plan],
-            "arms": arms, "pairs": pairs, "label_free": label_free_across_runs(root, reports, n_seeds),
-            "verdict": verdict(rec.name, lin, "linear", kind) if len(lin) == len(PAIRS) else
+            "arms": arms, "pairs": pairs, "label_free": label_free_across_runs(root, reports, n_seeds, trained_all),
+            "adapt_modes": {adapt_arm(m): m for m in modes},
+            "verdict": verdict(rec.name, lin, "linear", kind, verdict_arms) if len(lin) == len(pairs_all) else
             "incomplete: not every arm has been evaluated yet; run the same command again",
             "complete": not stopped and len(reports) == n_seeds,
             "evaluation": "the standard `lejepa-domains eval` protocol, one evaluation per seed holding every arm "

@@ -281,7 +281,7 @@ class ExportHook(Hook):
         extra = {"epoch": s.epoch + 1, "step": s.t.step}
         if s.config.get("foundation"):  # where the backbone started (model, weights file hash)
             extra["foundation"] = s.config["foundation"]
-        if s.config.get("adapt"):  # the adapters are merged into the exported weights
+        if (s.config.get("adapt") or {}).get("mode", "full") != "full":  # adapters merged into the export
             extra["adapt"] = {"adapt": s.config["adapt"]["adapt"], "merged": has_adapters(s.t.model.backbone)}
         with s.writing(s.run.backbone_path):
             s.result.backbone = s.run.export_backbone(plain_backbone(s.t.model.backbone), s.rec, extra)

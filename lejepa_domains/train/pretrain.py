@@ -140,7 +140,7 @@ def _pretrain_locked(setup, ctx, run: RunDir, data, model: nn.Module, variant: V
               "created": datetime.now().isoformat(timespec="seconds")}
     if setup.foundation is not None:
         config["foundation"] = setup.foundation
-    if adapt and adapt.get("mode") != "full":
+    if adapt:  # what trains: the --adapt mode, trainable parameters, optimiser-state bytes
         config["adapt"] = adapt
     if ctx.is_main and not setup.resumed:
         run.write_config(config)
