@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import OfflineError, UserError
+from .runs import EXPORT_CONFIG, EXPORT_WEIGHTS, RunDir, is_timm_export, read_backbone_meta, read_json
 
 __all__ = ["FoundationSpec", "FOUNDATIONS", "resolve_foundation", "foundation_weights_source", "create_foundation",
            "file_sha256", "adaptation_notes", "DINOV3_LICENCE", "WEIGHT_SUFFIXES", "native_patch"]
@@ -150,8 +151,6 @@ def _patch_of(arch: str, kwargs: dict[str, Any]) -> int | None:
 def _local_foundation(text: str, flag: str) -> FoundationSpec | None:
     """A run folder (``backbone.json`` + ``backbone.safetensors``) or a ``local-dir:`` export as a foundation;
     None when ``text`` names neither (then it is a foundation name)."""
-    from .runs import EXPORT_CONFIG, EXPORT_WEIGHTS, RunDir, is_timm_export, read_backbone_meta, read_json
-
     explicit = text.lower().startswith("local-dir:")
     path = Path(text[len("local-dir:"):] if explicit else text).expanduser()
     if not explicit and not path.is_dir():
@@ -193,7 +192,8 @@ def resolve_foundation(spec: str, flag: str = "--init") -> FoundationSpec:
     """``dinov2``, ``dinov3-b``…, ``timm:NAME``, a run folder or ``local-dir:DIR`` → :class:`FoundationSpec`
     (unknown names: one error line)."""
     text = str(spec).strip()
-    local = _local_foundation(text, flag)
+    named = text.lower().startswith("timm:") or ALIASES.get(text.lower(), text.lower()) in FOUNDATIONS
+    local = None if named else _local_foundation(text, flag)  # a name wins over a folder called like it
     if local is not None:
         return local
     if text.lower().startswith("timm:"):

@@ -37,6 +37,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from timm.models import group_parameters
 from torch import nn
 
 from ..errors import UserError
@@ -118,8 +119,6 @@ def block_groups(backbone: nn.Module, name: str = "the backbone") -> tuple[list[
     """``(stem parameter names, [parameter names of each block])`` from timm's coarse ``group_matcher`` (ViT:
     ``blocks.i``; ResNet: ``layer1…4``; ConvNeXt / EfficientNet: their stages). A group holding only 1-D
     parameters after the first block (a final norm) belongs to the block before it."""
-    from timm.models import group_parameters
-
     if not hasattr(backbone, "group_matcher"):
         raise UserError(f"--adapt partial/explora: {name} ({type(backbone).__name__}) has no timm group_matcher, so "
                         "its blocks are unknown; use --adapt full or lora")

@@ -55,14 +55,14 @@ def setup_run(recipe: str | Path | Recipe, *, out: str | Path | None, resume: st
     if init is None and (weights is not None or init_patch not in (None, "auto")):
         raise UserError("--weights and --init-patch only apply with --init dinov2|dinov3|…|timm:NAME")
     if resume is None:
-        adapt = parse_adapt(options.get("adapt"))  # a bad value is one line before anything is loaded
+        if options.get("adapt") is not None:  # a bad value is one line before anything is loaded
+            options = {**options, "adapt": str(parse_adapt(options["adapt"]))}
+        foundation = None
+        rec = load_recipe(recipe)
+        adapt = parse_adapt(options.get("adapt") or rec.train.adapt)  # the flag, else the recipe's
         if adapt.mode != "full" and init is None and init_from is None:
             raise UserError(f"--adapt {adapt} trains part of a backbone that starts from weights: add --init "
                             "dinov2|…|RUN_FOLDER|local-dir:DIR (or --init-from RUN_FOLDER)")
-        if options.get("adapt") is not None:
-            options = {**options, "adapt": str(adapt)}
-        foundation = None
-        rec = load_recipe(recipe)
         if init is not None:
             from .init import init_defaults, plan_init
 
