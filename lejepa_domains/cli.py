@@ -49,6 +49,8 @@ def pretrain(
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (same seed ⇒ same numbers on CPU)."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this folder."),
+    trust_checkpoint: bool = typer.Option(False, "--trust-checkpoint", help="With --resume: load a checkpoint the "
+                                          "safe loader refuses (unpickling can run code: only a file you wrote)."),
     data: Optional[str] = typer.Option(None, "--data", help="Local copy of the data (path) instead of the hub."),
     num_workers: Optional[int] = typer.Option(None, "--num-workers", help="DataLoader worker processes."),
     num_slices: Optional[int] = typer.Option(None, "--num-slices", help="SIGReg random directions per step."),
@@ -203,6 +205,8 @@ def ablate(
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
     data: Optional[str] = typer.Option(None, "--data", help="Local copy of the data instead of the recipe's source."),
     list_: bool = typer.Option(False, "--list", help="Show the studies, their grids and the budgets, then exit."),
+    trust_checkpoint: bool = typer.Option(False, "--trust-checkpoint", help="Load run checkpoints under --out that "
+                                          "the safe loader refuses (unpickling can run code: only files you wrote)."),
 ) -> None:
     """Ablation study: a small grid of pretraining runs, each evaluated by the standard protocol; one report."""
     if list_:
@@ -216,9 +220,11 @@ def ablate(
     if recipe is None or study is None:
         raise UserError("ablate needs RECIPE and --study NAME (e.g. `lejepa-domains ablate specimens --study "
                         "heuristics --budget tiny`); `lejepa-domains ablate --list` shows the studies")
+    from .runs import trusted_checkpoints
     from .studies import ablate as run
 
-    run(recipe, study, budget, out=out, seeds=seeds, device=device, data=data)
+    with trusted_checkpoints(trust_checkpoint):
+        run(recipe, study, budget, out=out, seeds=seeds, device=device, data=data)
 
 
 @app.command("compare")
@@ -240,12 +246,16 @@ def compare(
     dinov2_size: int = typer.Option(224, "--dinov2-size", help="Input side of the frozen foundation model."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
     data: Optional[str] = typer.Option(None, "--data", help="Local copy of the data instead of the recipe's source."),
+    trust_checkpoint: bool = typer.Option(False, "--trust-checkpoint", help="Load run checkpoints under --out that "
+                                          "the safe loader refuses (unpickling can run code: only files you wrote)."),
 ) -> None:
     """Scratch, transfer or adapt? LeJEPA from scratch vs the frozen foundation model vs both combined; one report."""
+    from .runs import trusted_checkpoints
     from .studies import compare as run
 
-    run(recipe, foundation, weights, budget, out=out, seeds=seeds, device=device, data=data,
-        adapt_epochs=adapt_epochs, init_patch=init_patch, dinov2_size=dinov2_size, adapt=adapt)
+    with trusted_checkpoints(trust_checkpoint):
+        run(recipe, foundation, weights, budget, out=out, seeds=seeds, device=device, data=data,
+            adapt_epochs=adapt_epochs, init_patch=init_patch, dinov2_size=dinov2_size, adapt=adapt)
 
 
 @recipes_app.callback()

@@ -144,27 +144,64 @@ def infer_dataset(*, hf: str | None = None, data: str | Path | None = None, conf
     splits = list(reader.splits)
     first = splits[0] if reader.unsplit else next((s for s in splits if s in ("train", "training")), splits[0])
     notes: list[str] = []
-    img_col, lab_col = image_column, label_column
-    if reader.tabular:
-        kinds = reader.column_kinds(first)
-        img_col = img_col or _pick_column(kinds, ("image", "binary", "string"), IMAGE_NAMES)
-        lab_col = lab_col or _pick_column(kinds, ("classlabel", "int"), LABEL_NAMES)
-        if img_col is None or img_col not in kinds:
-            raise DataError(f"{reader.where}: no image column found among {kinds}; pass --image-column NAME")
-        if lab_col is None or lab_col not in kinds:
-            raise DataError(f"{reader.where}: no integer label column found among {kinds}; pass --label-column NAME")
-        if kinds.get(lab_col) == "string":
-            raise DataError(f"{reader.where}: label column {lab_col!r} holds strings; expected integer class ids "
-                            "(convert the names to ids, e.g. with datasets' class_encode_column)")
-    else:
-        img_col, lab_col = "image", "label"
+    img_col, lab_col = _columns(reader, first, image_column, label_column)
     roles, split_kw = _roles(splits, reader.unsplit)
+    tables, sizes, names = _labels(reader, splits, img_col, lab_col, notes)
+    counts, sizes_by_role = _role_counts(reader, tables, splits, roles, split_kw, names)
+    t0 = tables[first]
+    modes, native, pixels, c_sci = _sample_images(t0, samples, notes)
+    channels, convert = _channels(modes, pixels, c_sci, notes)
+    size, resize = _size(native, notes)
+    facts: dict[str, Any] = {"image_size": size, "channels": channels, "num_classes": len(names),
+                             "class_names": names}
+    if pixels and pixels["dtype"] != "uint8":
+        facts["dtype"] = pixels["dtype"]
+    kw: dict[str, Any] = {}
+    if reader.tabular:
+        kw.update(image_column=img_col, label_column=lab_col)
+    kw.update(split_kw)
+    if convert:
+        kw["convert"] = convert
+    if resize != "stretch":
+        kw["resize"] = resize
 
-    # labels and class names over every split
+    # normalisation statistics from decoded samples, through the same code path as training
+    src = (HFSource(hf, config, revision, cache=False, **facts, **kw) if hf is not None
+           else LocalSource(str(Path(data).expanduser().resolve()), cache=False, **facts, **kw))
+    sample = src.peek("train", None, n=min(samples, 256))
+    mean, std = channel_stats(sample.images, PixelScaling(pixels["dtype"], pixels["scaling"]) if pixels
+                              else PixelScaling())
+    where = reader.where if hf is None else f"hub dataset {hf}"
+    if reader.unsplit:
+        sizes = {UNSPLIT: sizes[splits[0]]}
+    return Inferred(where, layout, roles, sizes, sizes_by_role, kw, img_col if reader.tabular else None,
+                    lab_col if reader.tabular else None, names, counts, channels, size, native, modes, mean, std,
+                    len(sample), notes, pixels)
+
+
+def _columns(reader, first: str, image_column: str | None, label_column: str | None) -> tuple[str, str]:
+    """The image and label columns of a table (given, else picked by kind and name); ``image``/``label`` else."""
+    img_col, lab_col = image_column, label_column
+    if not reader.tabular:
+        return "image", "label"
+    kinds = reader.column_kinds(first)
+    img_col = img_col or _pick_column(kinds, ("image", "binary", "string"), IMAGE_NAMES)
+    lab_col = lab_col or _pick_column(kinds, ("classlabel", "int"), LABEL_NAMES)
+    if img_col is None or img_col not in kinds:
+        raise DataError(f"{reader.where}: no image column found among {kinds}; pass --image-column NAME")
+    if lab_col is None or lab_col not in kinds:
+        raise DataError(f"{reader.where}: no integer label column found among {kinds}; pass --label-column NAME")
+    if kinds.get(lab_col) == "string":
+        raise DataError(f"{reader.where}: label column {lab_col!r} holds strings; expected integer class ids "
+                        "(convert the names to ids, e.g. with datasets' class_encode_column)")
+    return img_col, lab_col
+
+
+def _labels(reader, splits: list[str], img_col: str, lab_col: str,
+            notes: list[str]) -> tuple[dict, dict[str, int], list[str]]:
+    """Labels and class names over every split: ``(tables by split, sizes by split, class names)``."""
     names: list[str] | None = None
-    counts: dict[str, list[int]] = {}
     sizes: dict[str, int] = {}
-    sizes_by_role: dict[str, int] = {}
     max_label = -1
     tables = {}
     for s in splits:
@@ -185,6 +222,15 @@ def infer_dataset(*, hf: str | None = None, data: str | Path | None = None, conf
     k = len(names)
     if max_label >= k:
         raise DataError(f"{reader.where}: labels go up to {max_label} but the data names only {k} classes")
+    return tables, sizes, names
+
+
+def _role_counts(reader, tables: dict, splits: list[str], roles: dict, split_kw: dict,
+                 names: list[str]) -> tuple[dict[str, list[int]], dict[str, int]]:
+    """Per role (train / val / test, after the recipe's split): images per class and the number of images."""
+    k = len(names)
+    counts: dict[str, list[int]] = {}
+    sizes_by_role: dict[str, int] = {}
     by_role: dict[str, np.ndarray] = {}
     if "unsplit" in split_kw:
         t = tables[splits[0]]
@@ -209,9 +255,14 @@ def infer_dataset(*, hf: str | None = None, data: str | Path | None = None, conf
                                 "class to cut it; give the data a split of that name yourself")
     if k < 2:
         raise DataError(f"{reader.where}: a single class ({names}); a classification recipe needs at least two")
+    return counts, sizes_by_role
 
-    # sample images: modes and sizes without decoding pixels
-    t0 = tables[first]
+
+def _sample_images(t0, samples: int, notes: list[str]
+                   ) -> tuple[Counter, list[tuple[int, int]], dict[str, Any], int | None]:
+    """Modes and sizes of sampled images, without decoding pixels: ``(modes, native sizes, pixels, channels)``
+    where ``pixels`` (``{"dtype", "scaling"}``) and ``channels`` describe N-channel / 16-bit / float data (else
+    empty and None)."""
     m = min(samples, t0.n)
     pick = np.unique(np.linspace(0, t0.n - 1, m).round().astype(int)) if m else np.zeros(0, int)
     modes: Counter = Counter()
@@ -231,6 +282,7 @@ def infer_dataset(*, hf: str | None = None, data: str | Path | None = None, conf
         modes[mode] += 1
         native.append(hw)
     pixels: dict[str, Any] = {}
+    c_sci = None
     if any(f is not None for f in facts):
         kinds = {f for f in facts if f is not None}
         if None in facts or len({c for c, _ in kinds}) > 1:
@@ -250,6 +302,11 @@ def infer_dataset(*, hf: str | None = None, data: str | Path | None = None, conf
     if sixteen:
         raise DataError(f"{t0.where}: sample images are {sorted(sixteen)} (16-bit/float); this toolkit stores uint8 — "
                         "scale them to 8 bits deliberately (and say how in the data card) first")
+    return modes, native, pixels, c_sci
+
+
+def _channels(modes: Counter, pixels: dict[str, Any], c_sci: int | None, notes: list[str]) -> tuple[int, str | None]:
+    """The recipe's channel count and the conversion (``L``/``RGB``) the sampled image modes need."""
     grey = sum(v for md, v in modes.items() if md in ("L", "1", "LA"))
     alpha = sum(v for md, v in modes.items() if md in ("RGBA", "LA", "PA"))
     colour = sum(modes.values()) - grey
@@ -267,40 +324,21 @@ def infer_dataset(*, hf: str | None = None, data: str | Path | None = None, conf
             convert = "RGB"
             notes.append(f"sampled image modes {dict(modes)}: convert='RGB' turns grey/alpha images into RGB "
                          "(grey replicated, alpha dropped); say so in the card if that is right")
+    return channels, convert
+
+
+def _size(native: list[tuple[int, int]], notes: list[str]) -> tuple[int, str]:
+    """The recipe's image side and resize mode: the native size when every sample is square and the same, else
+    the median shorter side (at most 224, a multiple of 8 above 32) with a centre crop."""
     square = all(h == w for h, w in native)
     same = len(set(native)) == 1
     if same and square:
-        size, resize = native[0][0], "stretch"
-    else:
-        size = int(min(224, np.median([min(hw) for hw in native])))
-        size = size - size % 8 if size > 32 else size
-        resize = "center-crop"
-        notes.append(f"images vary in size/aspect ({len(set(native))} different sizes in {len(native)} samples): "
-                     f"resized so the shorter side is {size} px, then centre-cropped")
-    facts: dict[str, Any] = {"image_size": size, "channels": channels, "num_classes": k, "class_names": names}
-    if pixels and pixels["dtype"] != "uint8":
-        facts["dtype"] = pixels["dtype"]
-    kw: dict[str, Any] = {}
-    if reader.tabular:
-        kw.update(image_column=img_col, label_column=lab_col)
-    kw.update(split_kw)
-    if convert:
-        kw["convert"] = convert
-    if resize != "stretch":
-        kw["resize"] = resize
-
-    # normalisation statistics from decoded samples, through the same code path as training
-    src = (HFSource(hf, config, revision, cache=False, **facts, **kw) if hf is not None
-           else LocalSource(str(Path(data).expanduser().resolve()), cache=False, **facts, **kw))
-    sample = src.peek("train", None, n=min(samples, 256))
-    mean, std = channel_stats(sample.images, PixelScaling(pixels["dtype"], pixels["scaling"]) if pixels
-                              else PixelScaling())
-    where = reader.where if hf is None else f"hub dataset {hf}"
-    if reader.unsplit:
-        sizes = {UNSPLIT: sizes[splits[0]]}
-    return Inferred(where, layout, roles, sizes, sizes_by_role, kw, img_col if reader.tabular else None,
-                    lab_col if reader.tabular else None, names, counts, channels, size, native, modes, mean, std,
-                    len(sample), notes, pixels)
+        return native[0][0], "stretch"
+    size = int(min(224, np.median([min(hw) for hw in native])))
+    size = size - size % 8 if size > 32 else size
+    notes.append(f"images vary in size/aspect ({len(set(native))} different sizes in {len(native)} samples): "
+                 f"resized so the shorter side is {size} px, then centre-cropped")
+    return size, "center-crop"
 
 
 

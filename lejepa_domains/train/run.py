@@ -19,10 +19,9 @@ import torch
 from torch import nn
 
 from .._version import __version__
-from ..data.stream import SKIP_DIR
 from ..method.variants import Variant
 from ..recipe import Recipe
-from ..runs import RunDir, read_backbone_weights
+from ..runs import RunDir, read_backbone_weights, trusted_checkpoints
 from ..ui.train import ConsoleReporter
 from ..utils import resolve_device
 from . import distributed as D
@@ -48,7 +47,7 @@ def pretrain(recipe: str | Path | Recipe = "specimens", *, out: str | Path | Non
              max_steps: int | None = None, skip_bad_samples: bool | None = None, init: str | None = None,
              weights: str | Path | None = None, init_patch: str | int | None = None,
              logger: Sequence[str] | str | None = None, reporter: Reporter | None = None,
-             started: float | None = None, **options: Any) -> RunResult:
+             started: float | None = None, trust_checkpoint: bool = False, **options: Any) -> RunResult:
     """Pretrain a backbone from scratch with LeJEPA on a recipe's data (the Python API of ``lejepa-domains pretrain``).
 
     ``options`` are :class:`~lejepa_domains.recipe.TrainConfig` fields (``epochs``, ``batch_size``, ``lr``, ``lam``,
@@ -64,7 +63,9 @@ def pretrain(recipe: str | Path | Recipe = "specimens", *, out: str | Path | Non
     ``tensorboard=True`` is the same as ``logger="tensorboard"``. ``reporter``: how progress is shown (default: the
     terminal's :class:`~lejepa_domains.ui.train.ConsoleReporter`, with its bar when ``progress``). ``started``: the
     ``time.perf_counter()`` value the run's clock (``--time-budget``, the estimate) counts from — the console script
-    passes the process start, so imports and data loading count; default: this call.
+    passes the process start, so imports and data loading count; default: this call. ``trust_checkpoint``
+    (``--trust-checkpoint``): with ``resume``, unpickle a checkpoint the safe loader refuses — only for a file you
+    wrote yourself (docs/explanation/security.md).
 
     Returns a :class:`RunResult` with the run folder, per-epoch metrics and the exported backbone's metadata.
     """
@@ -74,9 +75,10 @@ def pretrain(recipe: str | Path | Recipe = "specimens", *, out: str | Path | Non
         options["time_budget"] = parse_duration(options["time_budget"])
     if options.get("time_budget") and options.get("epochs") is None and resume is None:
         options["epochs"] = BUDGET_EPOCHS  # the budget decides when the run ends
-    setup = setup_run(recipe, out=out, resume=resume, init_from=init_from, data=data,
-                      skip_bad_samples=skip_bad_samples, options=options, init=init, weights=weights,
-                      init_patch=init_patch)
+    with trusted_checkpoints(trust_checkpoint):  # the one checkpoint read: --resume's
+        setup = setup_run(recipe, out=out, resume=resume, init_from=init_from, data=data,
+                          skip_bad_samples=skip_bad_samples, options=options, init=init, weights=weights,
+                          init_patch=init_patch)
     rec, cfg = setup.recipe, setup.cfg
     ctx = D.setup(resolve_device(device))  # torchrun → process group; otherwise a single process
     if not ctx.is_main:
@@ -119,7 +121,7 @@ def _pretrain_locked(setup, ctx, run: RunDir, data, model: nn.Module, variant: V
     rec, cfg = setup.recipe, setup.cfg
     t = build_training(model, variant, rec, cfg, data, ctx)
     if getattr(t.dataset, "skip_bad", False) and hasattr(t.dataset, "skip_dir"):  # streamed: workers record skips
-        t.dataset.skip_dir = str(run.path / SKIP_DIR)
+        t.dataset.skip_dir = str(run.skip_dir)
     if setup.resumed:
         t.restore(setup.checkpoint, ctx.rank, run.read_metrics())
         if ctx.is_main and run.metrics_path.is_file():  # drop lines of epochs the checkpoint does not hold (a
