@@ -74,16 +74,14 @@ def pretrain(
     time_budget: Optional[str] = typer.Option(None, "--time-budget", help="End the run within this wall time "
                                               "(10m, 1h30m, 90s): the number of steps is set from timed steps; "
                                               "without --epochs the budget alone decides."),
-    init: Optional[str] = typer.Option(None, "--init", help="Continue from foundation weights: dinov2, dinov2-b, "
-                                       "dinov2-l, dinov3, dinov3-b, dinov3-l, timm:MODEL_NAME (with --weights), a "
-                                       "run folder or local-dir:DIR (an export)."),
+    init: Optional[str] = typer.Option(None, "--init", help="Continue from foundation weights: dinov2[-b|-l], "
+                                       "dinov3[-b|-l], timm:MODEL_NAME (--weights), a run folder or local-dir:DIR."),
     weights: Optional[Path] = typer.Option(None, "--weights", help="With --init: the weights file (timm or Meta "
                                            "format; default: the HF cache, else the hub)."),
     init_patch: Optional[str] = typer.Option(None, "--init-patch", help="With --init: auto (native patch if it "
                                              "divides the sizes, else resampled) or a patch side in pixels."),
-    adapt: Optional[str] = typer.Option(None, "--adapt", help="With --init/--init-from: what trains — full (every "
-                                        "weight; default), lora[:RANK] (adapters, backbone frozen), partial:N "
-                                        "(last N blocks) or explora[:N,RANK] (N blocks + LoRA on the rest)."),
+    adapt: Optional[str] = typer.Option(None, "--adapt", help="With --init: what trains — full (default), lora[:RANK]"
+                                        ", partial:N (last N blocks) or explora[:N,RANK] (N blocks + LoRA)."),
     backbone_lr_scale: Optional[float] = typer.Option(None, "--backbone-lr-scale", help="Backbone learning rate "
                                                       "= lr × this (default 1; 0.1 with --init)."),
     layer_decay: Optional[float] = typer.Option(None, "--layer-decay", help="Layer-wise decay of the backbone's "
