@@ -74,12 +74,14 @@ def pretrain(
     time_budget: Optional[str] = typer.Option(None, "--time-budget", help="End the run within this wall time "
                                               "(10m, 1h30m, 90s): the number of steps is set from timed steps; "
                                               "without --epochs the budget alone decides."),
-    init: Optional[str] = typer.Option(None, "--init", help="Continue from foundation weights: dinov2, dinov2-b, "
-                                       "dinov2-l, dinov3, dinov3-b, dinov3-l or timm:MODEL_NAME (with --weights)."),
+    init: Optional[str] = typer.Option(None, "--init", help="Continue from foundation weights: dinov2[-b|-l], "
+                                       "dinov3[-b|-l], timm:MODEL_NAME (--weights), a run folder or local-dir:DIR."),
     weights: Optional[Path] = typer.Option(None, "--weights", help="With --init: the weights file (timm or Meta "
                                            "format; default: the HF cache, else the hub)."),
     init_patch: Optional[str] = typer.Option(None, "--init-patch", help="With --init: auto (native patch if it "
                                              "divides the sizes, else resampled) or a patch side in pixels."),
+    adapt: Optional[str] = typer.Option(None, "--adapt", help="With --init: what trains — full (default), lora[:RANK]"
+                                        ", partial:N (last N blocks) or explora[:N,RANK] (N blocks + LoRA)."),
     backbone_lr_scale: Optional[float] = typer.Option(None, "--backbone-lr-scale", help="Backbone learning rate "
                                                       "= lr × this (default 1; 0.1 with --init)."),
     layer_decay: Optional[float] = typer.Option(None, "--layer-decay", help="Layer-wise decay of the backbone's "
@@ -312,7 +314,7 @@ def ablate(
 def compare(
     recipe: str = typer.Argument("specimens", help="Recipe name or path."),
     foundation: str = typer.Option("dinov2", "--foundation", help="dinov2, dinov2-b, dinov2-l, dinov3, dinov3-b, "
-                                   "dinov3-l or timm:MODEL_NAME (with --weights)."),
+                                   "dinov3-l, timm:MODEL_NAME (with --weights), a run folder or local-dir:DIR."),
     weights: Optional[Path] = typer.Option(None, "--weights", help="The foundation weights file (default: the HF "
                                            "cache, else the hub)."),
     budget: str = typer.Option("tiny", "--budget", help="tiny, small or full (the scratch runs' length, seeds); "
@@ -322,6 +324,8 @@ def compare(
     adapt_epochs: Optional[int] = typer.Option(None, "--adapt-epochs", help="Epochs of the adapted runs (default: "
                                                "a tenth of the scratch runs', at least 1)."),
     init_patch: str = typer.Option("auto", "--init-patch", help="Patch of the adapted backbone: auto or pixels."),
+    adapt: Optional[str] = typer.Option(None, "--adapt", help="Adapted arms, one per mode: MODE[,MODE…] of full, "
+                                        "lora[:RANK], partial:N, explora[:N,RANK] (default: full)."),
     dinov2_size: int = typer.Option(224, "--dinov2-size", help="Input side of the frozen foundation model."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
     data: Optional[str] = typer.Option(None, "--data", help="Local copy of the data instead of the recipe's source."),
@@ -334,7 +338,7 @@ def compare(
 
     with trusted_checkpoints(trust_checkpoint):
         run(recipe, foundation, weights, budget, out=out, seeds=seeds, device=device, data=data,
-            adapt_epochs=adapt_epochs, init_patch=init_patch, dinov2_size=dinov2_size)
+            adapt_epochs=adapt_epochs, init_patch=init_patch, dinov2_size=dinov2_size, adapt=adapt)
 
 
 @recipes_app.callback()

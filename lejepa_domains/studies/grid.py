@@ -33,6 +33,7 @@ from ..method.variants import build_variant
 from ..recipe import TrainConfig
 from ..runs import EVAL_DIR, FolderLock, RunDir, eval_report_path
 from ..train import pretrain
+from ..train.adapt import apply_adapt
 from ..utils import effective_rank, resolve_device
 from .catalogue import Budget, get_budget
 
@@ -103,6 +104,7 @@ def projection_health(rec_v, run_dir: Path, data=None, device: str = "cpu", max_
     run = RunDir(run_dir)
     cfg = TrainConfig(**run.read_config()["train"])
     model = build_variant(cfg).build_model(rec_v, cfg)
+    apply_adapt(model.backbone, cfg.adapt)  # an --adapt run's checkpoint holds its adapters unmerged
     model.load_state_dict(run.load_checkpoint()["model"])
     dev = resolve_device(device)
     model = model.to(dev).eval()

@@ -25,6 +25,7 @@ from ..runs import RunDir, read_backbone_weights, trusted_checkpoints
 from ..ui.train import ConsoleReporter
 from ..utils import resolve_device
 from . import distributed as D
+from .adapt import apply_adapt, trainable_summary
 from .builders import load_training_data
 from .clock import RunClock, parse_duration
 from .hooks import RunResult
@@ -95,7 +96,11 @@ def pretrain(recipe: str | Path | Recipe = "specimens", *, out: str | Path | Non
     model, variant = build_network(rec, cfg, ctx.rank, init_state, init_from)
     if setup.foundation is not None and not setup.resumed:  # --init: the foundation weights, every tensor checked
         load_init_weights(model.backbone, rec, setup.foundation, setup.init_weights)
+    adapt = apply_adapt(model.backbone, cfg.adapt, rec.backbone)  # after the start weights; resume: before restore
+    adapt.update(trainable_summary(model))
+    if setup.foundation is not None and not setup.resumed:
         reporter.init_loaded(setup.foundation)
+    reporter.adapt_ready(adapt)
     lock = run.lock()
     if ctx.is_main:
         if not setup.resumed:
@@ -104,13 +109,14 @@ def pretrain(recipe: str | Path | Recipe = "specimens", *, out: str | Path | Non
     D.barrier()
     try:
         return _pretrain_locked(setup, ctx, run, data, model, variant, max_steps=max_steps, reporter=reporter,
-                                trackers=trackers, started=started)
+                                trackers=trackers, started=started, adapt=adapt)
     finally:
         lock.release()
 
 
 def _pretrain_locked(setup, ctx, run: RunDir, data, model: nn.Module, variant: Variant, *, max_steps: int | None,
-                     reporter: Reporter, trackers: Sequence[str], started: float) -> RunResult:
+                     reporter: Reporter, trackers: Sequence[str], started: float, adapt: dict | None = None
+                     ) -> RunResult:
     """``pretrain`` once the run folder is this process's: build, restore, write the config, train."""
     rec, cfg = setup.recipe, setup.cfg
     t = build_training(model, variant, rec, cfg, data, ctx)
@@ -136,6 +142,8 @@ def _pretrain_locked(setup, ctx, run: RunDir, data, model: nn.Module, variant: V
               "created": datetime.now().isoformat(timespec="seconds")}
     if setup.foundation is not None:
         config["foundation"] = setup.foundation
+    if adapt:  # what trains: the --adapt mode, trainable parameters, optimiser-state bytes
+        config["adapt"] = adapt
     if ctx.is_main and not setup.resumed:
         run.write_config(config)
 
