@@ -4,10 +4,9 @@ import os as _os
 
 _os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations otherwise queries PyPI at import
 
+from ._version import __version__  # noqa: E402
 from .errors import DataError, OfflineError, UserError  # noqa: E402
 from .recipe import Recipe, TrainConfig, list_recipes, load_recipe  # noqa: E402
-
-from ._version import __version__  # noqa: E402
 
 __all__ = ["Recipe", "TrainConfig", "load_recipe", "list_recipes", "pretrain", "evaluate", "ablate", "compare",
            "export_run", "write_shards", "embed", "search", "outliers", "load_embeddings", "UserError", "DataError",

@@ -12,6 +12,8 @@ from typing import List, Optional  # noqa: E402
 
 import typer  # noqa: E402
 from rich.console import Console  # noqa: E402
+from rich.console import Console as _Console
+from rich.markup import escape
 
 from .errors import UserError  # noqa: E402
 
@@ -204,7 +206,8 @@ def embed(
     seed: int = typer.Option(0, "--seed", help="Seed of the random backbone's init."),
 ) -> None:
     """Embed every image of a recipe's splits (or --data) with a frozen backbone into chunked Parquet files."""
-    from .embeddings.run import embed as run_embed, plan_embed
+    from .embeddings.run import embed as run_embed
+    from .embeddings.run import plan_embed
 
     kwargs = dict(split=split, data=data, run=run, weights=weights, dtype=dtype, chunk_size=chunk_size,
                   batch_size=batch_size, device=device, skip_bad_samples=skip_bad_samples, overwrite=overwrite,
@@ -293,10 +296,8 @@ def ablate(
 ) -> None:
     """Ablation study: a small grid of pretraining runs, each evaluated by the standard protocol; one report."""
     if list_:
-        from rich.console import Console as _Console
-
-        from .studies.ablation_report import print_studies
         from .recipe import load_recipe
+        from .studies.ablation_report import print_studies
 
         print_studies(_Console(), load_recipe(recipe) if recipe else None)
         return
@@ -503,8 +504,6 @@ def _error_line(msg: str) -> None:
             return
         rank, world = launched_rank() or (0, 1)
         msg = f"rank {rank} of {world}: {msg}"
-    from rich.markup import escape  # a message's own brackets ('lejepa-domains[wandb]') are text, not markup
-
     err_console.print(f"[bold red]error:[/] {escape(msg)}", highlight=False, soft_wrap=True)
 
 

@@ -41,12 +41,26 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import OfflineError, UserError
-from .runs import EXPORT_CONFIG, EXPORT_WEIGHTS, RunDir, is_timm_export, read_backbone_meta, read_json
+import timm
+import torch
+from safetensors.torch import load_file
+from timm.models import adapt_input_conv
+
+from .data.hub import hub_reachable
+from .errors import OfflineError, UserError, load_error, one_line
+from .runs import (
+    EXPORT_CONFIG,
+    EXPORT_WEIGHTS,
+    RunDir,
+    is_timm_export,
+    read_backbone_meta,
+    read_json,
+)
 
 __all__ = ["FoundationSpec", "FOUNDATIONS", "resolve_foundation", "foundation_weights_source", "create_foundation",
            "file_sha256", "adaptation_notes", "DINOV3_LICENCE", "WEIGHT_SUFFIXES", "native_patch"]
@@ -117,8 +131,6 @@ ALIASES = {"dinov2-s": "dinov2", "dinov3-s": "dinov3"}
 def native_patch(arch: str) -> int | None:
     """Patch side of a timm ViT-like architecture (built on the meta device: no weights, no memory), None for
     models without a patch embedding (CNNs)."""
-    import timm
-    import torch
 
     try:
         with torch.device("meta"):
@@ -134,8 +146,6 @@ def native_patch(arch: str) -> int | None:
 
 def _patch_of(arch: str, kwargs: dict[str, Any]) -> int | None:
     """Patch side of ``arch`` built with ``kwargs`` (meta device), None without a patch embedding."""
-    import timm
-    import torch
 
     try:
         with torch.device("meta"):
@@ -178,8 +188,6 @@ def _local_foundation(text: str, flag: str) -> FoundationSpec | None:
     else:
         raise UserError(f"{flag} {text}: neither a run folder (no backbone.json there) nor a timm folder written by "
                         "`lejepa-domains export` (config.json with architecture + model.safetensors)")
-    import timm
-
     if not timm.is_model(arch):
         raise UserError(f"{flag} {text}: its backbone {arch!r} is not a timm model here (another timm version?)")
     base = {k: v for k, v in kwargs.items() if k not in ("num_classes", "in_chans", "pretrained_cfg")}
@@ -197,8 +205,6 @@ def resolve_foundation(spec: str, flag: str = "--init") -> FoundationSpec:
     if local is not None:
         return local
     if text.lower().startswith("timm:"):
-        import timm
-
         arch = text[5:].strip()
         base = arch.split(".")[0]
         if not arch or not timm.is_model(base):
@@ -273,8 +279,6 @@ def foundation_weights_source(spec: FoundationSpec, weights: str | Path | None, 
     cached = _hub_cached_file(spec.hub_repo)
     if cached is not None:
         return Path(cached), f"hf-cache:{cached}"
-    from .data.hub import hub_reachable
-
     if not hub_reachable():  # one brief probe; unreachable → offline for the process
         why = "HF_HUB_OFFLINE is set" if _hub_offline() else "the hub did not answer"
         raise OfflineError(_offline_message(spec, role, f"{why} and they are not in the local cache"))
@@ -285,8 +289,6 @@ def foundation_weights_source(spec: FoundationSpec, weights: str | Path | None, 
 
 def _download(spec: FoundationSpec, role: str) -> Path:
     """The hub's weights file, downloaded into the Hugging Face cache (errors → one OfflineError line)."""
-    from .evaluate.encoders.common import one_line
-
     try:
         from huggingface_hub import hf_hub_download
 
@@ -348,10 +350,6 @@ def create_foundation(spec: FoundationSpec, weights: str | Path | None = None, *
     where the weights came from, "file": the file loaded, "file_sha256": its SHA-256}. Never lets a hub error or a
     raw load error through: offline → :class:`OfflineError`; a file of another architecture → :class:`UserError`.
     """
-    import timm
-
-    from .evaluate.encoders.common import load_error, one_line
-
     role = role or f"{spec.name!r}"
     wpath, source = foundation_weights_source(spec, weights, role)
     if spec.is_local:
@@ -376,8 +374,6 @@ def create_foundation(spec: FoundationSpec, weights: str | Path | None = None, *
 def _adapt_first_conv(w, in_chans: int):
     """A first-layer kernel (O, I, …) for ``in_chans`` inputs: timm's ``adapt_input_conv`` for an RGB source;
     otherwise its rule generalised (one channel: the kernels summed; C: repeated cyclically, × I / C)."""
-    import torch
-    from timm.models import adapt_input_conv
 
     src = int(w.shape[1])
     if src == in_chans:
@@ -394,12 +390,6 @@ def _create_local(spec: FoundationSpec, role: str, timm_kwargs: dict[str, Any]):
     """A run folder's / export's backbone in the architecture ``timm_kwargs`` ask for (image size, patch, input
     channels): the state dict goes through the timm model module's own ``checkpoint_filter_fn`` (position
     embeddings, patch embedding), the first convolution through :func:`_adapt_first_conv`, then a strict load."""
-    import sys
-
-    import timm
-    from safetensors.torch import load_file
-
-    from .evaluate.encoders.common import one_line
 
     kwargs = {**spec.base_kwargs, "num_classes": 0, **timm_kwargs}
     try:

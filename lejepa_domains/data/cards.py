@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from ..errors import DataError, UserError
 
 __all__ = ["Card", "parse_card", "find_card", "validate_card", "card_for", "card_dirs", "REQUIRED_KEYS", "TODO"]
@@ -43,8 +45,6 @@ class Card:
 
 def parse_card(path: str | Path) -> Card:
     """Split a card into its YAML front matter (a mapping) and its Markdown body."""
-    import yaml
-
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")

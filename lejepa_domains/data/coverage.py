@@ -15,6 +15,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ..errors import DataError
+from .loading import load_split
 
 __all__ = ["SplitsCheck", "check_splits_needed", "class_coverage", "coverage_warnings", "missing_from_counts"]
 
@@ -87,8 +88,6 @@ def check_splits_needed(recipe, data: str | Path | None = None, roles: Sequence[
     With ``skip_bad_samples`` an undecodable peeked image does not stop the check: the split is then loaded as the
     run will load it (skipping bad images) and counted.
     """
-    from .loading import load_split
-
     rows: dict[str, int] = {}
     counts: dict[str, Any] = {}
     for role in roles:

@@ -8,11 +8,14 @@ live in :mod:`lejepa_domains.data.table` and are importable from here too, as re
 from __future__ import annotations
 
 import os
+import threading
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 from ..errors import DataError, OfflineError, UserError
-from .formats import UNSPLIT, Reader, open_local
+from .formats import UNSPLIT, HFDatasetReader, NpzReader, Reader, open_local
 from .table import LocalSource, TableSource
 
 __all__ = ["TableSource", "HFSource", "MedMNISTSource", "LocalSource", "MEDMNIST_HUB_ID", "MEDMNIST_REVISION",
@@ -70,9 +73,6 @@ def hub_reachable(timeout: float = PROBE_TIMEOUT) -> bool:
         return True
     if endpoint in _PROBED:
         return _PROBED[endpoint]
-    import threading
-    import urllib.error
-    import urllib.request
 
     answer: list[bool] = []
 
@@ -153,8 +153,6 @@ class HFSource(TableSource):
 
 def open_hub(hub_id: str, config: str | None = None, revision: str | None = None, *, fix: str = "pass --data PATH"
              ) -> Reader:
-    from .formats import HFDatasetReader
-
     try:
         import datasets
 
@@ -204,8 +202,6 @@ class MedMNISTSource(TableSource):
         return [f"{self.flag}_{self.size}.npz"] + ([f"{self.flag}.npz"] if self.size == 28 else [])
 
     def _open(self, data: str | None) -> Reader:
-        from .formats import NpzReader
-
         if data is not None:
             p = Path(data).expanduser()
             if p.is_dir():

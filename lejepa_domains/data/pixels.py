@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
 
 from ..errors import UserError
 
@@ -95,8 +96,6 @@ class PixelScaling:
 
     def torch(self, x):
         """Stored values as a tensor (any shape) → float32 scaled values (same device)."""
-        import torch
-
         x = x.float()
         if self.kind == "linear":
             return x * (1.0 / self.pixel_max)

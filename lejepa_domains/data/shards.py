@@ -41,11 +41,11 @@ import sys
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Iterator
 
 import numpy as np
 
-from ..errors import DataError, UserError
+from ..errors import DataError, OfflineError, UserError
 from . import cache as _cache
 from . import decode as _decode
 from .resize import RESIZE_MODES, resize_image
@@ -379,8 +379,6 @@ class ShardSource(Source):
         except (FileNotFoundError, ValueError) as e:
             raise DataError(f"{self.hub or data_files[0]}: cannot stream split {split!r} ({e})") from None
         except Exception as e:  # the hub client raises connection errors of several libraries
-            from ..errors import OfflineError
-
             if "connect" in type(e).__name__.lower() or "offline" in str(e).lower():
                 raise OfflineError(f"{self.hub}: the hub is not reachable to stream split {split!r} ({e})") from None
             raise DataError(f"{self.hub or data_files[0]}: cannot stream split {split!r} "

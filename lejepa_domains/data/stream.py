@@ -41,6 +41,7 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from ..errors import DataError, UserError
+from . import cache as _cache
 from .decode import BadSampleError
 from .shards import RawSample, ShardPlan
 
@@ -284,8 +285,6 @@ def choose_mode(recipe, data: str | None, stream: bool | None, *, announce: bool
     memory-mapped cache when the decoded split takes at most half the free space of the cache folder (and the
     cache is not switched off), streamed otherwise; ``stream=True`` / ``False`` forces the choice. Other sources
     always use the cache (``--stream`` is refused for them)."""
-    from . import cache as _cache
-
     source = recipe.source
     if not is_sharded(recipe, stream):
         return "mmap", "the source is not sharded"

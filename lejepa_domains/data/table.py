@@ -21,6 +21,14 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+)
 
 from ..errors import DataError, UserError
 from . import cache as _cache
@@ -352,8 +360,6 @@ class TableSource(Source):
 
 
 def _with_progress(rows: Iterator[tuple[int, np.ndarray]], n: int, what: str) -> Iterator[tuple[int, np.ndarray]]:
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     console = Console(stderr=True)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),

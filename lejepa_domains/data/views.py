@@ -16,6 +16,7 @@ import torch  # noqa: E402
 from torch.utils.data import Dataset  # noqa: E402
 
 from ..errors import DataError, UserError  # noqa: E402
+from .multichannel import default_augment_multichannel
 from .sources import ImageSet  # noqa: E402
 
 __all__ = ["build_view_transforms", "build_eval_transform", "MultiCropDataset", "EvalDataset", "collate_views",
@@ -49,8 +50,6 @@ def recipe_default_augment(recipe) -> list:
     """:func:`default_augment` for 8-bit RGB/grey recipes, else the multichannel default (no colour operations)."""
     if recipe.is_rgb_like:
         return default_augment()
-    from .multichannel import default_augment_multichannel
-
     return default_augment_multichannel()
 
 

@@ -19,8 +19,16 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import UserError
-from ..evaluate.encoders import (ENCODERS, EncoderContext, EncoderOptions, build_encoder, canonical_name,
-                                 check_options, check_recipe, weights_by_encoder)
+from ..evaluate.encoders import (
+    ENCODERS,
+    EncoderContext,
+    EncoderOptions,
+    build_encoder,
+    canonical_name,
+    check_options,
+    check_recipe,
+    weights_by_encoder,
+)
 from ..evaluate.encoders.vit_foundation import foundation_encoder
 from ..evaluate.features import Encoder
 from ..evaluate.run import REFERENCE, resolve_run

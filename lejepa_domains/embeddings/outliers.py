@@ -23,7 +23,14 @@ from ..errors import UserError
 from ..ui.embed import image_grid, log_fn, print_outliers
 from ..utils import atomic_path, ensure_writable, resolve_device
 from . import archive
-from .search import EXACT_LIMIT, INDEX_KINDS, cached_index, exact_topk, normalise, thumbnails
+from .search import (
+    EXACT_LIMIT,
+    INDEX_KINDS,
+    cached_index,
+    exact_topk,
+    normalise,
+    thumbnails,
+)
 
 __all__ = ["outliers", "knn_scores"]
 

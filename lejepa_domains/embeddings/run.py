@@ -31,9 +31,9 @@ from ..data import has_split, load_split
 from ..errors import UserError
 from ..evaluate.features import FROZEN, encode_batches
 from ..evaluate.run import REFERENCE, resolve_run
+from ..runs import FolderLock
 from ..train import distributed
 from ..ui.embed import EmbedProgress, log_fn, print_embed_summary
-from ..runs import FolderLock
 from ..utils import atomic_write_bytes, ensure_writable, resolve_device
 from . import archive
 from .backbone import BackboneChoice, backbone_sha256, build, resolve_backbone

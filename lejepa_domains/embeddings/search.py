@@ -21,7 +21,6 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
-
 from rich.console import Console
 
 from ..data import load_split

@@ -17,13 +17,13 @@ from __future__ import annotations
 import sys as _sys
 import types as _types
 
+from .run import evaluate as _evaluate
+
 __all__ = ["evaluate"]
 
 
 def evaluate(*args, **kwargs):
     """See :func:`lejepa_domains.evaluate.run.evaluate`."""
-    from .run import evaluate as _evaluate
-
     return _evaluate(*args, **kwargs)
 
 

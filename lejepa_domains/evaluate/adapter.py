@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from ..data.pixels import PixelScaling
 from ..errors import UserError
 
 __all__ = ["AdapterPlan", "plan_adapter", "ADAPTERS"]
@@ -85,8 +86,6 @@ def _names(recipe, idx: list[int]) -> str:
 def pca_map(images: np.ndarray, recipe, max_pixels: int = 200_000, seed: int = 0) -> np.ndarray:
     """(3, C) matrix: first three principal directions of the z-scored train pixels, rows scaled to unit output
     variance. ``images``: (N, H, W, C) as stored."""
-    from ..data.pixels import PixelScaling
-
     n, h, w, c = images.shape
     if c < 3:
         raise UserError(f"--adapter pca needs at least 3 channels; recipe {recipe.name!r} has {c} (use auto or mean)")

@@ -6,7 +6,8 @@ summary; every section is empty when its part of the report is absent."""
 from __future__ import annotations
 
 import math
-from typing import Any
+
+from rich.table import Table
 
 __all__ = ["evidence_markdown", "print_evidence", "leakage_rows", "correlation_lines", "published_lines"]
 
@@ -139,8 +140,6 @@ def evidence_markdown(r: dict) -> list[str]:
 
 def print_evidence(report: dict, console) -> None:
     """Terminal summary: leakage counts, filtered-test figures, the selection, published rows (dim, labelled)."""
-    from rich.table import Table
-
     lk = report.get("leakage")
     if lk:
         parts = [f"{role}: {e['exact']} exact, {e['phash']} hash, {e.get('features', '–')} feature, {e['any']} of "

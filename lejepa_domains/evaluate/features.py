@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..data.pixels import PixelScaling
 from ..errors import UserError
 from ..utils import atomic_path, atomic_write_bytes
 
@@ -110,8 +112,6 @@ class Encoder:
         if self.scaling is None:
             x = batch.permute(0, 3, 1, 2).float().div_(255.0)
         else:
-            from ..data.pixels import PixelScaling
-
             x = PixelScaling.from_dict(self.scaling).torch(batch.permute(0, 3, 1, 2))
         if self.pre_norm is not None:
             pm = torch.as_tensor(list(self.pre_norm[0]), dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
@@ -144,8 +144,6 @@ class Encoder:
 
 def default_cache_dir() -> Path:
     """``$LEJEPA_DOMAINS_CACHE`` or ``$XDG_CACHE_HOME/lejepa-domains/features`` (``~/.cache/...``)."""
-    import os
-
     env = os.environ.get("LEJEPA_DOMAINS_CACHE")
     if env:
         return Path(env).expanduser()

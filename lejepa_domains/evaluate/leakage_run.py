@@ -8,8 +8,11 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..data.cards import find_card, parse_card
+from ..errors import UserError
 from .features import extract_features
-from .leakage import LeakageSettings, audit as run_audit, closest_pairs_png, leaked_mask
+from .leakage import LeakageSettings, closest_pairs_png, leaked_mask
+from .leakage import audit as run_audit
 from .references import LABEL, reference_rows
 
 __all__ = ["audit_hook", "evidence_sections", "known_overlaps"]
@@ -49,8 +52,6 @@ def audit_hook(audit: dict, name: str, sets: dict, splits, device, batch_size: i
 def known_overlaps(recipe) -> Any:
     """The data card's ``known_overlaps`` field (list of {model, overlap, source} or ``unknown``), None without a
     card or field."""
-    from ..data.cards import find_card, parse_card
-    from ..errors import UserError
 
     path = find_card(recipe)
     if path is None:

@@ -17,6 +17,7 @@ Definitions (identical to scikit-learn's on the unresampled test set, tested):
 
 from __future__ import annotations
 
+import warnings
 from typing import Iterator
 
 import numpy as np
@@ -79,8 +80,6 @@ def _metrics_from_counts(y: np.ndarray, pred: np.ndarray, scores: np.ndarray | N
         with np.errstate(invalid="ignore", divide="ignore"):
             aucs.append(np.where(den > 0, num / np.where(den > 0, den, 1), np.nan))
     with np.errstate(invalid="ignore"):
-        import warnings
-
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             out["auc"] = np.nanmean(np.stack(aucs, 1), axis=1)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from rich.table import Table
 
 from ..runs.names import EVAL_REPORT, EVAL_REPORT_MD
 from ..utils import atomic_write_bytes
@@ -330,8 +331,6 @@ def _jsonable(obj):
 
 def print_table(report: dict, console) -> None:
     """Compact terminal table: value over its 95 % interval; ★ where the intervals separate the winner."""
-    from rich.table import Table
-
     k = report["protocol"]["knn"]["headline_k"]
     short = {"knn.top1": f"kNN@{k}", "linear.top1": "linear", "linear.balanced_accuracy": "bal. acc.",
              "linear.macro_f1": "macro-F1", "linear.auc": "AUC"}

@@ -17,28 +17,46 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
-
 from rich.console import Console
 
 from ..data import has_split, load_split
 from ..data.coverage import class_coverage, coverage_warnings
 from ..data.sources import stratified_split
 from ..errors import UserError
-from ..export.hub import resolve_model_ref
 from ..recipe import load_recipe, recipe_dirs
 from ..runs import BACKBONE_META, FolderLock, RunDir, find_latest_run, is_timm_export
+from ..runs.refs import resolve_model_ref
 from ..utils import ensure_writable, resolve_device
 from . import report as report_mod
-from .encoders import (EncoderContext, EncoderOptions, build_encoder, check_options, check_recipe, describe_options,
-                       lejepa_encoder, resolve_baselines, weights_by_encoder)
+from .encoders import (
+    EncoderContext,
+    EncoderOptions,
+    build_encoder,
+    check_options,
+    check_recipe,
+    describe_options,
+    lejepa_encoder,
+    resolve_baselines,
+    weights_by_encoder,
+)
 from .encoders.exported import exported_run_config
 from .evidence_report import print_evidence
 from .features import FROZEN, default_cache_dir, extract_features
 from .leakage_run import audit_hook, evidence_sections
 from .metrics import paired_difference
 from .pictures import ReportPictures
-from .protocols import (HEADLINE_K, Bootstrap, DiagnosticsProtocol, FewShotProtocol, KNNProtocol, LinearProtocol,
-                        Protocol, ProtocolInput, ProtocolResult, Splits)
+from .protocols import (
+    HEADLINE_K,
+    Bootstrap,
+    DiagnosticsProtocol,
+    FewShotProtocol,
+    KNNProtocol,
+    LinearProtocol,
+    Protocol,
+    ProtocolInput,
+    ProtocolResult,
+    Splits,
+)
 from .protocols.fewshot import DEFAULT_FEWSHOT_C, DEFAULT_SETS, DEFAULT_SHOTS
 from .protocols.knn import DEFAULT_KS, TEMPERATURE
 from .protocols.label_efficiency import LabelEfficiencyProtocol

@@ -28,6 +28,9 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from ..errors import UserError
+from .encoders.lejepa import lejepa_encoder
+from .features import extract_features
+from .protocols.knn import HEADLINE_K, knn_scores
 
 __all__ = ["SIGNALS", "RULES", "spearman_interval", "signal_correlations", "parse_rule", "choose_snapshot",
            "selection_summary", "score_snapshots"]
@@ -160,9 +163,6 @@ def score_snapshots(snapshots: Sequence[Any], ctx, sets: Mapping[str, Any], data
     signals of its epoch's metrics line (``loss``, ``sigreg``, ``rankme``), the online probe's ``probe_val_acc``,
     and ``val_knn``: frozen kNN@20 top-1 of its backbone on the val split (train split as neighbours; a carved val
     split takes its neighbours from the rest of train). Features go through the evaluation's extractor and cache."""
-    from .encoders.lejepa import lejepa_encoder
-    from .features import extract_features
-    from .protocols.knn import HEADLINE_K, knn_scores
 
     rec = ctx.recipe
     rows = []

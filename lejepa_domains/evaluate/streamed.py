@@ -34,13 +34,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing as mp
 import os
+from types import SimpleNamespace
 from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from ..data import cache as _cache
+from ..data.decode import BadSampleError
+from ..data.stream import _free_bytes, is_sharded
 from ..errors import DataError, UserError
 
 __all__ = ["StreamedImages", "eval_mode", "load_streamed_split", "LEAKAGE_SKIPPED", "is_streamed"]
@@ -55,8 +60,6 @@ def is_streamed(images: Any) -> bool:
 
 def eval_mode(recipe, data: str | None, stream: bool | None, roles: tuple[str, ...]) -> tuple[str, str]:
     """``("mmap" | "stream", why)`` for evaluating ``recipe``'s splits ``roles`` (see the module docstring)."""
-    from ..data import cache as _cache
-    from ..data.stream import _free_bytes, is_sharded
 
     source = recipe.source
     if not is_sharded(recipe, stream):
@@ -157,8 +160,6 @@ class StreamedImages:
         walk = _ShardWalk(self.plan, self.bad, self.labels, batch_size, take)
         kw: dict[str, Any] = {}
         if self.num_workers:
-            import multiprocessing as mp
-
             kw = {"num_workers": self.num_workers, "prefetch_factor": 2}
             if "fork" in mp.get_all_start_methods() and not torch.cuda.is_initialized():
                 kw["multiprocessing_context"] = "fork"  # workers start in milliseconds, not seconds
@@ -192,8 +193,6 @@ class StreamedImages:
 def _labels_pass(source, split: str, plan, data: str | None, skip_bad: bool,
                  log: Callable[[str], None] | None) -> tuple[np.ndarray | None, list[int], list[str]]:
     """Labels in shard order, the unreadable positions and their error lines, cached in the data cache."""
-    from ..data import cache as _cache
-    from ..data.decode import BadSampleError
 
     key = hashlib.sha256(json.dumps({"v": 1, "fp": source.fingerprint(split, data), "skip": bool(skip_bad)},
                                     sort_keys=True).encode()).hexdigest()[:16]
@@ -238,8 +237,6 @@ def load_streamed_split(recipe, role: str, data: str | None, *, skip_bad_samples
                         log: Callable[[str], None] | None = None):
     """The ``ImageSet``-like split of ``recipe`` playing ``role`` with :class:`StreamedImages` for images and the
     labels of the label pass (checked as :func:`~lejepa_domains.data.load_split` checks them)."""
-    from types import SimpleNamespace
-
     split = recipe.splits[role]
     where = f"recipe {recipe.name!r}, {role} split {split!r}"
     source = recipe.source

@@ -16,7 +16,10 @@ from typing import Any
 
 import numpy as np
 
+from ..data.cards import find_card, parse_card
 from ..data.pixels import PixelScaling
+from ..errors import UserError
+from ..evaluate.report import _cell, _label, columns, missing_lines
 from .licence import LicenceReading
 
 __all__ = ["build_card", "data_card_of", "LEJEPA_CITATION"]
@@ -28,8 +31,6 @@ LEJEPA_CITATION = ("Balestriero & LeCun, \"LeJEPA: Provable and Scalable Self-Su
 def data_card_of(config: dict | None, meta: dict) -> Any | None:
     """The parsed data card of the run's recipe (built-in ``data_cards/NAME.md`` or ``NAME.md`` beside a user
     recipe file), or None when there is none."""
-    from ..data.cards import find_card, parse_card
-    from ..errors import UserError
 
     rec = (config or {}).get("recipe") or {}
     name = rec.get("card") or rec.get("name") or meta.get("recipe")
@@ -121,7 +122,9 @@ def _facts(meta: dict, config: dict | None, data_card: Any | None, timm_cfg: dic
 def build_card(*, repo_name: str, meta: dict, config: dict | None, metrics: list[dict], data_card: Any | None,
                report: dict | None, report_note: str | None, licence: LicenceReading, timm_cfg: dict):
     """The :class:`huggingface_hub.ModelCard` of an exported run (see the module docstring), section by section."""
-    from huggingface_hub import ModelCard  # the hub's client: imported where a card is made (as in export/hub.py)
+    from huggingface_hub import (
+        ModelCard,  # the hub's client: imported where a card is made (as in export/hub.py)
+    )
 
     f = _facts(meta, config, data_card, timm_cfg)
     data = _card_data(f, repo_name, report, licence)
@@ -134,7 +137,10 @@ def build_card(*, repo_name: str, meta: dict, config: dict | None, metrics: list
 
 def _card_data(f: _Facts, repo_name: str, report: dict | None, licence: LicenceReading):
     """The front matter: licence, datasets, tags, and the headline evaluation results."""
-    from huggingface_hub import EvalResult, ModelCardData  # the hub's client, as in build_card
+    from huggingface_hub import (  # the hub's client, as in build_card
+        EvalResult,
+        ModelCardData,
+    )
 
     rec, recipe_name, title, hub_id = f.rec, f.recipe_name, f.title, f.hub_id
     eval_results = []
@@ -365,8 +371,6 @@ def _thin(metrics: list[dict], n: int) -> list[dict]:
 
 def _eval_section(report: dict) -> list[str]:
     """The side-by-side table (with 95 % intervals) and the protocol, from an evaluation report."""
-    from ..evaluate.report import _cell, _label, columns, missing_lines
-
     r = report
     cols = columns(r)
     sp = r["splits"]

@@ -25,7 +25,13 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import timm
+from timm.models import save_for_hf
+
+from .._version import __version__
+from ..data.pixels import PixelScaling
 from ..errors import UserError
+from ..method.model import weights_hash
 from ..runs import EXPORT_CONFIG, EXPORT_WEIGHTS, RunDir, load_backbone, read_json
 
 __all__ = ["EXPORT_FORMAT", "SECTION", "write_timm_folder", "data_config_of", "exported_section",
@@ -48,8 +54,6 @@ def data_config_of(meta: dict[str, Any]) -> dict[str, Any]:
 def exported_section(run: RunDir, meta: dict[str, Any], config: dict[str, Any] | None) -> dict[str, Any]:
     """The ``lejepa_domains`` block of config.json: what rebuilds the evaluation of this model anywhere (recipe,
     pixel scaling, the run's data and skipped samples) and where it came from."""
-    from .._version import __version__
-    from ..data.pixels import PixelScaling
 
     cfg = config or {}
     rec = cfg.get("recipe") if isinstance(cfg.get("recipe"), dict) else {}
@@ -74,10 +78,6 @@ def write_timm_folder(run: RunDir, out: Path, *, licence: str, config: dict[str,
                       ) -> dict[str, Any]:
     """Write ``config.json`` + ``model.safetensors`` of ``run``'s backbone into the (empty) folder ``out``; check
     that timm loads it back to the same weights. Returns the written config."""
-    import timm
-    from timm.models import save_for_hf
-
-    from ..method.model import weights_hash
 
     model, meta = load_backbone(run.path)
     data_config = data_config_of(meta)

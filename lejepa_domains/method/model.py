@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any, Sequence
 
+import timm
 import torch
 from torch import nn
 
@@ -19,8 +20,6 @@ __all__ = ["create_backbone", "Projector", "LeJEPAModel", "weights_hash"]
 
 def create_backbone(name: str, in_chans: int = 3, **kwargs: Any) -> nn.Module:
     """A timm model without classifier head (``num_classes=0``): ``forward(x (B, C, H, W)) → (B, F)``."""
-    import timm
-
     if not timm.is_model(name):
         raise UserError(f"unknown timm backbone {name!r} (see timm.list_models())")
     return timm.create_model(name, pretrained=False, num_classes=0, in_chans=in_chans, **kwargs)

@@ -23,6 +23,7 @@ single process holding the whole batch.
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 import torch.distributed as dist
@@ -257,8 +258,6 @@ def _same_generator_on_every_rank(dev: torch.device) -> bool:
     dist.all_gather_object(seen, desc)
     same = all(s == seen[0] for s in seen)
     if not same:
-        import warnings
-
         warnings.warn(f"SIGReg: the ranks' devices differ ({sorted(set(map(str, seen)))}); their generators would "
                       "draw different directions, so the directions are drawn on the CPU and copied each step",
                       stacklevel=3)

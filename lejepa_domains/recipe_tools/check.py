@@ -3,16 +3,21 @@ check them and the views against the recipe, measure the normalisation statistic
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import timm
 import torch
 
-from ..data import load_split
+from ..data import has_split, load_split
 from ..data.cards import card_for
 from ..data.coverage import coverage_warnings, missing_from_counts
+from ..data.views import MultiCropDataset
 from ..errors import DataError, UserError
+from ..evaluate.leakage import audit
+from ..method.model import create_backbone
 from ..recipe import load_recipe
 from ..utils import atomic_path, ensure_writable
 from .infer import channel_stats
@@ -131,8 +136,6 @@ def _split_checks(r, role: str, split, s, missing: dict[str, list]) -> list[tupl
 
 def _view_checks(r, tr, seed: int) -> list[tuple[str, bool, str]]:
     """Build the multi-crop views of one training sample: their shapes and finiteness."""
-    from ..data.views import MultiCropDataset  # deliberately lazy: the augmentations load when a recipe is checked
-
     try:
         ds = MultiCropDataset(tr, r, seed=seed)
         g, loc, _ = ds[0]
@@ -173,8 +176,6 @@ def _stats_warnings(r, tr, warnings: list[str]) -> tuple[list[float], list[float
 
 def _leakage(r, data) -> dict:
     """The hash audit (exact + perceptual) of every evaluation split against the whole train split."""
-    from ..data import has_split
-    from ..evaluate.leakage import audit
 
     pool = load_split(r, "train", data).images
     roles = [role for role in ("val", "test") if role != "val" or has_split(r, "val")]
@@ -186,15 +187,9 @@ def _leakage(r, data) -> dict:
 def backbone_check(r) -> tuple[str, bool, str]:
     """The recipe's backbone is a timm model and builds with its channels (and backbone_kwargs), and a global view
     goes through it: built on the meta device (no memory, no compute), on the CPU where meta fails."""
-    import timm
-    import torch
-
-    from ..method.model import create_backbone
 
     name = f"backbone {r.backbone!r}"
     if not timm.is_model(r.backbone):
-        import difflib
-
         close = difflib.get_close_matches(str(r.backbone), timm.list_models(), n=3, cutoff=0.7)
         return (name, False, "not a timm model" + (f" (did you mean {', '.join(close)}?)" if close else "")
                 + "; see timm.list_models()")
@@ -226,8 +221,6 @@ def _views_png(r, sample, path: Path, rows: int, seed: int) -> Path:
 
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
-
-    from ..data.views import MultiCropDataset
 
     ds = MultiCropDataset(sample, r, seed=seed)
     n = min(rows, len(sample))

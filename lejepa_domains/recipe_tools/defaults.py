@@ -20,6 +20,8 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
+import torch
+
 from ..errors import UserError
 
 __all__ = ["DeviceFacts", "DataFacts", "Defaults", "detect_device", "parse_device", "choose_defaults",
@@ -120,8 +122,6 @@ def _cores() -> int:
 
 def detect_device() -> DeviceFacts:
     """This machine: the first CUDA device when there is one, else its CPU cores (the ones this process may use)."""
-    import torch
-
     if torch.cuda.is_available():
         p = torch.cuda.get_device_properties(0)
         return DeviceFacts("cuda", _cores(), round(p.total_memory / 2**30, 1), p.name)

@@ -4,11 +4,15 @@
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from ..data.formats import path_fingerprint
+from ..data.shards import looks_like_shards
 from ..errors import UserError
 from ..utils import atomic_write_bytes, ensure_writable
 from .defaults import DataFacts, Defaults, choose_defaults, defaults_block, parse_device
@@ -135,8 +139,6 @@ def _recipe_text(name: str, inf: Inferred, hf: str | None, data: str | None, con
 
 def _card_text(name: str, inf: Inferred, hf: str | None, data: str | None, config: str | None,
                revision: str | None) -> str:
-    import yaml
-
     if hf is not None:
         source = {"kind": "hf-hub", "hub_id": hf, "config": config,
                   "revision": revision or "TODO: pin a commit (revision=) for reproducible runs"}
@@ -213,8 +215,6 @@ def new_recipe(name: str, *, hf: str | None = None, data: str | Path | None = No
     if minutes is not None and not minutes > 0:
         raise UserError(f"--minutes must be > 0, got {minutes:g}")
     ensure_writable(out, "recipes new --out")  # before the data is read
-    from ..data.shards import looks_like_shards
-
     if data is not None and hf is None and looks_like_shards(str(data)):  # WebDataset tar / parquet shards
         return _new_shard_recipe(name, str(data), out, samples, minutes, device)
     inf = infer_dataset(hf=hf, data=data, config=config, revision=revision, image_column=image_column,
@@ -233,8 +233,6 @@ def new_recipe(name: str, *, hf: str | None = None, data: str | Path | None = No
 
 def _new_shard_recipe(name: str, pattern: str, out: Path, samples: int, minutes: float | None,
                       device) -> NewRecipe:
-    from collections import Counter
-
 
     py, md, f = new_shard_recipe(name, pattern, out, samples, minutes=minutes, device=device)
     roles = {r: r for r in f["urls"]}

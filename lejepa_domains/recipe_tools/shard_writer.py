@@ -16,7 +16,13 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from ..data import load_split
+from ..data.formats import open_local
+from ..data.hub import open_hub
+from ..data.shards import encode_png
 from ..errors import DataError, UserError
+from ..recipe import load_recipe
+from ..utils import ensure_writable
 
 __all__ = ["write_shards", "ShardsWritten"]
 
@@ -89,15 +95,10 @@ def write_shards(source: str | Path | None = None, out: str | Path = "shards", *
     out = Path(out).expanduser()
     if out.exists() and any(out.glob("*.tar")):
         raise UserError(f"--out {out} already holds .tar shards; choose an empty folder")
-    from ..utils import ensure_writable
-
     ensure_writable(out, "shards --out")
     res = ShardsWritten(out)
     text = None if source is None else str(source)
     if text is not None and (text.endswith(".py") or not Path(text).expanduser().exists()):
-        from ..data import load_split
-        from ..recipe import load_recipe
-        from ..data.shards import encode_png
 
         rec = load_recipe(text)
         out.mkdir(parents=True, exist_ok=True)
@@ -115,12 +116,8 @@ def write_shards(source: str | Path | None = None, out: str | Path = "shards", *
             res.splits[role] = _write(rows(), out, role, maxcount)
         return res
     if hf is not None:
-        from ..data.hub import open_hub
-
         reader = open_hub(hf)
     else:
-        from ..data.formats import open_local
-
         reader = open_local(text)
     out.mkdir(parents=True, exist_ok=True)
     for split in reader.splits:

@@ -28,17 +28,47 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import timm
 import torch
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..errors import UserError
+from ..method.model import weights_hash
 from ..utils import atomic_path, atomic_write_bytes
-from .checkpoint import (TRUST_FLAG, UnsafeCheckpoint, read_checkpoint, rng_state, safe_state, set_rng_state,
-                         trusted_checkpoints, trusting)
+from .checkpoint import (
+    TRUST_FLAG,
+    UnsafeCheckpoint,
+    read_checkpoint,
+    rng_state,
+    safe_state,
+    set_rng_state,
+    trusted_checkpoints,
+    trusting,
+)
 from .lock import FolderLock
-from .names import (BACKBONE_META, BACKBONE_WEIGHTS, BEST, CHECKPOINT, CONFIG, EVAL_DIR, EVAL_REPORT, EXPORT_CARD,
-                    EXPORT_CONFIG, EXPORT_WEIGHTS, METRICS, PARTIAL_SUFFIX, RUN_FILES, SKIP_DIR, SNAPSHOT_META,
-                    SNAPSHOT_PATTERN, SNAPSHOTS, STUDY_MARKER, TRACKER_DIRS, snapshot_name)
+from .names import (
+    BACKBONE_META,
+    BACKBONE_WEIGHTS,
+    BEST,
+    CHECKPOINT,
+    CONFIG,
+    EVAL_DIR,
+    EVAL_REPORT,
+    EXPORT_CARD,
+    EXPORT_CONFIG,
+    EXPORT_WEIGHTS,
+    METRICS,
+    PARTIAL_SUFFIX,
+    RUN_FILES,
+    SKIP_DIR,
+    SNAPSHOT_META,
+    SNAPSHOT_PATTERN,
+    SNAPSHOTS,
+    STUDY_MARKER,
+    TRACKER_DIRS,
+    snapshot_name,
+)
 
 __all__ = ["RunDir", "CONFIG", "METRICS", "CHECKPOINT", "BEST", "BACKBONE_META", "BACKBONE_WEIGHTS", "RUN_FILES",
            "SNAPSHOTS", "Snapshot", "snapshot_epochs",
@@ -447,10 +477,6 @@ def export_backbone(backbone: nn.Module, out_dir: str | Path, recipe, extra: dic
         model = timm.create_model(meta["timm_name"], pretrained=False, **meta["timm_kwargs"])
         model.load_state_dict(safetensors.torch.load_file("backbone.safetensors"))
     """
-    from safetensors.torch import save_file
-
-    from ..method.model import weights_hash
-
     out_dir = Path(out_dir)
     sd = {k: v.detach().to("cpu").contiguous() for k, v in backbone.state_dict().items()}
     meta = {
@@ -502,8 +528,6 @@ def read_backbone_meta(path: str | Path, flag: str = "--checkpoint") -> dict[str
 
 def load_backbone(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
     """Rebuild an exported backbone from a run folder (or a ``backbone.json`` path) with timm alone; eval mode."""
-    import timm
-    from safetensors.torch import load_file
 
     meta_path = _meta_path(path)
     if not meta_path.is_file():
@@ -524,8 +548,6 @@ def load_backbone(path: str | Path, map_location: str | torch.device = "cpu") ->
 
 def read_backbone_weights(path: str | Path, flag: str = "--init-from") -> dict[str, torch.Tensor]:
     """The backbone state dict of a run folder (its ``backbone.safetensors``) or of a ``.safetensors`` file."""
-    from safetensors.torch import load_file
-
     p = Path(path)
     f = p / BACKBONE_WEIGHTS if p.is_dir() else p
     if not f.is_file():

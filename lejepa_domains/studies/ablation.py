@@ -34,7 +34,15 @@ from ..runs import RunDir
 from ..utils import ensure_writable
 from . import ablation_report as report_mod
 from .catalogue import Budget, Study, Variant, get_study, view_cost
-from .grid import Cell, RunSpec, evaluate_once, grid_options, run_grid, steps_per_epoch, study_lock
+from .grid import (
+    Cell,
+    RunSpec,
+    evaluate_once,
+    grid_options,
+    run_grid,
+    steps_per_epoch,
+    study_lock,
+)
 
 __all__ = ["ablate", "plan_study", "RunSpec"]
 

@@ -8,9 +8,12 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from rich.table import Table
 
+from ..evaluate.evidence_report import correlation_lines
 from ..utils import atomic_write_bytes
+from .catalogue import BUDGETS, STUDIES
 
 __all__ = ["write_report", "render_markdown", "print_table", "print_header", "print_studies"]
 
@@ -70,8 +73,6 @@ def render_markdown(report: dict) -> str:
               "the test images × √K (≈ 1 well spread, → 0 collapsed onto one direction).", ""]
     lf = report.get("label_free")
     if lf and lf.get("correlation"):
-        from ..evaluate.evidence_report import correlation_lines
-
         lines += ["**Label-free signals across the runs.** Does the training signal rank the runs as their "
                   f"evaluation does? Target: {lf['target']}; {lf['note']}.", "",
                   *correlation_lines(lf["correlation"], "kNN@20 (test)"), ""]
@@ -91,7 +92,6 @@ def render_markdown(report: dict) -> str:
 
 
 def _plot(report: dict) -> bytes:
-    import numpy as np
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -190,8 +190,6 @@ def print_header(console, recipe, study, budget, n_seeds: int, plan, study_dir: 
 
 def print_studies(console, recipe=None) -> None:
     """``lejepa-domains ablate --list``: every study with its grid, and the budgets."""
-    from .catalogue import BUDGETS, STUDIES
-
     t = Table(title="ablation studies" + (f" (grid for recipe {recipe.name!r})" if recipe is not None else ""),
               title_style="bold", show_lines=True)
     t.add_column("study", style="bold")

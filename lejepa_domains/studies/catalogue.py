@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from ..errors import UserError
+from ..method.variants.masking import check_masking_backbone
 
 __all__ = ["Variant", "Study", "Budget", "STUDIES", "BUDGETS", "get_study", "get_budget", "view_cost"]
 
@@ -161,8 +162,6 @@ def _schedule(recipe) -> list[Variant]:
 
 
 def _needs_vit(recipe) -> None:
-    from ..method.variants.masking import check_masking_backbone
-
     check_masking_backbone(recipe)
 
 

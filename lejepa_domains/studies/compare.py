@@ -38,12 +38,24 @@ from ..foundation import create_foundation, file_sha256, resolve_foundation
 from ..recipe import load_recipe
 from ..runs import RunDir
 from ..train.adapt import parse_adapt
-from ..train.init import ADAPT_BACKBONE_LR_SCALE, adapt_epochs as default_adapt_epochs, plan_init
+from ..train.init import ADAPT_BACKBONE_LR_SCALE, plan_init
+from ..train.init import adapt_epochs as default_adapt_epochs
 from ..utils import ensure_writable, resolve_device
 from . import compare_report as report_mod
 from .catalogue import Budget, view_cost
-from .grid import (Cell, RunSpec, cell_dir, evaluate_once, grid_options, is_finished, refuse_other_specs, run_grid,
-                   seed_eval_dir, steps_per_epoch, study_lock)
+from .grid import (
+    Cell,
+    RunSpec,
+    cell_dir,
+    evaluate_once,
+    grid_options,
+    is_finished,
+    refuse_other_specs,
+    run_grid,
+    seed_eval_dir,
+    steps_per_epoch,
+    study_lock,
+)
 
 __all__ = ["compare", "plan_compare", "ARMS", "ARM_LIST", "Arm", "verdict", "label_free_across_runs", "adapt_arm",
            "arm_list"]

@@ -6,6 +6,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from rich.table import Table
+
+from ..evaluate.evidence_report import correlation_lines
 from ..utils import atomic_write_bytes
 
 __all__ = ["write_report", "render_markdown", "print_table", "print_header"]
@@ -121,8 +124,6 @@ def label_free_lines(lf: dict | None) -> list[str]:
     if not lf["enough"]["rho"]:
         lines.append(f"**No correlation:** {lf['words']}")
         return lines
-    from ..evaluate.evidence_report import correlation_lines
-
     lines += correlation_lines(lf["correlation"], "kNN@20 (test)")
     if lf.get("words"):
         lines += ["", lf["words"]]
@@ -137,8 +138,6 @@ def write_report(report: dict, root: Path) -> None:
 
 
 def print_table(report: dict, console) -> None:
-    from rich.table import Table
-
     t = Table(title=f"compare {report['recipe']['name']}")
     for col in ("arm", "linear %", "kNN %", "images seen", "device-h"):
         t.add_column(col)

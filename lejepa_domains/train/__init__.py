@@ -3,8 +3,8 @@ up (``run.py``: ``pretrain``; ``setup.py``, ``builders.py``, ``state.py``), and 
 (``launch.py``, ``distributed.py``, ``slurm.py``). Progress is reported through ``progress.Reporter``."""
 
 from .hooks import Hook, RunResult
-from .run import pretrain
 from .progress import Reporter
+from .run import pretrain
 from .sampler import EpochSampler
 from .schedule import lr_factor, param_groups, plan_total_steps
 from .step import StepMetrics, step_inputs, train_step

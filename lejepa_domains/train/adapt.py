@@ -200,7 +200,9 @@ def plain_backbone(backbone: nn.Module) -> nn.Module:
     peft layers replaced by the plain timm modules (what the export writes: a state dict timm loads unchanged)."""
     if not has_adapters(backbone):
         return backbone
-    from peft.tuners.tuners_utils import BaseTunerLayer  # present: the backbone holds its layers
+    from peft.tuners.tuners_utils import (
+        BaseTunerLayer,  # present: the backbone holds its layers
+    )
 
     out = copy.deepcopy(backbone)
     for name, module in list(out.named_modules()):

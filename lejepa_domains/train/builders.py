@@ -7,9 +7,15 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
+import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset
 
+from ..data import check_splits_needed, has_split, load_split
+from ..data.device_views import DeviceMultiCrop, ImageBatchDataset, collate_images
+from ..data.stream import StreamDataset, StreamSplit, choose_mode, collate_stream_images
+from ..data.views import MultiCropDataset, collate_views
 from ..errors import UserError
+from . import distributed as D
 from .sampler import EpochSampler
 
 __all__ = ["TrainingData", "load_training_data", "build_loader", "amp_dtype_for"]
@@ -29,8 +35,6 @@ class TrainingData:
 def load_training_data(recipe, data, skip_bad_samples: bool, per_step: int, world: int) -> TrainingData:
     """Train (and val) split through :func:`lejepa_domains.data.load_split`, plus the one check that needs the
     batch: a step must fit in the training images."""
-    from ..data import check_splits_needed, has_split, load_split
-
     train = _stream_split(recipe, data, skip_bad_samples) if _streamed(recipe, data) else \
         load_split(recipe, "train", data, skip_bad_samples=skip_bad_samples)
     val = load_split(recipe, "val", data, skip_bad_samples=skip_bad_samples) if has_split(recipe, "val") else None
@@ -46,8 +50,6 @@ def load_training_data(recipe, data, skip_bad_samples: bool, per_step: int, worl
 def _streamed(recipe, data) -> bool:
     """Whether the train split is streamed (lejepa_domains/data/stream.py): decided once on rank 0 and shared, and
     written into ``recipe.train.stream`` so that config.json records it and a resumed run keeps it."""
-    from . import distributed as D
-    from ..data.stream import choose_mode
 
     cfg = recipe.train
     if not hasattr(recipe.source, "plan") and not cfg.stream:
@@ -66,15 +68,11 @@ def _streamed(recipe, data) -> bool:
 
 
 def _is_main() -> bool:
-    import torch.distributed as dist
-
     return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
 
 
 def _stream_split(recipe, data, skip_bad_samples: bool):
     """The streamed train split, after a look at a few of its samples (channels, value type, labels)."""
-    from ..data import load_split
-    from ..data.stream import StreamSplit
 
     if not skip_bad_samples:
         load_split(recipe, "train", data, sample=2)
@@ -96,14 +94,10 @@ def build_loader(train_set, recipe, cfg, rank: int, world: int, device: torch.de
     """``(loader, sampler, dataset, device_views)``. With ``views="cpu"`` the loader yields ``(globals, locals,
     labels)`` made by albumentations in the workers; with ``views="device"`` it yields cached images and labels, and
     ``device_views`` makes the views on the training device (data/device_views.py)."""
-    from ..data.stream import StreamSplit
-
     if isinstance(train_set, StreamSplit):
         return _build_stream_loader(train_set, recipe, cfg, rank, world, device, warn)
     device_views = None
     if cfg.views == "device":
-        from ..data.device_views import DeviceMultiCrop, ImageBatchDataset, collate_images
-
         dataset, collate = ImageBatchDataset(train_set), collate_images
         device_views = DeviceMultiCrop(recipe, seed=cfg.seed)
         custom = sorted({type(t).__name__ for f in (recipe.global_augment, recipe.local_augment) if f
@@ -114,8 +108,6 @@ def build_loader(train_set, recipe, cfg, rank: int, world: int, device: torch.de
                           "(see lejepa_domains/data/device_views.py). Use --views cpu to keep the recipe's.",
                           stacklevel=3)
     else:
-        from ..data.views import MultiCropDataset, collate_views
-
         dataset, collate = MultiCropDataset(train_set, recipe, seed=cfg.seed), collate_views
     sampler = EpochSampler(len(train_set), cfg.batch_size, cfg.seed, rank, world)
     loader = DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, collate_fn=collate,
@@ -131,19 +123,13 @@ def _build_stream_loader(train_set, recipe, cfg, rank: int, world: int, device: 
     """The streaming counterpart of :func:`build_loader`: a :class:`~lejepa_domains.data.stream.StreamDataset`
     that is dataset and epoch sampler at once. Workers are not persistent: each epoch's iterator starts them with
     the epoch (and a resume's skip) set."""
-    from ..data.stream import StreamDataset, collate_stream_images
-
     device_views = None
     if cfg.views == "device":
-        from ..data.device_views import DeviceMultiCrop
-
         device_views = DeviceMultiCrop(recipe, seed=cfg.seed)
         dataset = StreamDataset(train_set.plan, cfg.batch_size, cfg.seed, rank, world, cfg.num_workers,
                                 cfg.shuffle_buffer, output="images", skip_bad=bool(train_set.meta.get("skip_bad")))
         collate = collate_stream_images
     else:
-        from ..data.views import MultiCropDataset, collate_views
-
         views = MultiCropDataset(train_set, recipe, seed=cfg.seed)
         dataset = StreamDataset(train_set.plan, cfg.batch_size, cfg.seed, rank, world, cfg.num_workers,
                                 cfg.shuffle_buffer, output="views", views=views,

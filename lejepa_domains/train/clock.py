@@ -20,7 +20,7 @@ checkpoint), and ``--resume --time-budget T`` gives it a new total T. Under DDP 
 from __future__ import annotations
 
 import math
-import re
+import os
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -35,8 +35,6 @@ def process_started() -> float:
     elsewhere: now."""
     now = time.perf_counter()
     try:
-        import os
-
         with open("/proc/self/stat") as f:
             start_ticks = float(f.read().rsplit(")", 1)[1].split()[19])
         with open("/proc/uptime") as f:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel as DDP
 
 __all__ = ["Context", "setup", "teardown", "barrier", "wrap_ddp", "all_reduce_sum", "all_reduce_mean",
            "all_gather_object", "is_distributed", "launched_rank", "is_peer_loss", "first_to_fail", "PEER_LOST_EXIT"]
@@ -68,8 +70,6 @@ def barrier() -> None:
 
 
 def wrap_ddp(model: nn.Module, device: torch.device) -> nn.Module:
-    from torch.nn.parallel import DistributedDataParallel as DDP
-
     if device.type == "cuda":
         return DDP(model, device_ids=[device.index])
     return DDP(model)
@@ -131,8 +131,6 @@ def is_peer_loss(e: BaseException) -> bool:
 def _failure_store(timeout: float):
     """A client of torchrun's rendezvous store (hosted by the agent, so it outlives any worker), or the default
     group's store; None when neither can be reached within ``timeout`` seconds."""
-    from datetime import timedelta
-
     host, port = os.environ.get("MASTER_ADDR"), os.environ.get("MASTER_PORT")
     if host and port and os.environ.get("TORCHELASTIC_USE_AGENT_STORE", "").lower() == "true":
         try:

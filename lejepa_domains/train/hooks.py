@@ -10,7 +10,6 @@ RNG-state gather needs every rank. To add a capability, write a hook and add it 
 
 from __future__ import annotations
 
-import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path

@@ -25,7 +25,13 @@ import torch
 from torch import nn
 
 from ..errors import UserError
-from ..foundation import adaptation_notes, create_foundation, foundation_weights_source, resolve_foundation
+from ..foundation import (
+    adaptation_notes,
+    create_foundation,
+    foundation_weights_source,
+    resolve_foundation,
+)
+from ..method.model import weights_hash
 
 __all__ = ["plan_init", "apply_init_recipe", "load_init_weights", "ADAPT_EPOCH_FRACTION", "ADAPT_BACKBONE_LR_SCALE",
            "adapt_epochs", "init_defaults"]
@@ -135,8 +141,6 @@ def load_init_weights(backbone: nn.Module, recipe, record: dict[str, Any], weigh
                         f"mismatched, {len(extra)} unexpected; e.g. {k})")
     with torch.no_grad():
         backbone.load_state_dict(src, strict=True)
-    from ..method.model import weights_hash
-
     record.update(weights=loaded["source"], weights_file=loaded["file"], weights_file_sha256=loaded["file_sha256"],
                   loaded_tensors=len(src), start_weights_sha256_16=weights_hash(backbone.state_dict()))
     return record

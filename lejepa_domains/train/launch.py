@@ -14,13 +14,27 @@ directly (see the README); their workers print the same single error line.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
+import signal as _signal
 import subprocess
 import sys
+from dataclasses import fields
 from typing import Callable, Sequence
 
+import torch
+from torch.distributed.elastic.multiprocessing.api import SignalException
+from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+from torch.distributed.run import get_args_parser, run
+
+from ..data.shards import preflight_shards
 from ..errors import UserError
+from ..recipe import TrainConfig, load_recipe
+from ..runs import RunDir
+from ..utils import resolve_device
+from .adapt import parse_adapt
+from .distributed import PEER_LOST_EXIT
 
 __all__ = ["check_devices", "strip_devices", "torchrun_command", "launch", "pretrain_preflight", "agent_main",
            "root_failure"]
@@ -78,10 +92,6 @@ def launch(n: int, argv: Sequence[str], device: str = "auto",
     if "TORCHELASTIC_RUN_ID" in os.environ or int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise UserError("--devices launches torchrun itself; this process already runs under torchrun or another "
                         "launcher, so leave --devices out")
-    import torch
-
-    from ..utils import resolve_device
-
     dev = resolve_device(device)
     visible = torch.cuda.device_count() if dev.type == "cuda" else 0
     check_devices(n, dev.type, visible)
@@ -127,11 +137,6 @@ def pretrain_preflight(recipe: str, resume: str | os.PathLike | None = None, **o
     ``options`` are ``pretrain``'s keyword arguments; the TrainConfig fields among them are validated."""
 
     def check() -> None:
-        from dataclasses import fields
-
-        from ..recipe import TrainConfig, load_recipe
-        from ..runs import RunDir
-        from .adapt import parse_adapt
 
         if resume is not None:
             RunDir(resume).check_resumable()
@@ -140,8 +145,6 @@ def pretrain_preflight(recipe: str, resume: str | os.PathLike | None = None, **o
         parse_adapt(options.get("adapt"))  # a bad --adapt: one line before any process starts
         rec = load_recipe(recipe).with_train(**{k: v for k, v in options.items() if k in train and v is not None})
         if hasattr(rec.source, "plan"):  # sharded data: missing shards, empty patterns, members without labels
-            from ..data.shards import preflight_shards
-
             preflight_shards(rec, options.get("data"))
 
     return check
@@ -155,10 +158,6 @@ def root_failure(failures: dict) -> tuple[int, int]:
     out-of-memory killer) before the processes that only stopped because of it (exit 3: peer lost; 130 / 143 or
     SIGTERM / SIGINT: stopped by the agent or the user); ties by time, then rank. ``failures``: torchrun's
     ``ChildFailedError.failures`` (global rank → ProcessFailure with ``exitcode`` and ``timestamp``)."""
-    import signal as _signal
-
-    from .distributed import PEER_LOST_EXIT
-
     def weight(code: int) -> int:
         if code == 2:
             return 0
@@ -182,14 +181,7 @@ def _signal_name(num: int) -> str:
 def agent_main(args: Sequence[str]) -> int:
     """``python -m lejepa_domains.train.launch <torchrun arguments>``: torchrun, with its failure report replaced by the
     root failure's exit code (and one ``error:`` line when no worker could print one). Returns the exit code."""
-    import logging
-
     logging.disable(logging.CRITICAL)  # the agent's warnings ("Sending process … closing signal") and its report
-    from torch.distributed.elastic.multiprocessing.api import SignalException
-    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
-    from torch.distributed.run import get_args_parser, run
-
-    from .distributed import PEER_LOST_EXIT
 
     parsed = get_args_parser().parse_args(list(args))
     world = parsed.nproc_per_node

@@ -19,6 +19,7 @@ the extra, before anything is written. Only the main process (rank 0) logs.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 from pathlib import Path
@@ -47,8 +48,6 @@ def resolve_loggers(loggers: Iterable[str] | str | None, tensorboard: bool = Fal
                 raise UserError(f"--logger {name!r}: unknown tracker; expected some of {', '.join(TRACKERS)}")
             if name not in names:
                 names.append(name)
-    import importlib.util
-
     for name in names:
         module, extra = TRACKERS[name]
         if importlib.util.find_spec(module) is None:

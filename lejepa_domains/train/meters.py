@@ -8,8 +8,8 @@ from typing import Any
 
 import torch
 
-from . import distributed as D
 from ..utils import effective_rank
+from . import distributed as D
 
 __all__ = ["EpochMeter"]
 

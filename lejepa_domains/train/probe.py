@@ -10,6 +10,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
+from ..data.views import EvalDataset
+
 __all__ = ["OnlineProbe"]
 
 
@@ -37,8 +39,6 @@ class OnlineProbe:
     def accuracy(self, backbone: nn.Module, recipe, imageset, device: torch.device,
                  amp_dtype: torch.dtype | None, batch_size: int = 256) -> float:
         """Accuracy on an un-augmented split (backbone in eval mode, restored afterwards)."""
-        from ..data.views import EvalDataset
-
         was_training = backbone.training
         backbone.eval()
         loader = DataLoader(EvalDataset(imageset, recipe), batch_size=batch_size, shuffle=False)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 import torch
+from timm.optim import param_groups_layer_decay
 from torch import nn
 
 __all__ = ["lr_factor", "param_groups", "scaled_param_groups", "build_optimizer", "build_scheduler",
@@ -45,8 +46,6 @@ def scaled_param_groups(model: nn.Module, cfg) -> list[dict]:
     groups = [{"params": [p for p in rest if p.ndim > 1], "weight_decay": cfg.weight_decay, "lr": cfg.lr},
               {"params": [p for p in rest if p.ndim <= 1], "weight_decay": 0.0, "lr": cfg.lr}]
     if cfg.layer_decay < 1.0:
-        from timm.optim import param_groups_layer_decay
-
         skip = set(backbone.no_weight_decay()) if hasattr(backbone, "no_weight_decay") else set()
         for g in param_groups_layer_decay(backbone, cfg.weight_decay, no_weight_decay_list=skip,
                                           layer_decay=cfg.layer_decay):

@@ -12,6 +12,7 @@ from ..recipe import Recipe, TrainConfig, load_recipe
 from ..runs import RunDir, default_run_path
 from ..utils import ensure_writable
 from .adapt import parse_adapt
+from .init import apply_init_recipe, init_defaults, plan_init
 
 __all__ = ["RunSetup", "setup_run", "RESUME_OVERRIDES"]
 
@@ -64,8 +65,6 @@ def setup_run(recipe: str | Path | Recipe, *, out: str | Path | None, resume: st
             raise UserError(f"--adapt {adapt} trains part of a backbone that starts from weights: add --init "
                             "dinov2|…|RUN_FOLDER|local-dir:DIR (or --init-from RUN_FOLDER)")
         if init is not None:
-            from .init import init_defaults, plan_init
-
             options = init_defaults(rec, options)
             rec, foundation = plan_init(rec, init, weights, init_patch)
         rec = rec.with_train(**options)
@@ -91,8 +90,6 @@ def setup_run(recipe: str | Path | Recipe, *, out: str | Path | None, resume: st
         rec = load_recipe(saved["recipe"].get("path") or saved["recipe"]["name"])
     foundation = saved.get("foundation")
     if foundation:  # an adapted run: the backbone is the foundation architecture (weights: the checkpoint's)
-        from .init import apply_init_recipe
-
         rec = apply_init_recipe(rec, foundation)
     changes = {k: options[k] for k in RESUME_OVERRIDES if options.get(k) is not None}
     if "compile" in changes:  # compiling changes speed only: a run may be resumed with or without it

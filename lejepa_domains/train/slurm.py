@@ -25,6 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
+from ..recipe import load_recipe
+from ..runs import CHECKPOINT, default_run_path
+from .run import pretrain
 
 __all__ = ["parse_slurm_spec", "PretrainJob", "submit_pretrain"]
 
@@ -84,8 +87,6 @@ class PretrainJob:
         env = submitit.JobEnvironment()
         if env.num_tasks > 1:
             submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
-        from ..runs import CHECKPOINT
-        from .run import pretrain
 
         resume = self.out if (Path(self.out) / CHECKPOINT).is_file() else None
         opts = dict(self.options)
@@ -109,8 +110,6 @@ def submit_pretrain(spec: str, recipe: str, options: dict[str, Any], *, folder: 
         import submitit
     except ImportError:
         raise UserError("--slurm needs submitit: pip install 'lejepa-domains[slurm]'") from None
-    from ..recipe import load_recipe
-    from ..runs import default_run_path
 
     cfg = parse_slurm_spec(spec)
     rec = load_recipe(recipe)  # bad recipes stop here, before anything is submitted

@@ -11,12 +11,12 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from . import distributed as D
 from ..errors import UserError
 from ..method.lejepa import LeJEPALoss
+from ..method.variants import Variant, build_objective, build_variant
 from ..runs import clean_state_dict, set_rng_state
 from ..utils import seed_everything
-from ..method.variants import Variant, build_objective, build_variant
+from . import distributed as D
 from .builders import amp_dtype_for, build_loader
 from .probe import OnlineProbe
 from .sampler import EpochSampler

@@ -8,7 +8,9 @@ import re
 from pathlib import Path
 from typing import Any
 
+import yaml
 from rich.console import Console
+from rich.markdown import Markdown
 from rich.table import Table
 
 from ..data.cards import Card, find_card, parse_card, validate_card
@@ -24,9 +26,6 @@ out_console = Console()
 
 def print_card(ref: str, console=None) -> Any:
     """Print a recipe's data card (front matter as a table, prose as Markdown) and its completeness."""
-    from rich.console import Console
-    from rich.markdown import Markdown
-    from rich.table import Table
 
     console = console or Console()
     recipe = None
@@ -45,8 +44,6 @@ def print_card(ref: str, console=None) -> Any:
         raise UserError(f"no data card for {ref!r}; expected data_cards/{ref}.md (built-in) or NAME.md beside the "
                         "recipe file")
     card: Card = validate_card(parse_card(path), recipe)
-    import yaml
-
     t = Table(title=f"data card {card.front.get('name', path.stem)} ({path})", show_header=False, show_lines=True)
     t.add_column("field", style="bold")
     t.add_column("value")
@@ -84,8 +81,6 @@ def _clock(s: float) -> str:
 
 def print_new(res: NewRecipe, console=None) -> None:
     """What ``recipes new`` wrote and inferred, and the next steps (on stderr by default)."""
-    from rich.console import Console
-
     console = console or Console(stderr=True)
     inf = res.inferred
     console.print(f"[bold]wrote[/] {res.recipe_path} and {res.card_path} from {inf.where}", highlight=False)
@@ -96,8 +91,6 @@ def print_new(res: NewRecipe, console=None) -> None:
         console.print(f"  columns: image={inf.image_column!r} label={inf.label_column!r}", highlight=False)
     d = getattr(inf, "defaults", None)
     if d is not None:
-        from rich.table import Table
-
         t = Table(title=f"training defaults for {d.device.describe()} (first run ~{d.minutes:g} min)",
                   title_justify="left")
         t.add_column("setting")
@@ -121,8 +114,6 @@ def print_new(res: NewRecipe, console=None) -> None:
 
 def print_check(rep: CheckReport, console=None) -> None:
     """The ``recipes check`` table and warnings; :class:`DataError` naming the failed checks when any failed."""
-    from rich.console import Console
-    from rich.table import Table
 
     console = console or Console()
     t = Table(title=f"recipe check: {rep.recipe}")

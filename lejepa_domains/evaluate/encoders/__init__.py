@@ -20,9 +20,20 @@ from . import dinov2, dinov3, floors, lejepa  # noqa: F401  (importing registers
 from .dinov2 import DINOV2_ARCHS, dinov2_encoder, dinov2_weights_source
 from .floors import pixels_encoder, random_encoder
 from .lejepa import lejepa_encoder
-from .registry import (ENCODERS, EncoderContext, EncoderFactory, EncoderOptions, canonical_name, check_options,
-                       check_recipe, describe_options, list_encoders, register_encoder, resolve_baselines,
-                       weights_by_encoder)
+from .registry import (
+    ENCODERS,
+    EncoderContext,
+    EncoderFactory,
+    EncoderOptions,
+    canonical_name,
+    check_options,
+    check_recipe,
+    describe_options,
+    list_encoders,
+    register_encoder,
+    resolve_baselines,
+    weights_by_encoder,
+)
 
 __all__ = ["ENCODERS", "BASELINES", "EncoderContext", "EncoderFactory", "EncoderOptions", "register_encoder",
            "list_encoders", "canonical_name", "resolve_baselines", "weights_by_encoder", "check_options",

@@ -12,6 +12,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import timm
+from timm.data import resolve_data_config
+
+from ...data.pixels import PixelScaling
 from ...errors import UserError
 from ...runs import EXPORT_CONFIG, read_json
 from ..features import Encoder
@@ -50,10 +54,6 @@ def exported_encoder(folder: str | Path, recipe, name: str = "lejepa", source: s
                      ) -> tuple[Encoder, dict[str, Any]]:
     """Encoder of the exported model in ``folder`` and its ``lejepa_domains`` section; checks it fits ``recipe``
     (channels, image size, pixel scaling). ``source``: the reference it was given as (``hf-hub:…``), reported."""
-    import timm
-    from timm.data import resolve_data_config
-
-    from ...data.pixels import PixelScaling
 
     folder = Path(folder)
     cfg = read_json(folder / EXPORT_CONFIG) or {}

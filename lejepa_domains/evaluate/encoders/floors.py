@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import timm
 import torch
 
 from ...errors import UserError
 from ...runs import is_timm_export, read_backbone_meta
 from ..features import Encoder
 from .common import recipe_scaling, weights_hash_of
+from .exported import exported_architecture
 from .registry import EncoderContext, EncoderOptions, register_encoder
 
 __all__ = ["random_encoder", "pixels_encoder"]
@@ -25,8 +27,6 @@ def random_encoder(recipe, timm_name: str | None = None, timm_kwargs: dict[str, 
                    seed: int = 0, name: str = "random") -> Encoder:
     """The architecture (default: the recipe's backbone) at random init (seeded; the global RNG state is left
     untouched)."""
-    import timm
-
     timm_name = timm_name or recipe.backbone
     kwargs = dict(timm_kwargs) if timm_kwargs is not None else {
         "num_classes": 0, "in_chans": recipe.channels, **dict(recipe.backbone_kwargs)}
@@ -57,8 +57,6 @@ def build_random(ctx: EncoderContext) -> Encoder:
     if ctx.run_dir is None:
         return random_encoder(ctx.recipe, seed=ctx.options.seed)
     if is_timm_export(ctx.run_dir):  # an exported model: the architecture it records
-        from .exported import exported_architecture
-
         name, kwargs = exported_architecture(ctx.run_dir)
         return random_encoder(ctx.recipe, name, kwargs, seed=ctx.options.seed)
     meta = read_backbone_meta(ctx.run_dir)

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ...data.pixels import PixelScaling
 from ...errors import UserError
 from ...runs import is_timm_export, load_backbone, read_backbone_meta
 from ..features import Encoder
 from .common import load_error, weights_hash_of
+from .exported import exported_encoder
 from .registry import EncoderContext, register_encoder
 
 __all__ = ["lejepa_encoder"]
@@ -21,8 +23,6 @@ __all__ = ["lejepa_encoder"]
 def lejepa_encoder(run_dir: str | Path, recipe, name: str = "lejepa") -> tuple[Encoder, dict]:
     """Encoder of the backbone exported in ``run_dir`` (a run folder or its ``backbone.json``) and that backbone's
     metadata; checks it matches ``recipe`` (channels, image size, pixel scaling)."""
-    from ...data.pixels import PixelScaling
-
     meta = read_backbone_meta(run_dir)
     folder = Path(run_dir) if Path(run_dir).is_dir() else Path(run_dir).parent
     ck_size = int(meta["input_size"][-1])
@@ -59,8 +59,6 @@ def build_lejepa(ctx: EncoderContext) -> Encoder:
     """The run's backbone; a run pretrained on another recipe is evaluated, with a warning. A folder written by
     ``lejepa-domains export`` (``--checkpoint local-dir:DIR`` / ``hf-hub:ORG/NAME``) is loaded through timm."""
     if is_timm_export(ctx.run_dir):
-        from .exported import exported_encoder
-
         enc, sec = exported_encoder(ctx.run_dir, ctx.recipe, source=ctx.run_ref)
         meta = {"recipe": (sec.get("recipe") or {}).get("name")}
     else:

@@ -15,7 +15,13 @@ from typing import Any
 import torch
 
 from ...errors import UserError
-from ...foundation import DINOV3_LICENCE, FoundationSpec, foundation_weights_source, resolve_foundation
+from ...foundation import (
+    DINOV3_LICENCE,
+    FoundationSpec,
+    create_foundation,
+    foundation_weights_source,
+    resolve_foundation,
+)
 from ..adapter import plan_adapter
 from ..features import Encoder
 from .common import recipe_scaling, weights_hash_of
@@ -59,8 +65,6 @@ def foundation_encoder(name: str, recipe, weights: str | Path | None = None, img
     ``adapter``: how the recipe's channels become RGB (default ``auto``); ``train_images`` (N, H, W, C) as stored are
     needed by ``adapter="pca"``. Offline without weights → :class:`~lejepa_domains.errors.OfflineError`.
     """
-    from ...foundation import create_foundation
-
     plan = plan_adapter(adapter, recipe, train_images=train_images, seed=seed)  # bad specs fail before loading
     spec = resolve_foundation(name, flag="--baseline")
     if pool not in POOLS:

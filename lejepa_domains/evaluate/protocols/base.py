@@ -9,7 +9,8 @@ values, C grid, support sets...) are fixed when it is built, once per evaluation
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol as _Protocol
+from typing import Any
+from typing import Protocol as _Protocol
 
 import numpy as np
 import torch

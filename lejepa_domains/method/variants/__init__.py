@@ -21,25 +21,23 @@ from typing import Callable
 
 from ..lejepa import LeJEPALoss
 from .base import Variant
+from .ema import EMATeacher
+from .masking import MaskedPrediction
+from .regularizer import PenaltyLoss
+from .stopgrad import StopGradCentre
 
 __all__ = ["Variant", "VARIANTS", "REGULARIZERS", "variant_name", "build_variant", "build_objective"]
 
 
 def _stopgrad(cfg) -> Variant:
-    from .stopgrad import StopGradCentre
-
     return StopGradCentre()
 
 
 def _ema(cfg) -> Variant:
-    from .ema import EMATeacher
-
     return EMATeacher(cfg.ema_momentum)
 
 
 def _masking(cfg) -> Variant:
-    from .masking import MaskedPrediction
-
     return MaskedPrediction()
 
 
@@ -67,6 +65,4 @@ def build_objective(cfg) -> LeJEPALoss:
                   resample_slices=cfg.resample_slices)
     if cfg.regularizer == "sigreg":
         return LeJEPALoss(**kwargs)
-    from .regularizer import PenaltyLoss
-
     return PenaltyLoss(cfg.regularizer, **kwargs)

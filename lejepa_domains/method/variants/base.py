@@ -18,6 +18,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..model import build_model
+
 __all__ = ["Variant"]
 
 
@@ -28,8 +30,6 @@ class Variant:
 
     def build_model(self, recipe, cfg) -> nn.Module:
         """The network trained: backbone + projector (:class:`~lejepa_domains.method.model.LeJEPAModel`)."""
-        from ..model import build_model
-
         return build_model(recipe)
 
     def attach(self, model: nn.Module) -> None:

@@ -25,10 +25,11 @@ from __future__ import annotations
 import math
 
 import torch
+from timm.models.vision_transformer import Block, VisionTransformer
 from torch import nn
 
-from ..counters import HostCounters
 from ...errors import UserError
+from ..counters import HostCounters
 from ..model import LeJEPAModel, Projector, create_backbone
 from .base import Variant
 
@@ -37,8 +38,6 @@ __all__ = ["MaskedPrediction", "sample_blocks", "MaskPredictor", "MaskedLeJEPAMo
 
 
 def _is_vit(backbone: nn.Module) -> bool:
-    from timm.models.vision_transformer import VisionTransformer
-
     return isinstance(backbone, VisionTransformer)
 
 
@@ -122,8 +121,6 @@ class MaskPredictor(nn.Module):
 
     def __init__(self, dim: int, num_patches: int, width: int = 0, depth: int = 2, num_heads: int = 0):
         super().__init__()
-        from timm.models.vision_transformer import Block
-
         width = width or max(16, dim // 2)
         heads = num_heads or max(1, width // 64)
         while width % heads:

@@ -11,6 +11,8 @@ import torch
 from torch import nn
 
 from ..lejepa import LeJEPALoss, LossOutput, invariance_loss
+from ..penalties.spectral_entropy import SpectralEntropyPenalty
+from ..penalties.vicreg import VICRegPenalty
 
 __all__ = ["PenaltyLoss", "PENALTIES"]
 
@@ -19,12 +21,8 @@ PENALTIES = ("vicreg", "spectral_entropy", "none")
 
 def _penalty(name: str) -> nn.Module | None:
     if name == "vicreg":
-        from ..penalties.vicreg import VICRegPenalty
-
         return VICRegPenalty()
     if name == "spectral_entropy":
-        from ..penalties.spectral_entropy import SpectralEntropyPenalty
-
         return SpectralEntropyPenalty()
     if name == "none":
         return None
