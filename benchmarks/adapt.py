@@ -153,8 +153,10 @@ def _train(recipe: Path, out: Path, a, seed: int, **kw) -> dict:
     if done.is_file():
         return json.loads(done.read_text())
     t0 = time.perf_counter()
-    pretrain(str(recipe), out=out, device=a.device, progress=False, overwrite=True, seed=seed,
-             time_budget=a.minutes * 60, max_steps=a.max_steps, **kw)
+    res = pretrain(str(recipe), out=out, device=a.device, progress=False, overwrite=True, seed=seed,
+                   time_budget=a.minutes * 60, max_steps=a.max_steps, **kw)
+    if res.interrupted:  # a signal stopped it: never count a cut-short arm as done
+        raise SystemExit(f"{out}: interrupted; run the benchmark again")
     wall = time.perf_counter() - t0
     cfg = run.read_config() or {}
     steps = run.checkpoint_step() or 0
@@ -320,8 +322,10 @@ def main() -> None:
     foundation = a.out / "foundation"
     if not (foundation / "bench_done.json").is_file():
         tf = time.perf_counter()
-        pretrain(str(recipes["corpus"]), out=foundation, device=a.device, progress=False, overwrite=True, seed=0,
-                 time_budget=a.foundation_minutes * 60, max_steps=a.max_steps)
+        res = pretrain(str(recipes["corpus"]), out=foundation, device=a.device, progress=False, overwrite=True,
+                       seed=0, time_budget=a.foundation_minutes * 60, max_steps=a.max_steps)
+        if res.interrupted:  # a signal stopped it: an interrupted foundation is not a foundation
+            raise SystemExit(f"{foundation}: interrupted; run the benchmark again")
         (foundation / "bench_done.json").write_text(json.dumps({"wall_seconds": round(time.perf_counter() - tf, 2)}))
     targets = [run_target(t, recipes[t], foundation, a.out, a, modes) for t in a.targets.split(",")]
     result = {"format": "lejepa-domains/adapt-bench-v1", "command": " ".join(sys.argv), "smoke": a.smoke,
