@@ -217,6 +217,74 @@ def embed(recipe=None, backbone: str | None = None, out=None, *, console=None, q
         distributed.teardown(ctx)
 
 
+def _encode_chunks(plan: EmbedPlan, ctx, enc, rows, todo: list[int], key: str, show: bool, EmbedProgress
+                   ) -> tuple[int | None, int, float]:
+    """Encode this process's chunks ``todo`` and write each as one Parquet part (atomically). Returns the vector
+    dimension (None when nothing was left to do), the images embedded and the seconds it took."""
+    model = enc.model
+    if model is not None:
+        model.eval().to(ctx.device)
+    my_rows = sum(min(plan.chunk_size, rows.total - c * plan.chunk_size) for c in todo)
+    dim = None
+    done = 0
+    t_enc = time.perf_counter()
+    with EmbedProgress(enabled=ctx.is_main and show, total=my_rows,
+                       label=f"{enc.name} → {plan.out.name}" + (f" (process 0 of {ctx.world_size})"
+                                                                if ctx.world_size > 1 else "")) as bar:
+        for c in todo:
+            lo, hi = c * plan.chunk_size, min((c + 1) * plan.chunk_size, rows.total)
+            images, ids, srcs, splits, labels = rows.block(lo, hi)
+            feats = []
+            for f in encode_batches(enc, images, ctx.device, plan.batch_size):
+                feats.append(f)
+                bar.advance(len(f))
+            vec = np.concatenate(feats)
+            if not np.isfinite(vec).all():
+                bad = int((~np.isfinite(vec)).any(1).sum())
+                raise UserError(f"backbone {plan.choice.spec}: non-finite features for {bad} image(s) of rows "
+                                f"{lo}-{hi - 1} (diverged or corrupt weights?); nothing of this chunk was written")
+            if plan.dtype == "float16" and np.abs(vec).max(initial=0) > 65504:
+                raise UserError(f"backbone {plan.choice.spec}: features up to {np.abs(vec).max():.3g} overflow "
+                                "float16; embed with --dtype float32")
+            dim = vec.shape[1]
+            archive.write_part(plan.out, c, ids, srcs, splits, labels, vec, plan.dtype, key)
+            done += hi - lo
+    seconds_enc = time.perf_counter() - t_enc
+    if model is not None and ctx.device.type != "cpu":
+        model.to("cpu")
+    return dim, done, seconds_enc
+
+
+def _sidecar(plan: EmbedPlan, ctx, enc, sha: str, key: str, dim: int, n_chunks: int, rows, sets, skipped) -> dict:
+    """``embeddings.json``: the backbone (name, SHA-256, how to rebuild it), preprocessing, pooling, dimension,
+    package version, counts and skipped images."""
+    rec = plan.choice.recipe
+    return {
+        "format": archive.FORMAT, "key": key, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "package_version": __version__,
+        "backbone": {"spec": plan.choice.spec, "name": enc.name, "sha256": sha, "run": None if plan.choice.run_dir
+                     is None else str(plan.choice.run_dir), **enc.describe()},
+        "rebuild": {"backbone": _rebuild_spec(plan.choice), "recipe": rec.path or rec.name, "data": plan.data,
+                    "run": None if plan.choice.run_dir is None or plan.choice.name == REFERENCE
+                    else str(Path(plan.choice.run_dir).resolve()),
+                    "options": {"dinov2_size": plan.choice.options.dinov2_size,
+                                "dinov2_pool": plan.choice.options.dinov2_pool,
+                                "adapter": plan.choice.options.adapter,
+                                "pixels_size": plan.choice.options.pixels_size, "seed": plan.choice.options.seed},
+                    "weights": dict(plan.choice.options.weights)},
+        "preprocessing": enc.transform_description(), "pooling": enc.pool, "frozen": FROZEN,
+        "dim": dim, "dtype": plan.dtype, "recipe": {"name": rec.name, "path": rec.path,
+                                                          "class_names": list(rec.class_names or []) or None,
+                                                          "splits": {r: rec.splits[r] for r in plan.roles}},
+        "data": plan.data, "chunk_size": plan.chunk_size, "chunks": n_chunks,
+        "counts": {"embedded": rows.total, **{r: len(sets[r]) for r in plan.roles},
+                   "skipped": sum(len(v) for v in skipped.values())},
+        "skipped": skipped if plan.skip_bad_samples else None,
+        "processes": ctx.world_size,
+        "environment": {"device": str(ctx.device), "torch": torch.__version__, "python": platform.python_version()},
+    }
+
+
 def _embed(plan: EmbedPlan, ctx, log, console, quiet, progress, EmbedProgress, print_summary) -> dict:
     t0 = time.perf_counter()
     rec = plan.choice.recipe
@@ -250,37 +318,7 @@ def _embed(plan: EmbedPlan, ctx, log, console, quiet, progress, EmbedProgress, p
                                                                         rows.total - c * plan.chunk_size), key)
                    for c in range(n_chunks))
         log(f"[bold]embed:[/] resuming {plan.out}: {have} of {n_chunks} chunk(s) already written")
-    model = enc.model
-    if model is not None:
-        model.eval().to(ctx.device)
-    my_rows = sum(min(plan.chunk_size, rows.total - c * plan.chunk_size) for c in todo)
-    dim = None
-    done = 0
-    t_enc = time.perf_counter()
-    with EmbedProgress(enabled=main and progress and not quiet, total=my_rows,
-                       label=f"{enc.name} → {plan.out.name}" + (f" (process 0 of {ctx.world_size})"
-                                                                if ctx.world_size > 1 else "")) as bar:
-        for c in todo:
-            lo, hi = c * plan.chunk_size, min((c + 1) * plan.chunk_size, rows.total)
-            images, ids, srcs, splits, labels = rows.block(lo, hi)
-            feats = []
-            for f in encode_batches(enc, images, ctx.device, plan.batch_size):
-                feats.append(f)
-                bar.advance(len(f))
-            vec = np.concatenate(feats)
-            if not np.isfinite(vec).all():
-                bad = int((~np.isfinite(vec)).any(1).sum())
-                raise UserError(f"backbone {plan.choice.spec}: non-finite features for {bad} image(s) of rows "
-                                f"{lo}-{hi - 1} (diverged or corrupt weights?); nothing of this chunk was written")
-            if plan.dtype == "float16" and np.abs(vec).max(initial=0) > 65504:
-                raise UserError(f"backbone {plan.choice.spec}: features up to {np.abs(vec).max():.3g} overflow "
-                                "float16; embed with --dtype float32")
-            dim = vec.shape[1]
-            archive.write_part(plan.out, c, ids, srcs, splits, labels, vec, plan.dtype, key)
-            done += hi - lo
-    seconds_enc = time.perf_counter() - t_enc
-    if model is not None and ctx.device.type != "cpu":
-        model.to("cpu")
+    dim, done, seconds_enc = _encode_chunks(plan, ctx, enc, rows, todo, key, progress and not quiet, EmbedProgress)
     dims = distributed.all_gather_object(dim)
     rates = distributed.all_gather_object((done, seconds_enc))
     if not main:
@@ -295,30 +333,7 @@ def _embed(plan: EmbedPlan, ctx, log, console, quiet, progress, EmbedProgress, p
         dim = pq.read_schema(plan.out / archive.part_name(0)).field("vector").type.list_size
     skipped = {r: list(sets[r].meta.get("skipped", [])) for r in plan.roles}
     seconds = time.perf_counter() - t0
-    sidecar = {
-        "format": archive.FORMAT, "key": key, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "package_version": __version__,
-        "backbone": {"spec": plan.choice.spec, "name": enc.name, "sha256": sha, "run": None if plan.choice.run_dir
-                     is None else str(plan.choice.run_dir), **enc.describe()},
-        "rebuild": {"backbone": _rebuild_spec(plan.choice), "recipe": rec.path or rec.name, "data": plan.data,
-                    "run": None if plan.choice.run_dir is None or plan.choice.name == REFERENCE
-                    else str(Path(plan.choice.run_dir).resolve()),
-                    "options": {"dinov2_size": plan.choice.options.dinov2_size,
-                                "dinov2_pool": plan.choice.options.dinov2_pool,
-                                "adapter": plan.choice.options.adapter,
-                                "pixels_size": plan.choice.options.pixels_size, "seed": plan.choice.options.seed},
-                    "weights": dict(plan.choice.options.weights)},
-        "preprocessing": enc.transform_description(), "pooling": enc.pool, "frozen": FROZEN,
-        "dim": int(dim), "dtype": plan.dtype, "recipe": {"name": rec.name, "path": rec.path,
-                                                          "class_names": list(rec.class_names or []) or None,
-                                                          "splits": {r: rec.splits[r] for r in plan.roles}},
-        "data": plan.data, "chunk_size": plan.chunk_size, "chunks": n_chunks,
-        "counts": {"embedded": rows.total, **{r: len(sets[r]) for r in plan.roles},
-                   "skipped": sum(len(v) for v in skipped.values())},
-        "skipped": skipped if plan.skip_bad_samples else None,
-        "processes": ctx.world_size,
-        "environment": {"device": str(ctx.device), "torch": torch.__version__, "python": platform.python_version()},
-    }
+    sidecar = _sidecar(plan, ctx, enc, sha, key, int(dim), n_chunks, rows, sets, skipped)
     man["status"], man["parts"] = "complete", archive.describe_parts(plan.out, n_chunks)
     atomic_write_bytes(plan.out / archive.SIDECAR, json.dumps(sidecar, indent=1, default=str).encode())
     archive.write_manifest(plan.out, man)  # last: a complete manifest means the sidecar is there
