@@ -155,6 +155,8 @@ def eval_(
                                           "once (default: as their decoded size decides)."),
     num_workers: Optional[int] = typer.Option(None, "--num-workers", help="DataLoader workers of a streamed pass "
                                               "(default: up to 4)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the report already in --out (its files, "
+                                   "plots included, are removed first)."),
 ) -> None:
     """Frozen-backbone evaluation: kNN, linear and few-shot probes of a run vs DINOv2 / random / pixels."""
     from .evaluate.run import evaluate as run
@@ -163,7 +165,7 @@ def eval_(
         out=out, device=device, data=data, dinov2_size=dinov2_size, dinov2_pool=dinov2_pool, batch_size=batch_size,
         cache_dir=cache_dir, use_cache=not no_cache, n_boot=bootstrap, seed=seed, plots=not no_plots,
         skip_bad_samples=skip_bad_samples, adapter=adapter, leakage=leakage, drop_leaked=drop_leaked, select=select,
-        stream=stream, num_workers=num_workers)
+        stream=stream, num_workers=num_workers, overwrite=overwrite)
 
 
 @app.command("export")
@@ -199,6 +201,8 @@ def ablate(
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
     data: Optional[str] = typer.Option(None, "--data", help="Local copy of the data instead of the recipe's source."),
     list_: bool = typer.Option(False, "--list", help="Show the studies, their grids and the budgets, then exit."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a finished study's report (its runs are "
+                                   "reused)."),
 ) -> None:
     """Ablation study: a small grid of pretraining runs, each evaluated by the standard protocol; one report."""
     if list_:
@@ -214,7 +218,7 @@ def ablate(
                         "heuristics --budget tiny`); `lejepa-domains ablate --list` shows the studies")
     from .studies import ablate as run
 
-    run(recipe, study, budget, out=out, seeds=seeds, device=device, data=data)
+    run(recipe, study, budget, out=out, seeds=seeds, device=device, data=data, overwrite=overwrite)
 
 
 @app.command("compare")
@@ -234,12 +238,14 @@ def compare(
     dinov2_size: int = typer.Option(224, "--dinov2-size", help="Input side of the frozen foundation model."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
     data: Optional[str] = typer.Option(None, "--data", help="Local copy of the data instead of the recipe's source."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a finished comparison's report (its runs "
+                                   "are reused)."),
 ) -> None:
     """Scratch, transfer or adapt? LeJEPA from scratch vs the frozen foundation model vs both combined; one report."""
     from .studies import compare as run
 
     run(recipe, foundation, weights, budget, out=out, seeds=seeds, device=device, data=data,
-        adapt_epochs=adapt_epochs, init_patch=init_patch, dinov2_size=dinov2_size)
+        adapt_epochs=adapt_epochs, init_patch=init_patch, dinov2_size=dinov2_size, overwrite=overwrite)
 
 
 @recipes_app.callback()

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..utils import atomic_write_bytes
+from .provenance import provenance_lines
 
 __all__ = ["write_report", "print_table", "columns", "winners", "render_markdown"]
 
@@ -108,6 +109,8 @@ def render_markdown(report: dict) -> str:
     sp = r["splits"]
     lines += [f"Splits: train {sp['train']}, val {sp['val']} ({sp['val_source']['source']}), test {sp['test']}. "
               f"Device `{r['environment']['device']}`, {r['seconds']:.0f} s.", ""]
+    for line in provenance_lines(r):
+        lines += [line, ""]
     for line in missing_lines(r):
         lines += [f"**Warning:** {line}.", ""]
     header = ["model"] + [h for _, h, _ in cols] + ["RankMe", "SIGReg"]
@@ -325,6 +328,8 @@ def print_table(report: dict, console) -> None:
         row.append(f"{d['sigreg']:.2f}" if d["sigreg"] is not None and np.isfinite(d["sigreg"]) else "–")
         t.add_row(*row)
     console.print(t)
+    for line in provenance_lines(report):
+        console.print(line, highlight=False, soft_wrap=True)
     for line in missing_lines(report):
         console.print(f"[bold yellow]warning:[/] {line}", highlight=False)
     console.print("★ = interval above every other model's (non-overlapping 95% CIs). Full table: report.md",

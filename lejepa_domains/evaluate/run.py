@@ -20,11 +20,13 @@ import torch
 
 from ..errors import UserError
 from ..runs import BACKBONE_META, RunDir, find_latest_run, is_timm_export
+from ..runs.reports import ReportDir
 from ..utils import FolderLock, ensure_writable
 from .encoders import (EncoderContext, EncoderOptions, build_encoder, check_options, check_recipe, describe_options,
                        resolve_baselines, weights_by_encoder)
 from .features import FROZEN, default_cache_dir, extract_features
 from .metrics import paired_difference
+from .provenance import split_facts, splits_line
 from .protocols import (HEADLINE_K, Bootstrap, DiagnosticsProtocol, FewShotProtocol, KNNProtocol, LinearProtocol,
                         Protocol, ProtocolInput, ProtocolResult, Splits)
 from .protocols.fewshot import DEFAULT_FEWSHOT_C, DEFAULT_SETS, DEFAULT_SHOTS
@@ -146,6 +148,7 @@ def _load_splits(rec, data, skip_bad_samples: bool, val_fraction: float, seed: i
     a stratified ``val_fraction`` of train is carved out (seeded). ``streamed`` (``{"num_workers": W, "log": f}``):
     the splits are streamed (:mod:`.streamed`), nothing is decoded here."""
     from ..data import has_split, load_split
+    from ..data.loading import split_made
     from ..data.sources import stratified_split
 
     roles = ("train", "test") + (("val",) if has_split(rec, "val") else ())
@@ -160,7 +163,7 @@ def _load_splits(rec, data, skip_bad_samples: bool, val_fraction: float, seed: i
                 for role in roles}
     y = {role: np.asarray(ds.labels, dtype=np.int64) for role, ds in sets.items()}
     if "val" in sets:
-        splits = Splits(y["train"], y["val"], y["test"], rec.num_classes, {"source": "official",
+        splits = Splits(y["train"], y["val"], y["test"], rec.num_classes, {"source": split_made(sets["val"].meta),
                                                                             "split": rec.splits["val"]})
     else:
         parts = stratified_split(y["train"], {"fit": 1.0 - val_fraction, "val": val_fraction}, seed=seed)
@@ -277,7 +280,7 @@ def evaluate(recipe=None, checkpoint=None, baselines: Sequence[str] = (), weight
              console=None, skip_bad_samples: bool | None = None, adapter: str | None = None,
              extra_runs: dict[str, Any] | None = None, pairs: Sequence[tuple[str, str]] = (),
              leakage: bool = True, drop_leaked: str | None = None, select: str | None = None,
-             stream: bool | None = None, num_workers: int | None = None) -> dict:
+             stream: bool | None = None, num_workers: int | None = None, overwrite: bool = False) -> dict:
     """Evaluate a LeJEPA run and/or baselines with frozen features; write ``report.json``, ``report.md`` and plots
     to ``out`` and return the report dict. See the README's "Evaluation protocol" for every fixed choice.
 
@@ -297,7 +300,10 @@ def evaluate(recipe=None, checkpoint=None, baselines: Sequence[str] = (), weight
     ``stream``: a sharded recipe's splits are read from the shards once per backbone (True), decoded once into the
     memory-mapped cache (False), or as their decoded size decides (None; :func:`.streamed.eval_mode`);
     ``num_workers``: DataLoader workers of a streamed pass (default up to 4). Streamed, the leakage audit is not run
-    (it hashes decoded pixels; logged and noted in the report) and ``drop_leaked`` is refused."""
+    (it hashes decoded pixels; logged and noted in the report) and ``drop_leaked`` is refused.
+
+    ``out`` already holding a report is refused unless ``overwrite`` (its files, stale plots included, are removed
+    just before the new report is written; :mod:`lejepa_domains.runs.reports`)."""
     from rich.console import Console
 
     from ..utils import resolve_device
@@ -351,6 +357,8 @@ def evaluate(recipe=None, checkpoint=None, baselines: Sequence[str] = (), weight
                          run_ref=str(checkpoint) if run.source and run.source.startswith("exported") else None)
     check_recipe(names, ctx)  # e.g. a bad --adapter fails before any data is loaded
     ensure_writable(out, "eval --out")  # unwritable outputs fail here, before any feature is extracted
+    report_dir = ReportDir(out)
+    report_dir.claim(overwrite)  # an earlier report is never replaced silently
     if cache is not None:
         ensure_writable(cache, "--cache-dir")
     if run_dir is not None and RunDir(run_dir).lock().holder() is not None:
@@ -381,8 +389,8 @@ def evaluate(recipe=None, checkpoint=None, baselines: Sequence[str] = (), weight
         fewshot = FewShotProtocol.draw(splits.train, shots, n_sets, fewshot_C, seed)
         linear, diagnostics = LinearProtocol(tuple(Cs), carved_val=splits.carved), DiagnosticsProtocol(seed)
         bootstrap = Bootstrap(n_boot, seed, REFERENCE)
-        log(f"[bold]eval:[/] recipe {rec.name!r}: train {len(splits.train)}, val {len(splits.val)} "
-            f"({splits.val_info['source']}), test {len(splits.test)}; device {dev}")
+        facts = split_facts(sets, splits.val_info)
+        log(splits_line(rec, splits, facts, dev))
 
         # ---- which snapshot (--select), scored on val only
         ctx = replace(ctx, train_images=sets["train"].images)
@@ -427,9 +435,10 @@ def evaluate(recipe=None, checkpoint=None, baselines: Sequence[str] = (), weight
             "checkpoint": None if run_dir is None else {
                 "path": str(run_dir), "source": run.source, "recipe": models[REFERENCE]["encoder"]["checkpoint_recipe"],
                 "weights_sha256_16": models[REFERENCE]["encoder"].get("weights_sha256_16"),
-                "skipped_bad_samples": run.skipped_in_run()},  # images pretraining left out with --skip-bad-samples
+                "skipped_bad_samples": run.skipped_in_run(),  # images pretraining left out with --skip-bad-samples
+                "skipped_listed_in": str(RunDir(run_dir).config_path)},
             "splits": {"train": int(len(splits.train)), "val": int(len(splits.val)), "test": int(len(splits.test)),
-                       "val_source": splits.val_info, "missing_classes": missing,
+                       "val_source": splits.val_info, "missing_classes": missing, "made": facts,
                        "skipped_bad_samples": {"enabled": bool(skip_bad_samples),
                                                **{r: len(ds.meta.get("skipped", [])) for r, ds in sets.items()}},
                        **({"streamed": {"why": why, "workers": streamed["num_workers"], "leakage": LEAKAGE_SKIPPED}}
@@ -448,6 +457,7 @@ def evaluate(recipe=None, checkpoint=None, baselines: Sequence[str] = (), weight
 
         extra_files = evidence_sections(report, rec, audit, filtered, selection, sets, plots)
         report["seconds"] = round(time.perf_counter() - t_start, 2)
+        report_dir.clear()  # --overwrite: no stale plot of the earlier report stays beside the new one
         report_mod.write_report(report, out, feats_test=feats_test, y_test=splits.test, support=fewshot.support_record(),
                                 plots=plots, extra_files=extra_files)
         if not quiet:

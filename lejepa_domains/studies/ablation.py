@@ -29,6 +29,7 @@ import numpy as np
 
 from ..errors import UserError
 from ..runs import RunDir
+from ..runs.reports import ABLATION_REPORT, ReportDir
 from ..utils import FolderLock, ensure_writable
 from .catalogue import Budget, Study, Variant, get_budget, get_study, view_cost
 
@@ -187,7 +188,8 @@ def _evaluate_one(rec_v, run_dir: Path, device: str, data, budget: Budget, cache
         except ValueError:
             pass
     rep = evaluate(rec_v, checkpoint=run_dir, out=run_dir / "eval", device=device, data=data, cache_dir=cache_dir,
-                   n_boot=budget.n_boot, plots=False, quiet=True, leakage=False, **budget.eval_kwargs)
+                   n_boot=budget.n_boot, plots=False, quiet=True, leakage=False, overwrite=True,
+                   **budget.eval_kwargs)
     return json.loads(report_path.read_text()) if report_path.is_file() else rep, False
 
 
@@ -262,7 +264,7 @@ def label_free_across_runs(rows: list[dict]) -> dict:
 
 def ablate(recipe="specimens", study: str = "heuristics", budget: str | Budget = "tiny", *, out: str | Path | None = None,
            seeds: int | None = None, device: str = "auto", data: str | None = None, progress: bool = True,
-           max_new_runs: int | None = None, quiet: bool = False) -> dict:
+           max_new_runs: int | None = None, quiet: bool = False, overwrite: bool = False) -> dict:
     """Run one ablation study (the Python API of ``lejepa-domains ablate``) and write its combined report.
 
     Args:
@@ -273,6 +275,9 @@ def ablate(recipe="specimens", study: str = "heuristics", budget: str | Budget =
         seeds: number of seeds (default: the budget's); seed k trains with ``seed=k``. The evaluation's seed is fixed.
         max_new_runs: stop after training this many runs that were not finished before (the report then covers the
             finished runs only and says so); ``None``: run everything.
+
+    A finished study's report in ``out/<study>/`` is refused unless ``overwrite`` (:mod:`lejepa_domains.runs.reports`;
+    its runs are reused either way); an unfinished one is continued.
 
     Returns the report dict (also written as ``ablation.json``).
     """
@@ -292,6 +297,7 @@ def ablate(recipe="specimens", study: str = "heuristics", budget: str | Budget =
     plan = plan_study(rec, st, bud, n_seeds, data)
     total_steps = sum(spec["steps"] for _, _, spec in plan)
     ensure_writable(study_dir, "ablation folder")
+    ReportDir(study_dir, ABLATION_REPORT).claim(overwrite)
     lock = FolderLock(study_dir, "ablation study")
     if (info := lock.holder()) is not None:
         raise lock.refusal(info)
@@ -353,6 +359,7 @@ def _run_study(rec, st: Study, bud: Budget, n_seeds: int, plan, study_dir: Path,
         "plot_collapse": st.plot_collapse,
         "label_free": label_free_across_runs([r for rows in by_variant.values() for r in rows]),
     }
+    ReportDir(study_dir, ABLATION_REPORT).clear()
     report_mod.write_report(report, study_dir)
     if not quiet:
         report_mod.print_table(report, Console())

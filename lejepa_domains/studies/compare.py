@@ -32,6 +32,7 @@ from .catalogue import Budget, view_cost
 from ..errors import UserError
 from ..evaluate.metrics import t_interval
 from ..runs import RunDir
+from ..runs.reports import COMPARE_REPORT, ReportDir
 from ..utils import FolderLock, ensure_writable
 
 __all__ = ["compare", "plan_compare", "ARMS", "verdict", "label_free_across_runs"]
@@ -135,7 +136,7 @@ def _evaluate_seed(rec, seed: int, root: Path, foundation: str, weights, device:
     return evaluate(rec, checkpoint=scratch, baselines=["random", "pixels"], out=out, device=device, data=data,
                     cache_dir=root / ".features", n_boot=budget.n_boot, plots=False, quiet=True,
                     extra_runs={"adapt": adapt, "transfer": _transfer_builder(foundation, weights, dinov2_size)},
-                    pairs=pairs, **budget.eval_kwargs)
+                    pairs=pairs, overwrite=True, **budget.eval_kwargs)
 
 
 def verdict(recipe_name: str, diffs: dict[str, dict], metric: str = "linear", kind: str = "bootstrap") -> str:
@@ -294,7 +295,8 @@ def _pair_rows(reports: dict[int, dict], n_seeds: int) -> dict[str, dict]:
 def compare(recipe="specimens", foundation: str = "dinov2", weights=None, budget: str | Budget = "tiny", *,
             out: str | Path | None = None, seeds: int | None = None, device: str = "auto", data: str | None = None,
             adapt_epochs: int | None = None, init_patch: str | int | None = "auto", dinov2_size: int = 224,
-            progress: bool = True, max_new_runs: int | None = None, quiet: bool = False) -> dict:
+            progress: bool = True, max_new_runs: int | None = None, quiet: bool = False,
+            overwrite: bool = False) -> dict:
     """Scratch, transfer or adapt? (the Python API of ``lejepa-domains compare``).
 
     Trains (or reuses, or resumes) LeJEPA from scratch and LeJEPA continued from ``foundation`` (``dinov2``,
@@ -306,7 +308,9 @@ def compare(recipe="specimens", foundation: str = "dinov2", weights=None, budget
     ``budget``: ``toy|tiny|small|full`` (:data:`lejepa_domains.studies.catalogue.BUDGETS`) fixes the scratch runs'
     length and the seeds; ``adapt_epochs``: the adaptation runs' length (default: :func:`~lejepa_domains.train.
     init.adapt_epochs` of the scratch epochs); ``dinov2_size``: the frozen foundation model's input side (rounded
-    to its patch); ``max_new_runs``: stop after training this many runs not finished before. Returns the report.
+    to its patch); ``max_new_runs``: stop after training this many runs not finished before; a finished
+    comparison's report in ``out`` is refused unless ``overwrite`` (its runs are reused either way). Returns the
+    report.
     """
     from rich.console import Console
 
@@ -326,6 +330,7 @@ def compare(recipe="specimens", foundation: str = "dinov2", weights=None, budget
     if any(arm == "adapt" and not (root / arm / f"seed{s['seed']}" / MARKER).is_file() for arm, _, s in plan):
         _check_weights_fit(rec, foundation, weights, record)
     ensure_writable(root, "compare folder")
+    ReportDir(root, COMPARE_REPORT).claim(overwrite)
     for arm, _, spec in plan:  # a different specification is refused before anything is trained
         saved = RunDir(root / arm / f"seed{spec['seed']}").read_json(MARKER)
         if saved is not None and not _same_spec(saved.get("spec", {}), spec):
@@ -381,6 +386,7 @@ def compare(recipe="specimens", foundation: str = "dinov2", weights=None, budget
                           "(same splits, same bootstrap resamples of the test split, hence paired differences)",
             "seconds": round(time.perf_counter() - t0, 2),
         }
+        ReportDir(root, COMPARE_REPORT).clear()
         report_mod.write_report(report, root)
         if not quiet:
             report_mod.print_table(report, Console())
