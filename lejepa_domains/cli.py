@@ -89,8 +89,8 @@ def pretrain(
     shuffle_buffer: Optional[int] = typer.Option(None, "--shuffle-buffer", help="Streaming: samples in each "
                                                  "reader's seeded shuffle buffer."),
     slurm: Optional[str] = typer.Option(None, "--slurm", help="Submit to Slurm through submitit: "
-                                        "nodes=2,gpus_per_node=8,partition=P,time=24:00:00 (requeued on preemption, "
-                                        "resuming exactly)."),
+                                        "KEY=VALUE pairs joined by commas, e.g. nodes=2,gpus_per_node=8 (also "
+                                        "partition=P, time=24:00:00); requeued on preemption, resuming exactly."),
 ) -> None:
     """Pretrain a backbone with LeJEPA on a recipe's data: from scratch, or continued from foundation weights."""
     options = {k: v for k, v in locals().items() if v is not None and k not in ("recipe", "devices", "slurm")}
@@ -432,10 +432,22 @@ def _peer_loss_exit(e: BaseException) -> None:
     sys.exit(PEER_LOST_EXIT)
 
 
+def _help_width() -> None:
+    """``--help`` at the terminal's width, at least 100 columns (a pipe or log: 100, or $COLUMNS), so that no help
+    text is cut with an ellipsis at 80 columns; typer's own $TERMINAL_WIDTH still wins."""
+    import shutil
+
+    import typer.rich_utils
+
+    if not os.environ.get("TERMINAL_WIDTH"):
+        typer.rich_utils.MAX_WIDTH = max(100, shutil.get_terminal_size((100, 24)).columns)
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     """Console-script entry point: user errors — bad data, bad recipes and usage errors alike — become one red
     ``error:`` line and exit code 2, never a traceback."""
     global _ARGV
+    _help_width()
     _ARGV = list(argv) if argv is not None else sys.argv[1:]  # `--devices` re-launches this command line
     try:
         app(args=argv, standalone_mode=False)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+import os
 import signal
 import time
 from typing import Any
@@ -19,7 +20,8 @@ from ..runs import RunDir
 __all__ = ["ConsoleReporter", "TrainProgress", "print_run_summary", "print_complete", "print_init", "print_data",
            "print_resumed", "few_rankme_samples", "MIN_RANKME_SAMPLES"]
 
-console = Console(stderr=True)
+console = Console(stderr=True)  # progress, epoch lines, notes and warnings
+out_console = Console()  # the end-of-run summary: a result, on stdout (`> file` keeps it)
 
 #: RankMe of an epoch from fewer embeddings than this is marked (a one-batch last epoch reads as a collapse otherwise)
 MIN_RANKME_SAMPLES = 256
@@ -196,6 +198,9 @@ def _timing_line(result) -> str | None:
 
 
 def print_run_summary(result, recipe, interrupted: bool = False) -> None:
+    """The end-of-run summary on stdout; an interrupted run's "stopped early … continue with" line on stderr."""
+    if not out_console.is_terminal and "COLUMNS" not in os.environ and out_console.width < 120:
+        out_console.width = 120  # pipes and logs: no need to squeeze the lines into 80 columns
     hist = result.metrics
     t = Table(title=f"LeJEPA pretraining — {recipe.name}", show_lines=False)
     t.add_column("figure")
@@ -211,26 +216,26 @@ def print_run_summary(result, recipe, interrupted: bool = False) -> None:
                 marks = [" †" if key == "rankme" and few_rankme_samples(h) else "" for h in (first, last)]
                 t.add_row(label, _fmt(first.get(key, float("nan")) * scale) + marks[0],
                           _fmt(last[key] * scale) + marks[1])
-    console.print(t)
+    out_console.print(t)
     if note:
-        console.print(note, highlight=False, soft_wrap=True)
+        out_console.print(note, highlight=False, soft_wrap=True)
     if any(h.get("collapse_warning") for h in hist):
         console.print("[bold red]warning:[/] the representation collapsed in at least one epoch (tiny effective rank); "
                       "try a larger λ (--lambda) or a lower learning rate.")
     run = RunDir(result.run_dir)
     line = _timing_line(result)
     if line:
-        console.print(line, highlight=False, soft_wrap=True)
+        out_console.print(line, highlight=False, soft_wrap=True)
     skipped = (run.read_config() or {}).get("skip_bad_samples") or {}
     if isinstance(skipped, dict) and skipped.get("count"):
-        console.print(f"[yellow]skipped[/] {skipped['count']} unreadable image(s) (--skip-bad-samples), listed in "
+        out_console.print(f"[yellow]skipped[/] {skipped['count']} unreadable image(s) (--skip-bad-samples), listed in "
                       f"{run.config_path} under skip_bad_samples", highlight=False, soft_wrap=True)
     if interrupted:
         step = run.checkpoint_step()
         console.print(f"[yellow]stopped early[/] ({_signal_name(result.signal)}); checkpoint at step {step} "
-                      f"written; continue with: lejepa-domains pretrain --resume {result.run_dir}", highlight=False,
-                      soft_wrap=True)
-    console.print(f"run folder: [bold]{result.run_dir}[/] ({', '.join(run.present_files()) or 'empty'})",
+                      f"written ({', '.join(run.present_files()) or 'nothing else'}); continue with: lejepa-domains "
+                      f"pretrain --resume {result.run_dir}", highlight=False, soft_wrap=True)
+    out_console.print(f"run folder: [bold]{result.run_dir}[/] ({', '.join(run.present_files()) or 'empty'})",
                   highlight=False, soft_wrap=True)
 
 
