@@ -121,7 +121,7 @@ class TrainProgress:
     def note(self, line: str) -> None:
         """A line above the bar (the run's estimate)."""
         if self.enabled:
-            self.progress.console.print(line, highlight=False)
+            self.progress.console.print(line, highlight=False, soft_wrap=True)
 
     def set_total(self, total: int, epochs: int | None = None) -> None:
         """The run ends at another step (a time budget's plan)."""
@@ -136,7 +136,7 @@ class TrainProgress:
         f = self.fields
         console.print(f"{self.label} step {self.completed}/{self.total} · ep {f['epoch']}/{f['epochs']} · loss "
                       f"{f['loss']} · sigreg {f['sigreg']} · {f['ips']} img/s · data-wait {f['wait']} · elapsed "
-                      f"{_clock(time.perf_counter() - self.t0)} · ETA {self.eta()}", highlight=False)
+                      f"{_clock(time.perf_counter() - self.t0)} · ETA {self.eta()}", highlight=False, soft_wrap=True)
 
     def epoch_done(self, r: dict[str, Any]) -> None:
         if not self.enabled:
@@ -152,7 +152,7 @@ class TrainProgress:
         line = "  ".join(parts)
         if r.get("collapse_warning"):
             line += "  [bold red]COLLAPSE? effective rank is tiny[/]"
-        self.progress.console.print(line, highlight=False)
+        self.progress.console.print(line, highlight=False, soft_wrap=True)
         self.t_last_log = time.perf_counter()
 
 
