@@ -14,7 +14,7 @@ __all__ = ["Recipe", "TrainConfig", "load_recipe", "list_recipes", "pretrain", "
 
 
 def pretrain(recipe="specimens", **kwargs):
-    """Train a backbone from scratch with LeJEPA (see :func:`lejepa_domains.train.pretrain.pretrain`)."""
+    """Train a backbone from scratch with LeJEPA (see :func:`lejepa_domains.train.run.pretrain`)."""
     from .train import pretrain as _pretrain
 
     return _pretrain(recipe, **kwargs)

@@ -318,7 +318,7 @@ FAST = dict(shots=(1, 5), n_sets=2, n_boot=50, Cs=(0.1, 1.0), quiet=True, plots=
 @pytest.mark.parametrize("c,dtype", [(1, "uint16"), (4, "float32"), (13, "uint16")])
 def test_recipe_views_pretrain_eval(tmp_path, monkeypatch, dino_file, c, dtype):
     from lejepa_domains import evaluate, pretrain
-    from lejepa_domains.evaluate import baselines as bl
+    from lejepa_domains import foundation as bl  # where the hub cache is looked up
     from lejepa_domains.runs import load_backbone
     from lejepa_domains.recipe_tools import check_recipe
 

@@ -19,7 +19,8 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from lejepa_domains import DataError, OfflineError, Recipe, UserError, load_recipe  # noqa: E402
-from lejepa_domains.evaluate import baselines as bl  # noqa: E402
+from lejepa_domains import foundation  # noqa: E402
+from lejepa_domains.evaluate.encoders import dinov2 as bl, floors  # noqa: E402
 from lejepa_domains.evaluate.features import extract_features  # noqa: E402
 from lejepa_domains.evaluate.run import evaluate  # noqa: E402
 
@@ -60,7 +61,7 @@ def tiny(tmp_path_factory) -> str:
 def _offline(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("LEJEPA_DOMAINS_CACHE", str(tmp_path / "feature-cache"))
-    monkeypatch.setattr(bl, "_hub_cached_file", lambda repo_id: None)  # ignore any real local HF cache
+    monkeypatch.setattr(foundation, "_hub_cached_file", lambda repo_id: None)  # ignore any real local HF cache
 
 
 def make_run(root: Path, recipe_name: str = "digits", seed: int = 0) -> Path:
@@ -203,7 +204,7 @@ def test_a_new_backbone_is_one_registry_entry(tmp_path, tiny):
 
     @encoders.register_encoder("toy", describe=lambda options: {"toy": {"max_side": 4}})
     def build(ctx):
-        return bl.pixels_encoder(ctx.recipe, pixels_size=4, name="toy")
+        return floors.pixels_encoder(ctx.recipe, pixels_size=4, name="toy")
 
     try:
         with pytest.raises(ValueError, match="already registered"):

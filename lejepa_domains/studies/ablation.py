@@ -284,7 +284,7 @@ def ablate(recipe="specimens", study: str = "heuristics", budget: str | Budget =
     from rich.console import Console
 
     from ..recipe import load_recipe
-    from . import report as report_mod
+    from . import ablation_report as report_mod
 
     console = Console(stderr=True, quiet=quiet)
     st = get_study(study)
@@ -312,7 +312,7 @@ def _run_study(rec, st: Study, bud: Budget, n_seeds: int, plan, study_dir: Path,
     """Every run of the plan (trained, reused or resumed, then evaluated), and the combined report."""
     from rich.console import Console
 
-    from . import report as report_mod
+    from . import ablation_report as report_mod
 
 
     t0 = time.perf_counter()

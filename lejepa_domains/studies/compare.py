@@ -316,7 +316,7 @@ def compare(recipe="specimens", foundation: str = "dinov2", weights=None, budget
 
     from ..recipe import load_recipe
     from ..utils import resolve_device
-    from . import report as report_mod
+    from . import compare_report as report_mod
 
     console = Console(stderr=True, quiet=quiet)
     bud, n_seeds = grid_options(budget, seeds, max_new_runs)

@@ -85,7 +85,7 @@ class PretrainJob:
         if env.num_tasks > 1:
             submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
         from ..runs import CHECKPOINT
-        from . import pretrain
+        from .run import pretrain
 
         resume = self.out if (Path(self.out) / CHECKPOINT).is_file() else None
         opts = dict(self.options)
