@@ -6,6 +6,7 @@ import os
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
+import shutil  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import List, Optional  # noqa: E402
@@ -435,9 +436,7 @@ def _peer_loss_exit(e: BaseException) -> None:
 def _help_width() -> None:
     """``--help`` at the terminal's width, at least 100 columns (a pipe or log: 100, or $COLUMNS), so that no help
     text is cut with an ellipsis at 80 columns; typer's own $TERMINAL_WIDTH still wins."""
-    import shutil
-
-    import typer.rich_utils
+    import typer.rich_utils  # lazy on purpose: the help's rich machinery, loaded only by typer when printing help
 
     if not os.environ.get("TERMINAL_WIDTH"):
         typer.rich_utils.MAX_WIDTH = max(100, shutil.get_terminal_size((100, 24)).columns)

@@ -259,3 +259,16 @@ def test_leakage_near_constant_images_are_their_own_finding_and_the_figure_has_n
     labels = [ax.xaxis.label.get_window_extent(renderer) for ax in fig.axes if ax.get_xlabel()]
     assert titles and labels
     assert not any(a.overlaps(b) for a in titles for b in labels), "a title overlaps the row above's labels"
+
+
+def test_the_image_check_stops_at_its_time_limit_and_says_how_many_it_checked(mydata):
+    from lejepa_domains.data.formats import open_local
+    from lejepa_domains.recipe_tools.scan import scan_images
+
+    reader = open_local(mydata["data"])
+    tables = {s: reader.table(s, "image", "label") for s in reader.splits}
+    full = scan_images(tables)
+    assert full.complete and full.checked == 88 and len(full.bad) == 1
+    assert f"file {mydata['bad']}: corrupt or unreadable image" in next(iter(full.bad.values()))
+    part = scan_images(tables, time_limit=0.0)
+    assert part.checked == 1 and not part.complete and part.total == 88

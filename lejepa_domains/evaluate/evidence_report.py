@@ -154,7 +154,7 @@ def print_evidence(report: dict, console) -> None:
                  f"{e['n']} flagged" + (f" ({e['low_information']} near-constant, judged by exact match only)"
                                         if e.get("low_information") else "") for role, e in lk["splits"].items()]
         console.print("leakage vs pretraining pool — " + "; ".join(parts) + " (report.md, leakage.png)",
-                      highlight=False)
+                      highlight=False, soft_wrap=True)
         f = lk.get("filtered")
         if f and f.get("removed"):
             for name, full in f["full"].items():

@@ -18,6 +18,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+from ..data.loading import split_made
 from ..errors import UserError
 from ..runs import BACKBONE_META, RunDir, find_latest_run, is_timm_export
 from ..runs.reports import ReportDir
@@ -148,7 +149,6 @@ def _load_splits(rec, data, skip_bad_samples: bool, val_fraction: float, seed: i
     a stratified ``val_fraction`` of train is carved out (seeded). ``streamed`` (``{"num_workers": W, "log": f}``):
     the splits are streamed (:mod:`.streamed`), nothing is decoded here."""
     from ..data import has_split, load_split
-    from ..data.loading import split_made
     from ..data.sources import stratified_split
 
     roles = ("train", "test") + (("val",) if has_split(rec, "val") else ())

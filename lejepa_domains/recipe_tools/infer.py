@@ -243,7 +243,7 @@ def infer_dataset(*, hf: str | None = None, data: str | Path | None = None, conf
                         + "; pretrain and eval stop at them: remove or replace them, or pass --skip-bad-samples")
     if scan is not None and not scan.complete:
         notes.append(f"checked {scan.checked:,} of {scan.total:,} image files in {scan.seconds:.0f} s (time limit); "
-                     "`lejepa-domains recipes check RECIPE` reads them all")
+                     "`lejepa-domains recipes check RECIPE --leakage` (and pretrain) read them all")
 
     # sample images: modes and sizes without decoding pixels
     t0 = tables[first]

@@ -1,7 +1,7 @@
 """``recipes new``: a cheap check of every image file before a recipe is written — each file is opened and its
 structure verified (PNG chunks and checksums, a JPEG's end marker) without decoding pixels, so a truncated or corrupt
 image is found now rather than mid-run. Within a time limit: a very large dataset is checked in part, and the note
-says how many images were checked and that ``recipes check`` / ``pretrain`` read them all."""
+says how many images were checked and that ``recipes check --leakage`` / ``pretrain`` read them all."""
 
 from __future__ import annotations
 
