@@ -91,6 +91,7 @@ def test_recipes_check_last_line_names_the_file_the_cause_and_the_way_out(mydata
     assert "recipe check" in out and "warning:" not in out  # the table on stdout, warnings on stderr
 
 
+@pytest.mark.slow  # ~10 s; the same BadSampleError line is checked through recipes check above
 def test_pretrain_stops_at_the_corrupt_image_naming_the_file_and_skip_bad_samples(mydata, tmp_path):
     code, _, err = cli("pretrain", mydata["recipe"], "--data", mydata["data"], "--out", tmp_path / "r", "--epochs",
                        "1", "--device", "cpu", cwd=mydata["root"])
@@ -149,21 +150,10 @@ def test_a_resumed_run_says_where_it_continues_and_what_remains(short_run, mydat
     assert f"resuming {run} from step 4 of 6 (epoch 2 of 2, batch 2): 2 steps remain" in flat(err)
 
 
-def test_eval_states_skipped_images_and_split_provenance(short_run, mydata, tmp_path):
-    code, out, err = cli("eval", mydata["recipe"], "--checkpoint", short_run["run"], "--data", mydata["data"],
-                         "--out", tmp_path / "ev", *EVAL_FAST, tmp_path / "fc", cwd=mydata["root"])
-    assert code == 0, err
-    out, err = flat(out), flat(err)
-    assert "val 8 (carved: stratified 10% of 'train', seed 0)" in err and "(official)" not in err
-    assert "63 of 64 train images used; 1 unreadable left out; 1 skipped at pretraining, listed in" in out
-    md = flat((tmp_path / "ev" / "report.md").read_text())
-    assert "63 of 64 train images used" in md and "How the splits were made" in md
-    assert "eval:" not in out and "kNN@20" in out  # logs on stderr, the table on stdout
-
-
 # --------------------------------------------------------------------------------------------- report folders
 
-def test_eval_refuses_an_occupied_out_and_overwrite_clears_the_old_report(short_run, mydata, tmp_path):
+def test_eval_refuses_an_occupied_out_overwrite_clears_it_and_the_report_states_splits_and_skips(
+        short_run, mydata, tmp_path):
     ev = tmp_path / "ev"
     ev.mkdir()
     for name in ("report.md", "report.json", "pca_pixels.png", "leakage.png"):
@@ -176,11 +166,18 @@ def test_eval_refuses_an_occupied_out_and_overwrite_clears_the_old_report(short_
     assert code == 2 and f"eval --out {ev} already holds a report (report.json, report.md" in line, line
     assert "pass --overwrite to replace it" in line
     assert (ev / "report.md").read_text() == "an earlier report"
-    code, _, err = cli(*args, "--overwrite", cwd=mydata["root"])
+    code, out, err = cli(*args, "--overwrite", cwd=mydata["root"])
     assert code == 0, err
     assert not (ev / "pca_pixels.png").exists() and not (ev / "leakage.png").exists(), "stale plots removed"
     assert json.loads((ev / "report.json").read_text())["format"] == "lejepa-domains/eval-v1"
     assert (ev / "my-notes.txt").read_text() == "not ours"
+    # how each split was made and what was skipped, in the console and the report
+    out, err = flat(out), flat(err)
+    assert "val 8 (carved: stratified 10% of 'train', seed 0)" in err and "(official)" not in err
+    assert "63 of 64 train images used; 1 unreadable left out; 1 skipped at pretraining, listed in" in out
+    md = flat((ev / "report.md").read_text())
+    assert "63 of 64 train images used" in md and "How the splits were made" in md
+    assert "eval:" not in out and "kNN@20" in out  # logs on stderr, the table on stdout
 
 
 def test_ablate_refuses_a_finished_study_report_but_not_an_unfinished_one(tmp_path):
