@@ -136,6 +136,7 @@ def test_pretrain_states_its_splits_and_skips_and_marks_a_one_step_rankme(short_
     assert metrics[-1]["epoch_steps"] == 1 and metrics[-1]["rankme_samples"] == 16
     # the summary is a result: stdout; the last epoch's RankMe is marked as a one-step, 16-sample estimate
     assert "LeJEPA pretraining — mine" in out and "effective rank (RankMe)" in out and " †" in out
+    assert "last epoch (1 of 3 steps)" in out  # every figure of that column comes from one step
     assert "epoch 2: 16 embeddings from 1 step" in out and "not a collapse" in out
     assert "skipped 1 unreadable image(s) (--skip-bad-samples), listed in" in out and "config.json" in out
     assert "estimated" in out and "for those steps" in out  # stopped before its planned end: steps vs estimate

@@ -155,14 +155,18 @@ def _train(rec_v, spec: RunSpec, run_dir: Path, device: str, data, progress: boo
     return "trained"
 
 
+def _other_spec(run_dir: Path) -> UserError:
+    return UserError(f"{run_dir} holds a run of a different specification (another budget or grid); use another "
+                     "--out or delete that folder")
+
+
 def _train_one(rec_v, spec: RunSpec, run_dir: Path, device: str, data, progress: bool) -> tuple[str, float]:
     """Train (or reuse, or resume) one run; on success write its done-marker. Returns (status, seconds)."""
     run = RunDir(run_dir)
     saved = run.read_json(MARKER)
     if saved is not None:
         if not _same_spec(saved.get("spec", {}), spec):
-            raise UserError(f"{run_dir} holds a run of a different specification (another budget or grid); use "
-                            f"another --out or delete that folder")
+            raise _other_spec(run_dir)
         return "reused", float(saved.get("train_seconds", 0.0))
     t0 = time.perf_counter()
     with _flush_denormals():
@@ -297,6 +301,10 @@ def ablate(recipe="specimens", study: str = "heuristics", budget: str | Budget =
     plan = plan_study(rec, st, bud, n_seeds, data)
     total_steps = sum(spec["steps"] for _, _, spec in plan)
     ensure_writable(study_dir, "ablation folder")
+    for v, _, spec in plan:  # another specification first: --overwrite (the report's files) would not help there
+        saved = RunDir(study_dir / v.name / f"seed{spec['seed']}").read_json(MARKER)
+        if saved is not None and not _same_spec(saved.get("spec", {}), spec):
+            raise _other_spec(study_dir / v.name / f"seed{spec['seed']}")
     ReportDir(study_dir, ABLATION_REPORT).claim(overwrite)
     lock = FolderLock(study_dir, "ablation study")
     if (info := lock.holder()) is not None:

@@ -330,12 +330,12 @@ def compare(recipe="specimens", foundation: str = "dinov2", weights=None, budget
     if any(arm == "adapt" and not (root / arm / f"seed{s['seed']}" / MARKER).is_file() for arm, _, s in plan):
         _check_weights_fit(rec, foundation, weights, record)
     ensure_writable(root, "compare folder")
-    ReportDir(root, COMPARE_REPORT).claim(overwrite)
     for arm, _, spec in plan:  # a different specification is refused before anything is trained
         saved = RunDir(root / arm / f"seed{spec['seed']}").read_json(MARKER)
         if saved is not None and not _same_spec(saved.get("spec", {}), spec):
             raise UserError(f"{root / arm / ('seed' + str(spec['seed']))} holds a run of a different specification "
                             "(another budget, foundation or weights file); use another --out or delete that folder")
+    ReportDir(root, COMPARE_REPORT).claim(overwrite)  # after the specification: --overwrite would not help there
     lock = FolderLock(root, "comparison")
     if (info := lock.holder()) is not None:
         raise lock.refusal(info)

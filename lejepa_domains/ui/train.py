@@ -205,7 +205,10 @@ def print_run_summary(result, recipe, interrupted: bool = False) -> None:
     t = Table(title=f"LeJEPA pretraining — {recipe.name}", show_lines=False)
     t.add_column("figure")
     t.add_column("first epoch", justify="right")
-    t.add_column("last epoch", justify="right")
+    full_steps = max((h.get("epoch_steps") or 0 for h in hist), default=0)
+    last_steps = hist[-1].get("epoch_steps") if hist else None
+    partial = last_steps is not None and len(hist) > 1 and last_steps < full_steps  # every figure from fewer steps
+    t.add_column(f"last epoch ({last_steps} of {full_steps} steps)" if partial else "last epoch", justify="right")
     note = _rankme_note(hist) if hist else None
     if hist:
         first, last = hist[0], hist[-1]
