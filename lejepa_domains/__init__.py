@@ -10,7 +10,8 @@ from .recipe import Recipe, TrainConfig, list_recipes, load_recipe  # noqa: E402
 from ._version import __version__  # noqa: E402
 
 __all__ = ["Recipe", "TrainConfig", "load_recipe", "list_recipes", "pretrain", "evaluate", "ablate", "compare",
-           "export_run", "write_shards", "UserError", "DataError", "OfflineError", "__version__"]
+           "export_run", "write_shards", "embed", "search", "outliers", "load_embeddings", "UserError", "DataError",
+           "OfflineError", "__version__"]
 
 
 def pretrain(recipe="specimens", **kwargs):
@@ -55,3 +56,36 @@ def write_shards(source=None, out="shards", **kwargs):
     from .recipe_tools.shard_writer import write_shards as _write_shards
 
     return _write_shards(source, out, **kwargs)
+
+
+def embed(recipe=None, backbone=None, out=None, **kwargs):
+    """Embed a recipe's images with a frozen backbone into chunked Parquet (see
+    :func:`lejepa_domains.embeddings.run.embed`); returns a summary dict; :func:`load_embeddings` reads the vectors
+    back."""
+    from .embeddings.run import embed as _embed
+
+    return _embed(recipe, backbone, out, **kwargs)
+
+
+def load_embeddings(path):
+    """An embeddings folder, checked: ids, sources, splits, labels and the (N, D) float32 vectors
+    (see :func:`lejepa_domains.embeddings.archive.load`)."""
+    from .embeddings.archive import load as _load
+
+    return _load(path)
+
+
+def search(embeddings, queries, k=16, **kwargs):
+    """Cosine nearest neighbours of ids or image files (see :func:`lejepa_domains.embeddings.search.search`); returns a
+    SearchResult (ids, scores, rows arrays; ``.table()``)."""
+    from .embeddings.search import search as _search
+
+    return _search(embeddings, queries, k, **kwargs)
+
+
+def outliers(embeddings, top=64, k=10, **kwargs):
+    """kNN-distance outlier scores of every embedded image (see
+    :func:`lejepa_domains.embeddings.outliers.outliers`)."""
+    from .embeddings.outliers import outliers as _outliers
+
+    return _outliers(embeddings, top, k, **kwargs)

@@ -50,6 +50,8 @@ def pretrain(
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (same seed ⇒ same numbers on CPU)."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this folder."),
+    trust_checkpoint: bool = typer.Option(False, "--trust-checkpoint", help="With --resume: load a checkpoint the "
+                                          "safe loader refuses (unpickling can run code: only a file you wrote)."),
     data: Optional[str] = typer.Option(None, "--data", help="Local copy of the data (path) instead of the hub."),
     num_workers: Optional[int] = typer.Option(None, "--num-workers", help="DataLoader worker processes."),
     num_slices: Optional[int] = typer.Option(None, "--num-slices", help="SIGReg random directions per step."),
@@ -73,12 +75,14 @@ def pretrain(
     time_budget: Optional[str] = typer.Option(None, "--time-budget", help="End the run within this wall time "
                                               "(10m, 1h30m, 90s): the number of steps is set from timed steps; "
                                               "without --epochs the budget alone decides."),
-    init: Optional[str] = typer.Option(None, "--init", help="Continue from foundation weights: dinov2, dinov2-b, "
-                                       "dinov2-l, dinov3, dinov3-b, dinov3-l or timm:MODEL_NAME (with --weights)."),
+    init: Optional[str] = typer.Option(None, "--init", help="Continue from foundation weights: dinov2[-b|-l], "
+                                       "dinov3[-b|-l], timm:MODEL_NAME (--weights), a run folder or local-dir:DIR."),
     weights: Optional[Path] = typer.Option(None, "--weights", help="With --init: the weights file (timm or Meta "
                                            "format; default: the HF cache, else the hub)."),
     init_patch: Optional[str] = typer.Option(None, "--init-patch", help="With --init: auto (native patch if it "
                                              "divides the sizes, else resampled) or a patch side in pixels."),
+    adapt: Optional[str] = typer.Option(None, "--adapt", help="With --init: what trains — full (default), lora[:RANK]"
+                                        ", partial:N (last N blocks) or explora[:N,RANK] (N blocks + LoRA)."),
     backbone_lr_scale: Optional[float] = typer.Option(None, "--backbone-lr-scale", help="Backbone learning rate "
                                                       "= lr × this (default 1; 0.1 with --init)."),
     layer_decay: Optional[float] = typer.Option(None, "--layer-decay", help="Layer-wise decay of the backbone's "
@@ -158,6 +162,8 @@ def eval_(
                                               "(default: up to 4)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the report already in --out (its files, "
                                    "plots included, are removed first)."),
+    embedding_map: str = typer.Option("pca", "--map", help="The report's embedding map: pca, tsne (scikit-learn) "
+                                      "or umap (needs the umap extra)."),
 ) -> None:
     """Frozen-backbone evaluation: kNN, linear and few-shot probes of a run vs DINOv2 / random / pixels."""
     from .evaluate.run import evaluate as run
@@ -166,7 +172,90 @@ def eval_(
         out=out, device=device, data=data, dinov2_size=dinov2_size, dinov2_pool=dinov2_pool, batch_size=batch_size,
         cache_dir=cache_dir, use_cache=not no_cache, n_boot=bootstrap, seed=seed, plots=not no_plots,
         skip_bad_samples=skip_bad_samples, adapter=adapter, leakage=leakage, drop_leaked=drop_leaked, select=select,
-        stream=stream, num_workers=num_workers, overwrite=overwrite)
+        stream=stream, num_workers=num_workers, embedding_map=embedding_map, overwrite=overwrite)
+
+
+@app.command("embed")
+def embed(
+    recipe: Optional[str] = typer.Argument(None, help="Recipe name or path (default: the backbone run's recipe)."),
+    backbone: Optional[str] = typer.Option(None, "--backbone", help="Run folder, local-dir:DIR, hf-hub:ORG/NAME, "
+                                           "dinov2, dinov2-b, dinov2-l, dinov3, dinov3-b, dinov3-l, "
+                                           "timm:NAME (with --weights), random or pixels (default: the latest run)."),
+    out: Path = typer.Option(..., "--out", help="Folder for the Parquet parts, manifest.json and embeddings.json."),
+    split: str = typer.Option("all", "--split", help="all, train, val or test."),
+    data: Optional[str] = typer.Option(None, "--data", help="Local copy of the data (image folder, Parquet, "
+                                       "save_to_disk, NPZ/HDF5/TIFF/FITS, shards) for the recipe."),
+    run: Optional[Path] = typer.Option(None, "--run", help="With --backbone random: the run whose architecture "
+                                       "is initialised at random."),
+    weights: Optional[str] = typer.Option(None, "--weights", help="Weights file of a dinov2*/dinov3*/timm:NAME "
+                                          "backbone."),
+    dtype: str = typer.Option("float16", "--dtype", help="Vector type in the Parquet parts: float16 or float32."),
+    chunk_size: int = typer.Option(4096, "--chunk-size", help="Rows per Parquet part (a killed run redoes at most "
+                                   "one part per process)."),
+    batch_size: int = typer.Option(256, "--batch-size", help="Images per encoding batch."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
+    devices: Optional[int] = typer.Option(None, "--devices", help="Run N processes (one per GPU, or gloo "
+                                          "processes on CPU) through torchrun; each writes its own parts."),
+    skip_bad_samples: bool = typer.Option(False, "--skip-bad-samples", help="Skip (count and name) images that "
+                                          "cannot be decoded instead of stopping."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace another embedding in --out."),
+    dinov2_size: int = typer.Option(224, "--dinov2-size", help="DINOv2/DINOv3 input side."),
+    dinov2_pool: str = typer.Option("cls", "--dinov2-pool", help="cls or cls+mean."),
+    adapter: Optional[str] = typer.Option(None, "--adapter", help="How DINOv2 takes non-RGB data: auto, "
+                                          "bands:A,B,C, mean or pca."),
+    pixels_size: int = typer.Option(32, "--pixels-size", help="Largest side of the raw-pixel backbone."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the random backbone's init."),
+) -> None:
+    """Embed every image of a recipe's splits (or --data) with a frozen backbone into chunked Parquet files."""
+    from .embeddings.run import embed as run_embed, plan_embed
+
+    kwargs = dict(split=split, data=data, run=run, weights=weights, dtype=dtype, chunk_size=chunk_size,
+                  batch_size=batch_size, device=device, skip_bad_samples=skip_bad_samples, overwrite=overwrite,
+                  dinov2_size=dinov2_size, dinov2_pool=dinov2_pool, adapter=adapter, pixels_size=pixels_size,
+                  seed=seed)
+    if devices is not None:
+        from .train.launch import launch
+
+        code = launch(devices, _ARGV or sys.argv[1:], device=device,
+                      preflight=lambda: plan_embed(recipe, backbone, out, **kwargs))
+        if code is not None:
+            sys.exit(code)
+    run_embed(recipe, backbone, out, **kwargs)
+
+
+@app.command("search")
+def search(
+    embeddings: Path = typer.Argument(..., help="Folder written by `lejepa-domains embed`."),
+    query: List[str] = typer.Option(..., "--query", help="An id of the embeddings (train/12) or an image file "
+                                    "(embedded with the same backbone); repeat for several."),
+    k: int = typer.Option(16, "--k", help="Neighbours per query."),
+    index: str = typer.Option("auto", "--index", help="auto (exact up to 5M vectors, else ivf), exact, ivf or "
+                              "hnsw (faiss)."),
+    grid: Path = typer.Option(Path("search.png"), "--grid", help="PNG grid of each query and its neighbours."),
+    no_grid: bool = typer.Option(False, "--no-grid", help="Write no PNG."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
+) -> None:
+    """Cosine nearest neighbours of images (by id or image file) in an embeddings folder: a table and a PNG grid."""
+    from .embeddings.search import search as run_search
+
+    run_search(embeddings, query, k, index=index, device=device, grid=None if no_grid else grid)
+
+
+@app.command("outliers")
+def outliers(
+    embeddings: Path = typer.Argument(..., help="Folder written by `lejepa-domains embed`."),
+    top: int = typer.Option(64, "--top", help="Strangest images shown in the PNG grid."),
+    k: int = typer.Option(10, "--k", help="Nearest neighbours the score averages over."),
+    out: Path = typer.Option(Path("outliers.csv"), "--out", help="Ranked list of every image: .csv or .parquet."),
+    grid: Path = typer.Option(Path("outliers.png"), "--grid", help="PNG grid of the strangest images."),
+    no_grid: bool = typer.Option(False, "--no-grid", help="Write no PNG."),
+    index: str = typer.Option("auto", "--index", help="auto, exact, ivf or hnsw (faiss)."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
+) -> None:
+    """kNN-distance outlier score of every embedded image: the ranked list and a PNG of the strangest."""
+    from .embeddings.outliers import outliers as run_outliers
+
+    run_outliers(embeddings, top, k, out=out, grid=None if no_grid else grid, index=index, device=device)
 
 
 @app.command("export")
@@ -204,6 +293,8 @@ def ablate(
     list_: bool = typer.Option(False, "--list", help="Show the studies, their grids and the budgets, then exit."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a finished study's report (its runs are "
                                    "reused)."),
+    trust_checkpoint: bool = typer.Option(False, "--trust-checkpoint", help="Load run checkpoints under --out that "
+                                          "the safe loader refuses (unpickling can run code: only files you wrote)."),
 ) -> None:
     """Ablation study: a small grid of pretraining runs, each evaluated by the standard protocol; one report."""
     if list_:
@@ -217,16 +308,18 @@ def ablate(
     if recipe is None or study is None:
         raise UserError("ablate needs RECIPE and --study NAME (e.g. `lejepa-domains ablate specimens --study "
                         "heuristics --budget tiny`); `lejepa-domains ablate --list` shows the studies")
+    from .runs import trusted_checkpoints
     from .studies import ablate as run
 
-    run(recipe, study, budget, out=out, seeds=seeds, device=device, data=data, overwrite=overwrite)
+    with trusted_checkpoints(trust_checkpoint):
+        run(recipe, study, budget, out=out, seeds=seeds, device=device, data=data, overwrite=overwrite)
 
 
 @app.command("compare")
 def compare(
     recipe: str = typer.Argument("specimens", help="Recipe name or path."),
     foundation: str = typer.Option("dinov2", "--foundation", help="dinov2, dinov2-b, dinov2-l, dinov3, dinov3-b, "
-                                   "dinov3-l or timm:MODEL_NAME (with --weights)."),
+                                   "dinov3-l, timm:MODEL_NAME (with --weights), a run folder or local-dir:DIR."),
     weights: Optional[Path] = typer.Option(None, "--weights", help="The foundation weights file (default: the HF "
                                            "cache, else the hub)."),
     budget: str = typer.Option("tiny", "--budget", help="tiny, small or full (the scratch runs' length, seeds); "
@@ -236,17 +329,24 @@ def compare(
     adapt_epochs: Optional[int] = typer.Option(None, "--adapt-epochs", help="Epochs of the adapted runs (default: "
                                                "a tenth of the scratch runs', at least 1)."),
     init_patch: str = typer.Option("auto", "--init-patch", help="Patch of the adapted backbone: auto or pixels."),
+    adapt: Optional[str] = typer.Option(None, "--adapt", help="Adapted arms, one per mode: MODE[,MODE…] of full, "
+                                        "lora[:RANK], partial:N, explora[:N,RANK] (default: full)."),
     dinov2_size: int = typer.Option(224, "--dinov2-size", help="Input side of the frozen foundation model."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
     data: Optional[str] = typer.Option(None, "--data", help="Local copy of the data instead of the recipe's source."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a finished comparison's report (its runs "
                                    "are reused)."),
+    trust_checkpoint: bool = typer.Option(False, "--trust-checkpoint", help="Load run checkpoints under --out that "
+                                          "the safe loader refuses (unpickling can run code: only files you wrote)."),
 ) -> None:
     """Scratch, transfer or adapt? LeJEPA from scratch vs the frozen foundation model vs both combined; one report."""
+    from .runs import trusted_checkpoints
     from .studies import compare as run
 
-    run(recipe, foundation, weights, budget, out=out, seeds=seeds, device=device, data=data,
-        adapt_epochs=adapt_epochs, init_patch=init_patch, dinov2_size=dinov2_size, overwrite=overwrite)
+    with trusted_checkpoints(trust_checkpoint):
+        run(recipe, foundation, weights, budget, out=out, seeds=seeds, device=device, data=data,
+            adapt_epochs=adapt_epochs, init_patch=init_patch, dinov2_size=dinov2_size, adapt=adapt,
+            overwrite=overwrite)
 
 
 @recipes_app.callback()

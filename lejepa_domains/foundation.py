@@ -10,7 +10,16 @@ name (``--baseline``/``--init``) timm architecture . tag                     pat
 ``dinov3`` (``dinov3-s``)        ``vit_small_patch16_dinov3.lvd1689m``        16       DINOv3 License (Meta)
 ``dinov3-b`` / ``dinov3-l``      ``vit_{base,large}_patch16_dinov3.lvd1689m`` 16       DINOv3 License (Meta)
 ``timm:NAME``                    ``NAME`` (any timm model; needs a file)      model's  the file's
+``RUN_FOLDER``                   the run's backbone (``backbone.json``)       run's    the run's
+``local-dir:DIR``                an export (``lejepa-domains export``)        model's  the export's
 =============================  ============================================  =======  ==========================
+
+A backbone pretrained by this toolkit is a foundation too: a run folder (its exported backbone) or a timm folder
+written by ``lejepa-domains export`` can start ``pretrain --init`` and be the ``compare`` foundation on another
+recipe. Its weights are read with the architecture and kwargs it was trained with; the adaptations to the new recipe
+are timm's own (the model module's ``checkpoint_filter_fn``: position embeddings interpolated, patch embedding
+resampled) and the first convolution's input channels adapted as below (generalised to any source channel count:
+kernels repeated cyclically and scaled by source / target channels, or summed for one target channel).
 
 Where the weights come from, in this order: a local file (``--weights FILE``: timm ``.safetensors``/``.pth``/``.bin``
 or Meta's original checkpoint — timm's own ``checkpoint_filter_fn`` converts Meta's DINOv2 keys (``mask_token``,
@@ -32,11 +41,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .errors import OfflineError, UserError
+from .runs import EXPORT_CONFIG, EXPORT_WEIGHTS, RunDir, is_timm_export, read_backbone_meta, read_json
 
 __all__ = ["FoundationSpec", "FOUNDATIONS", "resolve_foundation", "foundation_weights_source", "create_foundation",
            "file_sha256", "adaptation_notes", "DINOV3_LICENCE", "WEIGHT_SUFFIXES", "native_patch"]
@@ -52,12 +62,22 @@ class FoundationSpec:
     ``patch``: native patch side; ``meta_file``: Meta's original checkpoint name (for messages)."""
 
     name: str
-    family: str  # dinov2 | dinov3 | timm
+    family: str  # dinov2 | dinov3 | timm | run (a run folder) | local-dir (an export)
     arch: str
     tag: str | None
     patch: int | None
     licence: str
     meta_file: str | None = None
+    # run / local-dir: the architecture's own kwargs, the weights file, its input channels, where it came from
+    base_kwargs: dict[str, Any] = field(default_factory=dict)
+    local_file: str | None = None
+    in_chans: int = 3
+    path: str | None = None
+
+    @property
+    def is_local(self) -> bool:
+        """A backbone of this toolkit (run folder or export): no hub, weights beside it."""
+        return self.family in ("run", "local-dir")
 
     @property
     def hub_repo(self) -> str | None:
@@ -68,8 +88,11 @@ class FoundationSpec:
         return f"{self.arch}.{self.tag}" if self.tag else self.arch
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "family": self.family, "timm_name": self.timm_name, "patch": self.patch,
-                "licence": self.licence}
+        out = {"name": self.name, "family": self.family, "timm_name": self.timm_name, "patch": self.patch,
+               "licence": self.licence}
+        if self.is_local:
+            out.update(path=self.path, source_in_chans=self.in_chans)
+        return out
 
 
 def _dinov2(name: str, size: str, meta: str) -> FoundationSpec:
@@ -109,9 +132,70 @@ def native_patch(arch: str) -> int | None:
     return int(ps[0] if isinstance(ps, (tuple, list)) else ps)
 
 
+def _patch_of(arch: str, kwargs: dict[str, Any]) -> int | None:
+    """Patch side of ``arch`` built with ``kwargs`` (meta device), None without a patch embedding."""
+    import timm
+    import torch
+
+    try:
+        with torch.device("meta"):
+            m = timm.create_model(arch, pretrained=False, **{**kwargs, "num_classes": 0})
+    except Exception:
+        return native_patch(arch)
+    ps = getattr(getattr(m, "patch_embed", None), "patch_size", None)
+    if ps is None:
+        return None
+    return int(ps[0] if isinstance(ps, (tuple, list)) else ps)
+
+
+def _local_foundation(text: str, flag: str) -> FoundationSpec | None:
+    """A run folder (``backbone.json`` + ``backbone.safetensors``) or a ``local-dir:`` export as a foundation;
+    None when ``text`` names neither (then it is a foundation name)."""
+    explicit = text.lower().startswith("local-dir:")
+    path = Path(text[len("local-dir:"):] if explicit else text).expanduser()
+    if not explicit and not path.is_dir():
+        return None
+    if not explicit and RunDir(path).has_backbone():
+        meta = read_backbone_meta(path, flag)
+        arch, kwargs = str(meta["timm_name"]), dict(meta.get("timm_kwargs") or {})
+        weights = RunDir(path).backbone_path
+        if not weights.is_file():
+            raise UserError(f"{flag} {text}: the run folder has backbone.json but not its weights {weights.name}")
+        fnd = meta.get("foundation") if isinstance(meta.get("foundation"), dict) else {}
+        licence = fnd.get("licence") or "the run's (pretrained with lejepa-domains; see its data's licence)"
+        family, chans = "run", int(meta.get("channels") or kwargs.get("in_chans", 3))
+    elif is_timm_export(path):
+        cfg = read_json(path / EXPORT_CONFIG) or {}
+        sec = cfg.get("lejepa_domains") if isinstance(cfg.get("lejepa_domains"), dict) else {}
+        bb = sec.get("backbone") if isinstance(sec.get("backbone"), dict) else {}
+        arch = str(bb.get("timm_name") or cfg["architecture"]).split(".")[0]
+        kwargs = dict(bb.get("timm_kwargs") or cfg.get("model_args") or {})
+        weights = path / EXPORT_WEIGHTS
+        pcfg = cfg.get("pretrained_cfg") or {}
+        chans = int(kwargs.get("in_chans") or (pcfg.get("input_size") or [3])[0])
+        licence = str(cfg.get("license") or pcfg.get("license") or "as stated by the export's model card")
+        family = "local-dir"
+    else:
+        raise UserError(f"{flag} {text}: neither a run folder (no backbone.json there) nor a timm folder written by "
+                        "`lejepa-domains export` (config.json with architecture + model.safetensors)")
+    import timm
+
+    if not timm.is_model(arch):
+        raise UserError(f"{flag} {text}: its backbone {arch!r} is not a timm model here (another timm version?)")
+    base = {k: v for k, v in kwargs.items() if k not in ("num_classes", "in_chans", "pretrained_cfg")}
+    name = f"local-dir:{path}" if family == "local-dir" else str(path)
+    return FoundationSpec(name, family, arch, None, _patch_of(arch, base), licence, base_kwargs=base,
+                          local_file=str(weights), in_chans=chans, path=str(path.resolve()))
+
+
 def resolve_foundation(spec: str, flag: str = "--init") -> FoundationSpec:
-    """``dinov2``, ``dinov3-b``… or ``timm:NAME`` → :class:`FoundationSpec` (unknown names: one error line)."""
+    """``dinov2``, ``dinov3-b``…, ``timm:NAME``, a run folder or ``local-dir:DIR`` → :class:`FoundationSpec`
+    (unknown names: one error line)."""
     text = str(spec).strip()
+    named = text.lower().startswith("timm:") or ALIASES.get(text.lower(), text.lower()) in FOUNDATIONS
+    local = None if named else _local_foundation(text, flag)  # a name wins over a folder called like it
+    if local is not None:
+        return local
     if text.lower().startswith("timm:"):
         import timm
 
@@ -168,6 +252,12 @@ def foundation_weights_source(spec: FoundationSpec, weights: str | Path | None, 
     ``role`` names the user's request in messages (``baseline 'dinov2'``, ``--init dinov3``).
     """
     role = role or f"{spec.name!r}"
+    if spec.is_local:
+        if weights is not None:
+            kind = "run folder" if spec.family == "run" else "timm export"
+            raise UserError(f"--weights {weights}: {role} is a {kind} whose weights are beside it; leave --weights "
+                            "out")
+        return Path(spec.local_file), str(spec.local_file)
     if weights is not None:
         wpath = Path(weights).expanduser()
         if not wpath.is_file():
@@ -217,7 +307,12 @@ def file_sha256(path: str | Path) -> str:
 def adaptation_notes(spec: FoundationSpec, in_chans: int, patch: int | None, img_size: int | None) -> list[str]:
     """What timm changes in the foundation weights for these settings, said in words (log, backbone.json)."""
     notes = []
-    if in_chans == 1:
+    if spec.in_chans != 3:  # a run of this toolkit trained on other than 3 channels
+        if in_chans != spec.in_chans:
+            notes.append(f"first convolution adapted from {spec.in_chans} to {in_chans} input channel(s): "
+                         + ("its kernels summed" if in_chans == 1 else "kernels repeated cyclically and scaled by "
+                            f"{spec.in_chans}/{in_chans}"))
+    elif in_chans == 1:
         notes.append("patch embedding adapted to 1 input channel: its RGB kernels summed (= the RGB model fed the "
                      "grey channel replicated to R=G=B)")
     elif in_chans == 2:
@@ -235,6 +330,12 @@ def adaptation_notes(spec: FoundationSpec, in_chans: int, patch: int | None, img
                      f"({img_size} px at patch {p}); other view sizes interpolate them on the fly")
     if spec.family == "dinov3":
         notes.append("rotary position embeddings (RoPE): any patch-multiple size, nothing to interpolate")
+    if spec.is_local:
+        notes.append(f"weights of {spec.path} (architecture {spec.arch}); this recipe's normalisation and pixel "
+                     "scaling replace the source run's")
+        if img_size is not None:
+            notes.append(f"absolute position embeddings, if any, interpolated to {img_size} px (timm "
+                         "checkpoint_filter_fn); other view sizes interpolate them on the fly")
     return notes
 
 
@@ -253,6 +354,9 @@ def create_foundation(spec: FoundationSpec, weights: str | Path | None = None, *
 
     role = role or f"{spec.name!r}"
     wpath, source = foundation_weights_source(spec, weights, role)
+    if spec.is_local:
+        return _create_local(spec, role, timm_kwargs), {"source": source, "file": str(wpath),
+                                                         "file_sha256": file_sha256(wpath)}
     if wpath is None:
         wpath = _download(spec, role)
     kwargs = {"num_classes": 0, **timm_kwargs}
@@ -267,3 +371,56 @@ def create_foundation(spec: FoundationSpec, weights: str | Path | None = None, *
             text = f"{type(e).__name__}: {one_line(e, 160)}"
         raise UserError(f"--weights {wpath} does not fit {spec.arch} ({role}): {text}") from None
     return model, {"source": source, "file": str(wpath), "file_sha256": file_sha256(wpath)}
+
+
+def _adapt_first_conv(w, in_chans: int):
+    """A first-layer kernel (O, I, …) for ``in_chans`` inputs: timm's ``adapt_input_conv`` for an RGB source;
+    otherwise its rule generalised (one channel: the kernels summed; C: repeated cyclically, × I / C)."""
+    import torch
+    from timm.models import adapt_input_conv
+
+    src = int(w.shape[1])
+    if src == in_chans:
+        return w
+    if src == 3:
+        return adapt_input_conv(in_chans, w)
+    if in_chans == 1:
+        return w.sum(dim=1, keepdim=True)
+    idx = torch.arange(in_chans) % src
+    return w[:, idx] * (src / in_chans)
+
+
+def _create_local(spec: FoundationSpec, role: str, timm_kwargs: dict[str, Any]):
+    """A run folder's / export's backbone in the architecture ``timm_kwargs`` ask for (image size, patch, input
+    channels): the state dict goes through the timm model module's own ``checkpoint_filter_fn`` (position
+    embeddings, patch embedding), the first convolution through :func:`_adapt_first_conv`, then a strict load."""
+    import sys
+
+    import timm
+    from safetensors.torch import load_file
+
+    from .evaluate.encoders.common import one_line
+
+    kwargs = {**spec.base_kwargs, "num_classes": 0, **timm_kwargs}
+    try:
+        model = timm.create_model(spec.arch, pretrained=False, **kwargs)
+        sd = load_file(spec.local_file)
+        filt = getattr(sys.modules.get(type(model).__module__), "checkpoint_filter_fn", None)
+        if filt is not None:
+            try:
+                sd = filt(sd, model)
+            except TypeError:
+                sd = filt(sd)
+        own = model.state_dict()
+        first = (getattr(model, "pretrained_cfg", None) or {}).get("first_conv") or ()
+        for name in ([first] if isinstance(first, str) else list(first)):
+            k = f"{name}.weight"
+            if k in sd and k in own and sd[k].shape[1] != own[k].shape[1]:
+                sd[k] = _adapt_first_conv(sd[k], int(own[k].shape[1])).to(own[k].dtype)
+        model.load_state_dict(sd, strict=True)
+    except (UserError, OfflineError):
+        raise
+    except Exception as e:
+        raise UserError(f"{role}: the backbone of {spec.path} does not load into {spec.arch} for this recipe "
+                        f"({type(e).__name__}: {one_line(e, 160)})") from None
+    return model

@@ -50,6 +50,7 @@ class TrainConfig:
     # ---- continued pretraining from foundation weights (`pretrain --init`); 1.0 = one learning rate for all
     backbone_lr_scale: float = 1.0  # the backbone's learning rate = lr × this (the projector keeps lr)
     layer_decay: float = 1.0  # layer-wise decay of the backbone's rate: block i of L gets × layer_decay^(L − i)
+    adapt: str = "full"  # with --init/--init-from: full | lora[:RANK] | partial:N | explora[:N,RANK] (train/adapt.py)
     keep_snapshots: int = 0  # keep the backbone of this many epochs (spread evenly, last included) in snapshots/
     stream: bool | None = None  # sharded sources: None = decode once if it fits, else stream; True/False force it
     shuffle_buffer: int = 1000  # streaming: samples in each reader's seeded shuffle buffer (0/1: read order)

@@ -23,6 +23,7 @@ class FakeHub:
         self.requests: list[str] = []
         self.validated: list[dict] = []
         self.fail_commit = False
+        self.fail_message = "internal error"  # what a refused commit answers (a test may echo a credential in it)
         hub = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -72,7 +73,7 @@ class FakeHub:
                                                        "shouldIgnore": False} for f in files]})
                 if len(parts) >= 6 and parts[1] == "api" and parts[2] == "models" and parts[5] == "commit":
                     if hub.fail_commit:
-                        return self._send(500, {"error": "internal error"})
+                        return self._send(500, {"error": hub.fail_message})
                     repo = f"{parts[3]}/{parts[4]}"
                     lines = [json.loads(x) for x in body.decode().splitlines() if x.strip()]
                     header = next(x["value"] for x in lines if x["key"] == "header")

@@ -15,6 +15,11 @@ RECIPE = HERE / "recipes" / "fixturedigits.py"
 FIXTURES = ("baseline", "baseline_0.1")
 EVAL = dict(baselines=("random", "pixels"), device="cpu", use_cache=False, n_boot=200, plots=False, quiet=True)
 TOL = dict(rel=1e-4, abs=1e-6)
+# A full seeded run on another CPU: the issue-12 fixture was written on another machine, and on the AMD EPYC machine
+# this suite runs on the unchanged 0.1.0 code already lands 1.3e-4 (relative) from its epoch-2 loss (kernels sum in
+# another order; measured with `git stash` of every change, 2026-12-06). Its resumed run (epoch 1 read back) still
+# matches at TOL; the same-machine fixture baseline_0.1 is held to TOL everywhere.
+FULL_RUN_TOL = {"baseline": dict(rel=1e-3, abs=1e-6), "baseline_0.1": TOL}
 
 
 def _eval_numbers(report: dict) -> dict:
@@ -28,26 +33,26 @@ def _eval_numbers(report: dict) -> dict:
     return out
 
 
-def _assert_metrics(got: list[dict], want: list[dict]) -> None:
+def _assert_metrics(got: list[dict], want: list[dict], tol: dict = TOL) -> None:
     assert [r["epoch"] for r in got] == [r["epoch"] for r in want]
     for g, w in zip(got, want):
         for k, v in w.items():
-            assert g.get(k) == pytest.approx(v, **TOL), f"epoch {w['epoch']}: {k}"
+            assert g.get(k) == pytest.approx(v, **tol), f"epoch {w['epoch']}: {k}"
 
 
 def _numbers(fixture: str) -> dict:
     return json.loads((HERE / "fixtures" / fixture / "numbers.json").read_text())
 
 
-def _assert_eval(report: dict, fixture: str) -> None:
+def _assert_eval(report: dict, fixture: str, tol: dict = TOL, only: tuple[str, ...] | None = None) -> None:
     got = _eval_numbers(report)
     want = _numbers(fixture)["eval"]
     assert set(got) == set(want)
-    for name in want:
+    for name in only or want:
         for k, v in want[name].items():
             if k == "weights":
                 continue
-            assert got[name][k] == pytest.approx(v, **TOL), f"{name}: {k}"
+            assert got[name][k] == pytest.approx(v, **tol), f"{name}: {k}"
 
 
 @pytest.fixture(scope="module")
@@ -58,14 +63,16 @@ def full_run(tmp_path_factory):
 
 @pytest.mark.parametrize("fixture", FIXTURES)
 def test_same_seed_same_training_numbers_as_before_the_reshaping(full_run, fixture):
-    _assert_metrics(full_run.metrics, _numbers(fixture)["metrics"])
+    _assert_metrics(full_run.metrics, _numbers(fixture)["metrics"], FULL_RUN_TOL[fixture])
 
 
 @pytest.mark.slow  # 9 s in CI (clean-clone suite 12 min 35 s on 2 cores, 2026-12-01)
 def test_same_seed_same_evaluation_numbers_as_before_the_reshaping(full_run, tmp_path):
     report = evaluate(str(RECIPE), checkpoint=full_run.run_dir, out=tmp_path / "eval", **EVAL)
-    for fixture in FIXTURES:
-        _assert_eval(report, fixture)
+    _assert_eval(report, "baseline_0.1")
+    # the other machine's full run: its weights differ in the 4th digit here, which moves one of 96 kNN votes, so
+    # only the floors (no training) are compared with it; its resumed run is compared whole (test below)
+    _assert_eval(report, "baseline", only=("random", "pixels"))
 
 
 @pytest.mark.parametrize("fixture", FIXTURES)

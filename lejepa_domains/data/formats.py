@@ -492,6 +492,20 @@ class ImageFolderReader(Reader):
 
 # ------------------------------------------------------------------------------------------------ MedMNIST .npz
 
+_OBJECTS = ("holds Python objects (an object array), which are never loaded: unpickling them can run code; expected "
+            "an array of numbers")
+
+
+def _load_numbers(load: Callable[[], np.ndarray], where: str) -> np.ndarray:
+    """``load()`` (an ``np.load(..., allow_pickle=False)``); an object array is one error line naming ``where``."""
+    try:
+        return np.asarray(load())
+    except ValueError as e:
+        if "allow_pickle" in str(e):
+            raise DataError(f"{where}: {_OBJECTS}") from None
+        raise DataError(f"{where}: not a readable array ({e})") from None
+
+
 def _npy_header(fh) -> tuple[tuple[int, ...], bool, np.dtype]:
     version = np.lib.format.read_magic(fh)
     if version == (1, 0):
@@ -535,6 +549,8 @@ class NpzReader(Reader):
         key = "images" if self.unsplit else f"{split}_images"
         shape, fortran, dtype = self._header(key)
         where = f"{self.where} array {key!r}"
+        if dtype.hasobject:
+            raise DataError(f"{where}: {_OBJECTS}")
         # the pixel type is checked against the recipe's dtype by the source (info["dtype"])
         if len(shape) not in (3, 4):
             raise DataError(f"{where}: shape {shape}; expected (N, H, W) or (N, H, W, C)")
@@ -544,8 +560,7 @@ class NpzReader(Reader):
             if lkey not in self.members:
                 raise DataError(f"{self.where}: missing {lkey!r} (has {sorted(self.members)}); expected MedMNIST "
                                 "labels of shape (N, 1)")
-            with np.load(self.path, allow_pickle=False) as z:
-                raw = np.asarray(z[lkey])
+            raw = _load_numbers(lambda: np.load(self.path, allow_pickle=False)[lkey], f"{self.where} array {lkey!r}")
             labels = _check_label_values(raw, f"{self.where} array {lkey!r}",
                                          lambda i: f"row {i} of {self.where} array {lkey!r}")
             if len(labels) != shape[0]:
@@ -610,7 +625,7 @@ class NpyReader(Reader):
             if not self.labels_path.is_file():
                 raise DataError(f"{self.where}: no labels file {self.labels_path.name} beside it; expected (N,) integer "
                                 "class ids there (or label_column=None for unlabelled pretraining data)")
-            raw = np.load(self.labels_path, allow_pickle=False)
+            raw = _load_numbers(lambda: np.load(self.labels_path, allow_pickle=False), f"file {self.labels_path}")
             labels = _check_label_values(raw, f"file {self.labels_path}", lambda i: f"row {i} of file {self.labels_path}")
             if len(labels) != len(arr):
                 raise DataError(f"{self.where}: {len(arr)} images but {len(labels)} labels in {self.labels_path.name}")

@@ -19,6 +19,11 @@ The counts are cached in the data cache folder (``shard-index-*.json``) keyed by
 files, their sizes and modification times. The index pass also checks that every sample has the image key and the
 label key, so a member without its label is one error line before training starts.
 
+Members are only ever read as raw bytes (``webdataset.tarfile_samples``, never its decoding pipeline): the image
+member goes to the toolkit's own decoders (:mod:`lejepa_domains.data.decode`: Pillow, tifffile, astropy, ``.npy``
+with ``allow_pickle=False``), the label member is parsed as an integer. Pickle members (``.pyd``, ``.pickle``,
+``.pkl``) are ignored; a source naming one as its image or label key is refused.
+
 The same source serves both modes (:mod:`lejepa_domains.data.stream`): :meth:`ShardSource.load` decodes every sample
 once, in shard order, into the memory-mapped cache (when the decoded split fits); :meth:`ShardSource.plan` hands the
 streaming dataset what it needs to read shards itself.
@@ -46,11 +51,15 @@ from . import decode as _decode
 from .resize import RESIZE_MODES, resize_image
 from .sources import ImageSet, Source
 
-__all__ = ["ShardSource", "ShardPlan", "RawSample", "expand_pattern", "TAR_IMAGE_KEYS", "looks_like_shards"]
+__all__ = ["ShardSource", "ShardPlan", "RawSample", "expand_pattern", "TAR_IMAGE_KEYS", "looks_like_shards",
+           "PICKLE_EXTS"]
 
 #: extensions tried, in order, for the image of a tar sample when ``image_key`` is not given
 TAR_IMAGE_KEYS = "png;jpg;jpeg;webp;tif;tiff;npy;fits"
 _TABLE_EXT = (".parquet", ".arrow")
+#: members that are pickles (webdataset's default handlers would unpickle them): never read, ignored like any other
+#: member the source does not name; naming one as image_key / label_key is refused (docs/explanation/security.md)
+PICKLE_EXTS = ("pyd", "pickle", "pkl")
 #: ``peek`` (``recipes check``) counts the labels of the whole split up to this many samples, else of its sample
 LABEL_SCAN = 50_000
 
@@ -182,6 +191,13 @@ class ShardSource(Source):
         self.hub, self.revision, self.config = hub, revision, config
         self.image_key = image_key or (TAR_IMAGE_KEYS if self._tar_like() else "image")
         self.label_key = label_key
+        if self._tar_like():
+            for flag, value in (("image_key", self.image_key), ("label_key", label_key or "")):
+                bad = [e for e in value.lower().split(";") if e.strip().lstrip(".") in PICKLE_EXTS]
+                if bad:
+                    raise UserError(f"ShardSource {flag}={value!r}: .{bad[0].strip().lstrip('.')} members are pickles, "
+                                    "which are never loaded (unpickling runs code); store images as an image or .npy "
+                                    "member and labels as .cls / .txt (an integer as text)")
         self.split_map = dict(split_map or {})
         self.convert, self.resize, self.layout, self.cache = convert, resize, layout, bool(cache)
         self.image_size = None if image_size is None else int(image_size)

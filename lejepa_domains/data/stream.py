@@ -45,10 +45,7 @@ from .decode import BadSampleError
 from .shards import RawSample, ShardPlan
 
 __all__ = ["StreamDataset", "StreamSplit", "choose_mode", "collate_stream_images", "epoch_layout", "stream_skips",
-           "record_stream_skips", "SKIP_DIR"]
-
-#: folder of the run where the stream's readers record the samples they skip (``--skip-bad-samples``)
-SKIP_DIR = "stream-skipped"
+           "record_stream_skips"]
 
 
 def epoch_layout(sizes: list[int], epoch: int, seed: int, readers: int, batch: int, shuffle_shards: bool = True

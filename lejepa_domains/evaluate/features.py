@@ -21,7 +21,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -30,7 +30,7 @@ from torch import nn
 from ..errors import UserError
 from ..utils import atomic_path, atomic_write_bytes
 
-__all__ = ["Encoder", "extract_features", "cache_key", "default_cache_dir", "CACHE_VERSION", "FROZEN"]
+__all__ = ["Encoder", "extract_features", "encode_batches", "cache_key", "default_cache_dir", "CACHE_VERSION", "FROZEN"]
 
 CACHE_VERSION = 1
 FROZEN = ("backbones in eval mode under torch.inference_mode(), fp32; features extracted once per (weights hash, "
@@ -184,6 +184,22 @@ def _extract_streamed(encoder: Encoder, images, device: torch.device, batch_size
     return feats
 
 
+def encode_batches(encoder: Encoder, images: np.ndarray, device: torch.device, batch_size: int
+                   ) -> Iterator[np.ndarray]:
+    """Features (B, F) float32 of ``images`` (N, H, W, C) stored arrays (or a memory map), batch after batch, in
+    order: each batch is copied to ``device``, preprocessed and encoded there; only its features come back. The one
+    extraction loop behind :func:`extract_features` and ``lejepa-domains embed``; the model must already be on
+    ``device`` in eval mode."""
+    for i in range(0, len(images), batch_size):
+        block = np.ascontiguousarray(images[i:i + batch_size])
+        if block.dtype == np.uint16:  # torch's uint16 is a limited dtype on accelerators: ship exact int32 values
+            block = block.astype(np.int32)
+        batch = torch.from_numpy(block).to(device, non_blocking=True)
+        with torch.inference_mode():
+            f = encoder.encode(encoder.preprocess(batch))
+        yield f.float().cpu().numpy()
+
+
 def extract_features(encoder: Encoder, images: np.ndarray, *, device: torch.device | str = "cpu",
                      batch_size: int = 256, cache_dir: str | Path | None = None, recipe_name: str = "",
                      split: str = "", source_fingerprint: str = "", log: Callable[[str], None] | None = None
@@ -215,15 +231,7 @@ def extract_features(encoder: Encoder, images: np.ndarray, *, device: torch.devi
     if hasattr(images, "batches"):  # a streamed split (evaluate/streamed.py): one pass, rows carried by the batches
         feats = _extract_streamed(encoder, images, device, batch_size)
     else:
-        chunks: list[np.ndarray] = []
-        for i in range(0, n, batch_size):
-            block = np.ascontiguousarray(images[i:i + batch_size])
-            if block.dtype == np.uint16:  # torch's uint16 is a limited dtype on accelerators: ship exact int32 values
-                block = block.astype(np.int32)
-            batch = torch.from_numpy(block).to(device, non_blocking=True)
-            with torch.inference_mode():
-                f = encoder.encode(encoder.preprocess(batch))
-            chunks.append(f.float().cpu().numpy())
+        chunks = list(encode_batches(encoder, images, device, batch_size))
         feats = np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)
     if model is not None and device.type != "cpu":
         model.to("cpu")  # free the accelerator for the next backbone

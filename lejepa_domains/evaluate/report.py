@@ -14,7 +14,10 @@ from typing import Any
 
 import numpy as np
 
+from ..runs.names import EVAL_REPORT, EVAL_REPORT_MD
 from ..utils import atomic_write_bytes
+from .evidence_report import evidence_markdown
+from .pictures import pictures_markdown
 from .provenance import provenance_lines
 
 __all__ = ["write_report", "print_table", "columns", "winners", "render_markdown"]
@@ -96,10 +99,9 @@ def missing_lines(report: dict) -> list[str]:
 
 
 def render_markdown(report: dict) -> str:
+    """``report.md``: the header, the results table, the paired differences, few-shot, the protocol, the models
+    and the evidence sections."""
     r = report
-    models = r["models"]
-    cols = columns(r)
-    win = winners(r)
     lines = [f"# Frozen-backbone evaluation: recipe `{r['recipe']['name']}`", ""]
     ck = r.get("checkpoint")
     if ck:
@@ -113,6 +115,16 @@ def render_markdown(report: dict) -> str:
         lines += [line, ""]
     for line in missing_lines(r):
         lines += [f"**Warning:** {line}.", ""]
+    lines += _md_results(r) + _md_paired(r) + _md_fewshot(r) + _md_protocol(r) + _md_models(r)
+    lines += evidence_markdown(r)  # leakage, filtered test, snapshot selection, published rows (when present)
+    lines += pictures_markdown(r)  # label-efficiency table, links to the retrieval grid and the embedding map
+    return "\n".join(lines)
+
+
+def _md_results(r: dict) -> list[str]:
+    """The side-by-side table (★: a winner whose interval overlaps no other model's)."""
+    models, cols, win = r["models"], columns(r), winners(r)
+    lines: list[str] = []
     header = ["model"] + [h for _, h, _ in cols] + ["RankMe", "SIGReg"]
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|")
@@ -129,6 +141,12 @@ def render_markdown(report: dict) -> str:
     lines += ["", "Values in %, with 95 % intervals in brackets (bootstrap over the test set for kNN and linear, "
               "t-interval over support sets for few-shot). ★ marks a winner only where its interval does not overlap "
               "any other model's; no ★ means the data cannot separate the leaders.", ""]
+    return lines
+
+
+def _md_paired(r: dict) -> list[str]:
+    """Paired bootstrap differences against the reference."""
+    lines: list[str] = []
     if r.get("paired"):
         lines += [f"## Paired bootstrap against `{r['reference']}`", "",
                   "| model | Δ kNN top-1 | p | Δ linear top-1 | p | Δ linear bal. acc. | p |",
@@ -142,6 +160,12 @@ def render_markdown(report: dict) -> str:
                 cells += [diff + ci, _p(d["p_value"], r["protocol"]["metrics"]["bootstrap"]["resamples"])]
             lines.append("| " + " | ".join(cells) + " |")
         lines += ["", "Δ = model − reference in percentage points; same test resamples for both (paired).", ""]
+    return lines
+
+
+def _md_fewshot(r: dict) -> list[str]:
+    models = r["models"]
+    lines: list[str] = []
     lines += ["## Few-shot (top-1 %, mean ± std over support sets)", ""]
     shots = r["protocol"]["fewshot"]["shots"]
     lines.append("| model | " + " | ".join(f"{s}/class" for s in shots) + " |")
@@ -150,6 +174,12 @@ def render_markdown(report: dict) -> str:
         cells = [f"{100 * e['fewshot'][str(s)]['top1']:.1f} ± {100 * e['fewshot'][str(s)]['top1_std']:.1f}"
                  for s in shots]
         lines.append(f"| {_label(name, e)} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _md_protocol(r: dict) -> list[str]:
+    """Every fixed choice of the protocol, then the models' heading."""
+    lines: list[str] = []
     lines += ["", "## Protocol", ""]
     p = r["protocol"]
     lines += [
@@ -174,6 +204,13 @@ def render_markdown(report: dict) -> str:
         "",
         "## Models", "",
     ]
+    return lines
+
+
+def _md_models(r: dict) -> list[str]:
+    """What each evaluated backbone is (weights, checkpoint, hash, feature size, chosen C, notes)."""
+    models = r["models"]
+    lines: list[str] = []
     for name, e in models.items():
         enc = e["encoder"]
         what = enc.get("timm_name") or enc.get("kind")
@@ -189,10 +226,7 @@ def render_markdown(report: dict) -> str:
         for note in enc.get("notes", []):
             lines.append(f"  - {note}")
     lines.append("")
-    from .evidence_report import evidence_markdown
-
-    lines += evidence_markdown(r)  # leakage, filtered test, snapshot selection, published rows (when present)
-    return "\n".join(lines)
+    return lines
 
 
 # ---------------------------------------------------------------------------------------------------------- plots
@@ -261,7 +295,7 @@ def write_report(report: dict, out: str | Path, feats_test: dict[str, np.ndarray
                  extra_files: dict[str, bytes] | None = None) -> None:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    files = ["report.json", "report.md"]
+    files = [EVAL_REPORT, EVAL_REPORT_MD]
     for fname, blob in (extra_files or {}).items():  # e.g. leakage.png
         atomic_write_bytes(out / fname, blob)
         files.append(fname)
@@ -278,8 +312,8 @@ def write_report(report: dict, out: str | Path, feats_test: dict[str, np.ndarray
             {"split": "train", "indices": support}, separators=(",", ":")).encode())
         files.append("fewshot_support.json")
     report["files"] = files
-    atomic_write_bytes(out / "report.md", render_markdown(report).encode())
-    atomic_write_bytes(out / "report.json", json.dumps(_jsonable(report), indent=1, allow_nan=False).encode())
+    atomic_write_bytes(out / EVAL_REPORT_MD, render_markdown(report).encode())
+    atomic_write_bytes(out / EVAL_REPORT, json.dumps(_jsonable(report), indent=1, allow_nan=False).encode())
 
 
 def _jsonable(obj):

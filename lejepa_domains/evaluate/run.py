@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import platform
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -18,23 +18,38 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+from rich.console import Console
+
+from ..data import has_split, load_split
+from ..data.coverage import class_coverage, coverage_warnings
 from ..data.loading import split_made
+from ..data.sources import stratified_split
 from ..errors import UserError
-from ..runs import BACKBONE_META, RunDir, find_latest_run, is_timm_export
+from ..export.hub import resolve_model_ref
+from ..recipe import load_recipe, recipe_dirs
+from ..runs import BACKBONE_META, FolderLock, RunDir, find_latest_run, is_timm_export
 from ..runs.reports import ReportDir
-from ..utils import FolderLock, ensure_writable
+from ..utils import ensure_writable, resolve_device
+from . import report as report_mod
 from .encoders import (EncoderContext, EncoderOptions, build_encoder, check_options, check_recipe, describe_options,
-                       resolve_baselines, weights_by_encoder)
+                       lejepa_encoder, resolve_baselines, weights_by_encoder)
+from .encoders.exported import exported_run_config
+from .evidence_report import print_evidence
 from .features import FROZEN, default_cache_dir, extract_features
+from .leakage_run import audit_hook, evidence_sections
 from .metrics import paired_difference
+from .pictures import ReportPictures
 from .provenance import split_facts, splits_line
 from .protocols import (HEADLINE_K, Bootstrap, DiagnosticsProtocol, FewShotProtocol, KNNProtocol, LinearProtocol,
                         Protocol, ProtocolInput, ProtocolResult, Splits)
 from .protocols.fewshot import DEFAULT_FEWSHOT_C, DEFAULT_SETS, DEFAULT_SHOTS
 from .protocols.knn import DEFAULT_KS, TEMPERATURE
+from .protocols.label_efficiency import LabelEfficiencyProtocol
 from .protocols.linear import DEFAULT_CS
+from .selection import choose_snapshot, parse_rule, score_snapshots, selection_summary
+from .streamed import LEAKAGE_SKIPPED, default_workers, eval_mode, load_streamed_split
 
-__all__ = ["evaluate", "find_latest_run", "resolve_run", "RunChoice", "REFERENCE"]
+__all__ = ["evaluate", "find_latest_run", "resolve_run", "RunChoice", "REFERENCE", "EvalOptions"]
 
 REFERENCE = "lejepa"
 ROLES = ("train", "val", "test")
@@ -66,8 +81,6 @@ class RunChoice:
 def _given_run(checkpoint) -> Path | None:
     if checkpoint is None:
         return None
-    from ..export.hub import resolve_model_ref
-
     exported = resolve_model_ref(checkpoint)  # local-dir:DIR / hf-hub:ORG/NAME (downloaded or from the cache)
     if exported is not None:
         if not is_timm_export(exported):
@@ -88,8 +101,6 @@ def _given_run(checkpoint) -> Path | None:
 
 def _recipe_of_run(run_dir: Path, config: dict | None):
     """The recipe a run was trained on: its recipe file when that is a user file still there, else by name."""
-    from ..recipe import load_recipe, recipe_dirs
-
     rec = (config or {}).get("recipe")
     name = rec.get("name") if isinstance(rec, dict) else None
     path = rec.get("path") if isinstance(rec, dict) else None
@@ -106,8 +117,6 @@ def resolve_run(recipe, checkpoint, runs_dir: str | Path, baselines: Sequence[st
                 log: Callable[[str], None]) -> RunChoice:
     """``--checkpoint`` (a run folder or its backbone.json), else the latest run under ``runs_dir`` (of ``recipe``
     when given); the recipe is ``recipe``, else the run's. No run is fine only when ``baselines`` are requested."""
-    from ..recipe import load_recipe
-
     run_dir = _given_run(checkpoint)
     source = "given" if run_dir is not None else None
     if run_dir is not None and is_timm_export(run_dir):
@@ -128,8 +137,6 @@ def resolve_run(recipe, checkpoint, runs_dir: str | Path, baselines: Sequence[st
                             "pass --checkpoint RUN_DIR, run `lejepa-domains pretrain` first, or add --baseline")
     config = RunDir(run_dir).read_config() if run_dir is not None else None
     if run_dir is not None and is_timm_export(run_dir):  # its config.json is timm's; the run's facts are inside
-        from .encoders.exported import exported_run_config
-
         config = exported_run_config(run_dir)
     if recipe is None:
         if run_dir is None:
@@ -148,13 +155,8 @@ def _load_splits(rec, data, skip_bad_samples: bool, val_fraction: float, seed: i
     """The labelled train, test (and val) ImageSets, in that order, and their labels; without an official val split
     a stratified ``val_fraction`` of train is carved out (seeded). ``streamed`` (``{"num_workers": W, "log": f}``):
     the splits are streamed (:mod:`.streamed`), nothing is decoded here."""
-    from ..data import has_split, load_split
-    from ..data.sources import stratified_split
-
     roles = ("train", "test") + (("val",) if has_split(rec, "val") else ())
     if streamed is not None:
-        from .streamed import load_streamed_split
-
         sets = {role: load_streamed_split(rec, role, data, skip_bad_samples=skip_bad_samples,
                                           require_classes=role == "train", **streamed) for role in roles}
     else:
@@ -176,8 +178,6 @@ def _load_splits(rec, data, skip_bad_samples: bool, val_fraction: float, seed: i
 def _missing_classes(rec, splits: Splits, log: Callable[[str], None]) -> dict[str, list]:
     """Classes each evaluation split lacks (by name when the recipe names them), each role logged as a warning:
     metrics on a test split without some class say nothing about that class (issue 13)."""
-    from ..data.coverage import class_coverage, coverage_warnings
-
     missing = class_coverage(rec, {"train": splits.train, "val": splits.val, "test": splits.test})
     for line in coverage_warnings(rec, missing):
         log(f"[bold yellow]warning:[/] {line}")
@@ -252,8 +252,6 @@ def _paired(results: dict[str, dict[str, ProtocolResult]]) -> dict[str, dict]:
 
 def _run_builder(name: str, path: str | Path) -> Callable[[EncoderContext], Any]:
     """Builder of another run's exported backbone, evaluated as backbone ``name``."""
-    from .encoders import lejepa_encoder
-
     def build(ctx: EncoderContext):
         return lejepa_encoder(path, ctx.recipe, name=name)[0]
 
@@ -270,6 +268,275 @@ def _pairs(results: dict[str, dict[str, ProtocolResult]], pairs: Sequence[tuple[
     return out
 
 
+# ------------------------------------------------------------------------------------------------------- the options
+
+@dataclass(frozen=True)
+class EvalOptions:
+    """Every option of one evaluation, checked once (:meth:`check`) before the run, the recipe or any data is looked
+    at. ``baselines``: the resolved baseline names; ``encoder``: what the encoders are built with."""
+
+    baselines: tuple[str, ...]
+    encoder: EncoderOptions
+    device: torch.device
+    knn: KNNProtocol
+    Cs: tuple[float, ...]
+    shots: Sequence[int]
+    n_sets: int
+    fewshot_C: float
+    n_boot: int
+    seed: int
+    val_fraction: float
+    batch_size: int
+    use_cache: bool
+    cache_dir: Any
+    plots: bool
+    quiet: bool
+    skip_bad_samples: bool | None
+    leakage: bool
+    drop_leaked: str | None
+    select: str | None
+    stream: bool | None
+    num_workers: int | None
+    extra_runs: dict[str, Any] | None
+    pairs: Sequence[tuple[str, str]]
+    embedding_map: str = "pca"
+
+    @classmethod
+    def check(cls, *, baselines: Sequence[str], weights, device: str, ks: Sequence[int], temperature: float,
+              dinov2_size: int, dinov2_pool: str, adapter: str | None, pixels_size: int, seed: int,
+              val_fraction: float, n_boot: int, n_sets: int, Cs: Sequence[float], leakage: bool,
+              drop_leaked: str | None, select: str | None, **rest) -> "EvalOptions":
+        """The options, each checked (one error line for the first bad one); ``rest``: the fields taken as given."""
+        names = resolve_baselines(baselines)
+        weights_map = weights_by_encoder(weights, names)
+        if not 0 < val_fraction < 1:
+            raise UserError(f"val_fraction must be in (0, 1), got {val_fraction}")
+        if n_boot < 0 or n_sets < 1:
+            raise UserError(f"need n_boot >= 0 and n_sets >= 1, got {n_boot}, {n_sets}")
+        knn = KNNProtocol(tuple(ks), temperature)
+        dev = resolve_device(device)
+        encoder = EncoderOptions(weights=weights_map, dinov2_size=dinov2_size, dinov2_pool=dinov2_pool,
+                                 adapter=adapter, pixels_size=pixels_size, seed=seed)
+        check_options(names, encoder)  # e.g. DINOv2 weights that cannot be had fail here
+        if drop_leaked not in (None, "hash", "all"):
+            raise UserError(f"--drop-leaked must be 'hash' (exact or perceptual-hash matches) or 'all' (also feature "
+                            f"matches), got {drop_leaked!r}")
+        if drop_leaked is not None and not leakage:
+            raise UserError("--drop-leaked needs the leakage audit; remove --no-leakage")
+        if select is not None:
+            parse_rule(select)
+        return cls(baselines=tuple(names), encoder=encoder, device=dev, knn=knn, Cs=tuple(Cs), n_sets=n_sets,
+                   n_boot=n_boot, seed=seed, val_fraction=val_fraction, leakage=leakage, drop_leaked=drop_leaked,
+                   select=select, **rest)
+
+
+# ---------------------------------------------------------------------------------------- what is read, where it goes
+
+@dataclass(frozen=True)
+class _Target:
+    """The run and recipe evaluated, the data folder, the output and cache folders, the encoders' context and the
+    run's snapshots (``--select``)."""
+
+    run: RunChoice
+    data: Any
+    out: Path
+    cache: Path | None
+    ctx: EncoderContext
+    snapshots: list
+
+
+def _snapshots(select: str | None, run_dir: Path | None) -> list:
+    """The run's kept snapshots when ``--select`` is given (refused without a run or without snapshots)."""
+    if select is None:
+        return []
+    if run_dir is None:
+        raise UserError(f"--select {select}: needs a run (--checkpoint RUN_DIR) trained with --keep-snapshots N")
+    snapshots = RunDir(run_dir).snapshots()
+    if not snapshots:
+        raise UserError(f"--select {select}: run {run_dir} kept no snapshots; pretrain it with --keep-snapshots "
+                        "N (or evaluate its final backbone without --select)")
+    return snapshots
+
+
+def _default_out(run_dir: Path | None, runs_dir: str | Path, recipe_name: str) -> Path:
+    """The run's own eval folder; never an exported folder or the hub cache (then a dated folder under runs_dir)."""
+    if run_dir is not None and not is_timm_export(run_dir):
+        return RunDir(run_dir).eval_dir
+    return Path(runs_dir) / f"eval-{recipe_name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+def _target(opts: EvalOptions, recipe, checkpoint, runs_dir: str | Path, data, out,
+            log: Callable[[str], None]) -> _Target:
+    """Which run, which recipe, where things go; the recipe-dependent checks and the writability of the outputs,
+    before any data is loaded."""
+    run = resolve_run(recipe, checkpoint, runs_dir, opts.baselines, log)
+    snapshots = _snapshots(opts.select, run.run_dir)
+    if data is None and run.config and run.config.get("data"):
+        data = run.config["data"]
+    out = Path(out) if out is not None else _default_out(run.run_dir, runs_dir, run.recipe.name)
+    cache = (Path(opts.cache_dir) if opts.cache_dir is not None else default_cache_dir()) if opts.use_cache else None
+    ctx = EncoderContext(run.recipe, opts.encoder, run_dir=run.run_dir, log=log,
+                         run_ref=str(checkpoint) if run.source and run.source.startswith("exported") else None)
+    check_recipe(opts.baselines, ctx)  # e.g. a bad --adapter fails before any data is loaded
+    ensure_writable(out, "eval --out")  # unwritable outputs fail here, before any feature is extracted
+    if cache is not None:
+        ensure_writable(cache, "--cache-dir")
+    if run.run_dir is not None and RunDir(run.run_dir).lock().holder() is not None:
+        log(f"[yellow]eval:[/] run {run.run_dir} is still training; evaluating its latest exported backbone")
+    return _Target(run, data, out, cache, ctx, snapshots)
+
+
+# ------------------------------------------------------------------------------------- the data and the protocols
+
+@dataclass(frozen=True)
+class _Inputs:
+    """The labelled splits and everything every backbone is measured with (the same for each)."""
+
+    sets: dict
+    splits: Splits
+    missing: dict[str, list]
+    skip_bad_samples: bool
+    streamed: dict | None
+    why: str
+    leakage: bool
+    protocols: tuple[Protocol, ...]  # knn, linear, fewshot, diagnostics, label efficiency (in the order they run)
+    bootstrap: Bootstrap
+    pictures: ReportPictures | None = None  # retrieval grid, embedding map, label-efficiency curve (with plots)
+
+
+def _data_mode(opts: EvalOptions, rec, data, log: Callable[[str], None]) -> tuple[dict | None, str, bool]:
+    """Stream the splits or decode them once: ``(streamed options or None, why, whether the leakage audit runs)``."""
+    roles = tuple(r for r in ROLES if r in rec.splits)
+    mode, why = eval_mode(rec, None if data is None else str(data), opts.stream, roles)
+    if mode == "stream" or opts.stream is not None or hasattr(rec.source, "plan"):  # sharded: always say which
+        log(f"[bold]eval:[/] data: {mode} — {why}")
+    if mode != "stream":
+        return None, why, opts.leakage
+    if opts.drop_leaked is not None:
+        raise UserError(f"--drop-leaked {opts.drop_leaked}: needs the leakage audit, which is not run on streamed "
+                        "splits (it hashes decoded pixels); add --no-stream to decode the splits once")
+    workers = default_workers() if opts.num_workers is None else int(opts.num_workers)
+    if opts.leakage:
+        log(f"[bold yellow]eval:[/] leakage audit {LEAKAGE_SKIPPED}")
+    return {"num_workers": workers, "log": log}, why, False
+
+
+def _inputs(opts: EvalOptions, target: _Target, log: Callable[[str], None]) -> _Inputs:
+    """Load the splits (streamed or decoded) and set up the protocols."""
+    rec = target.run.recipe
+    skip_bad_samples = target.run.skip_bad_samples() if opts.skip_bad_samples is None else opts.skip_bad_samples
+    streamed, why, leakage = _data_mode(opts, rec, target.data, log)
+    sets, splits = _load_splits(rec, target.data, skip_bad_samples, opts.val_fraction, opts.seed, streamed)
+    missing = _missing_classes(rec, splits, log)
+    fewshot = FewShotProtocol.draw(splits.train, opts.shots, opts.n_sets, opts.fewshot_C, opts.seed)
+    linear, diagnostics = LinearProtocol(opts.Cs, carved_val=splits.carved), DiagnosticsProtocol(opts.seed)
+    label_eff = LabelEfficiencyProtocol(seed=opts.seed)
+    pictures = ReportPictures(sets, splits, rec, opts.embedding_map, opts.seed) if opts.plots else None
+    bootstrap = Bootstrap(opts.n_boot, opts.seed, REFERENCE)
+    log(splits_line(rec, splits, split_facts(sets, splits.val_info), opts.device))
+    return _Inputs(sets, splits, missing, skip_bad_samples, streamed, why, leakage,
+                   (opts.knn, linear, fewshot, diagnostics, label_eff), bootstrap, pictures)
+
+
+def _select_snapshot(opts: EvalOptions, target: _Target, inp: _Inputs, ctx: EncoderContext,
+                     extract: dict[str, Any]) -> tuple[EncoderContext, dict | None]:
+    """``--select``: the snapshot picked by the rule (scored on val only) becomes the evaluated backbone."""
+    if opts.select is None:
+        return ctx, None
+    rows = score_snapshots(target.snapshots, ctx, inp.sets, target.data, inp.splits, opts.device, extract)
+    chosen = choose_snapshot(rows, opts.select)
+    ctx.log(f"[bold]eval:[/] --select {opts.select}: snapshot of epoch {chosen['epoch']} (of "
+            f"{', '.join(str(r['epoch']) for r in rows)})")
+    return replace(ctx, run_dir=Path(chosen["path"])), selection_summary(rows, opts.select, chosen)
+
+
+# ------------------------------------------------------------------------------------------------- the backbones
+
+@dataclass
+class _Measured:
+    """What the backbones gave: report entries, protocol results, test features, the leakage audit and the
+    leakage-filtered re-runs (``--drop-leaked``)."""
+
+    models: dict[str, dict] = field(default_factory=dict)
+    results: dict[str, dict[str, ProtocolResult]] = field(default_factory=dict)
+    feats_test: dict[str, np.ndarray] = field(default_factory=dict)
+    audit: dict[str, Any] = field(default_factory=dict)
+    filtered: dict | None = None
+
+
+def _measure(opts: EvalOptions, target: _Target, inp: _Inputs, ctx: EncoderContext,
+             extract: dict[str, Any]) -> _Measured:
+    """Every backbone, one at a time (the reference first); the first one's features also serve the leakage audit."""
+    builders = {n: p if callable(p) else _run_builder(n, p) for n, p in (opts.extra_runs or {}).items()}
+    m = _Measured(filtered={"keep": None, "models": {}, "criteria": opts.drop_leaked} if opts.drop_leaked else None)
+    order = ([REFERENCE] if target.run.run_dir is not None else []) + list(opts.baselines) + list(builders)
+    for i, name in enumerate(order):
+        hook = None
+        if inp.leakage and i == 0:
+            hook = audit_hook(m.audit, name, inp.sets, inp.splits, opts.device, opts.batch_size, m.filtered, ctx.log)
+        m.models[name], m.results[name], m.feats_test[name] = _evaluate_backbone(
+            name, ctx, inp.sets, target.data, inp.splits, inp.protocols, inp.bootstrap, opts.device, extract,
+            build=builders.get(name), on_features=inp.pictures.hook(name, hook) if inp.pictures else hook,
+            filtered=m.filtered)
+    return m
+
+
+# ------------------------------------------------------------------------------------------------------ the report
+
+def _report(opts: EvalOptions, target: _Target, inp: _Inputs, m: _Measured) -> dict:
+    """The report dict (``lejepa-domains/eval-v1``), before the evidence sections and the timing."""
+    rec, run, splits, data = target.run.recipe, target.run, inp.splits, target.data
+    knn, linear, fewshot, diagnostics, label_eff = inp.protocols
+    described = (knn, linear, fewshot, inp.bootstrap, diagnostics, label_eff)
+    ref = m.models.get(REFERENCE, {}).get("encoder", {})
+    return {
+        "format": "lejepa-domains/eval-v1",
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "recipe": {"name": rec.name, "path": rec.path, "num_classes": rec.num_classes,
+                   "class_names": list(rec.class_names) if rec.class_names else None, "image_size": rec.image_size,
+                   "channels": rec.channels, "data": None if data is None else str(data)},
+        "checkpoint": None if run.run_dir is None else {
+            "path": str(run.run_dir), "source": run.source, "recipe": ref["checkpoint_recipe"],
+            "weights_sha256_16": ref.get("weights_sha256_16"),
+            "skipped_bad_samples": run.skipped_in_run(),  # images pretraining left out with --skip-bad-samples
+            "skipped_listed_in": str(RunDir(run.run_dir).config_path)},
+        "splits": {"train": int(len(splits.train)), "val": int(len(splits.val)), "test": int(len(splits.test)),
+                   "val_source": splits.val_info, "missing_classes": inp.missing,
+                   "made": split_facts(inp.sets, splits.val_info),  # how each split was made, what was skipped
+                   "skipped_bad_samples": {"enabled": bool(inp.skip_bad_samples),
+                                           **{r: len(ds.meta.get("skipped", [])) for r, ds in inp.sets.items()}},
+                   **({"streamed": {"why": inp.why, "workers": inp.streamed["num_workers"],
+                                    "leakage": LEAKAGE_SKIPPED}} if inp.streamed is not None else {})},
+        "protocol": {"frozen": FROZEN, **{p.name: p.describe() for p in described}, "val": splits.val_info,
+                     **describe_options(opts.encoder)},
+        "reference": REFERENCE if REFERENCE in m.models else None,
+        "models": m.models,
+        "paired": _paired(m.results),
+        **({"pairs": _pairs(m.results, opts.pairs)} if opts.pairs else {}),
+        "environment": {"device": str(opts.device), "torch": torch.__version__, "python": platform.python_version(),
+                        "machine": platform.machine(), "threads": torch.get_num_threads()},
+        "cache_dir": str(target.cache) if target.cache is not None else None,
+    }
+
+
+def _write(report: dict, opts: EvalOptions, target: _Target, inp: _Inputs, m: _Measured, selection: dict | None,
+           t_start: float, log: Callable[[str], None]) -> None:
+    """Add the evidence sections and the timing, write the report files, print the tables."""
+    extra_files = evidence_sections(report, target.run.recipe, m.audit, m.filtered, selection, inp.sets, opts.plots)
+    extra_files.update(inp.pictures.files(report) if inp.pictures else {})  # retrieval, embedding map, label eff.
+    report["seconds"] = round(time.perf_counter() - t_start, 2)
+    fewshot = inp.protocols[2]
+    ReportDir(target.out).clear()  # --overwrite: no stale plot of the earlier report stays beside the new one
+    report_mod.write_report(report, target.out, feats_test=m.feats_test, y_test=inp.splits.test,
+                            support=fewshot.support_record(), plots=opts.plots, extra_files=extra_files)
+    if not opts.quiet:
+        report_mod.print_table(report, Console())
+        print_evidence(report, Console())
+        log(f"[bold]eval:[/] report written to {target.out}/report.md ({report['seconds']:.0f}s)")
+
+
+# ------------------------------------------------------------------------------------------------------ the driver
+
 def evaluate(recipe=None, checkpoint=None, baselines: Sequence[str] = (), weights=None, out=None,
              device: str = "auto", *, data=None, runs_dir: str | Path = "runs", cache_dir=None,
              use_cache: bool = True, batch_size: int = 256, ks: Sequence[int] = DEFAULT_KS,
@@ -280,7 +547,8 @@ def evaluate(recipe=None, checkpoint=None, baselines: Sequence[str] = (), weight
              console=None, skip_bad_samples: bool | None = None, adapter: str | None = None,
              extra_runs: dict[str, Any] | None = None, pairs: Sequence[tuple[str, str]] = (),
              leakage: bool = True, drop_leaked: str | None = None, select: str | None = None,
-             stream: bool | None = None, num_workers: int | None = None, overwrite: bool = False) -> dict:
+             stream: bool | None = None, num_workers: int | None = None, embedding_map: str = "pca",
+             overwrite: bool = False) -> dict:
     """Evaluate a LeJEPA run and/or baselines with frozen features; write ``report.json``, ``report.md`` and plots
     to ``out`` and return the report dict. See the README's "Evaluation protocol" for every fixed choice.
 
@@ -296,174 +564,33 @@ def evaluate(recipe=None, checkpoint=None, baselines: Sequence[str] = (), weight
     removed, reported beside the full-test numbers. ``select``: evaluate the run's snapshot picked by a rule
     (``label-free``, ``label-free:sigreg``, ``label-free:rankme``, ``probe``, ``last``, ``epoch:N``; see
     :mod:`.selection`) instead of its final backbone; the run must have been trained with ``--keep-snapshots``.
+    ``out`` already holding a report is refused unless ``overwrite`` (its files, stale plots included, are removed
+    just before the new report is written; :mod:`lejepa_domains.runs.reports`).
 
     ``stream``: a sharded recipe's splits are read from the shards once per backbone (True), decoded once into the
     memory-mapped cache (False), or as their decoded size decides (None; :func:`.streamed.eval_mode`);
     ``num_workers``: DataLoader workers of a streamed pass (default up to 4). Streamed, the leakage audit is not run
     (it hashes decoded pixels; logged and noted in the report) and ``drop_leaked`` is refused.
 
-    ``out`` already holding a report is refused unless ``overwrite`` (its files, stale plots included, are removed
-    just before the new report is written; :mod:`lejepa_domains.runs.reports`)."""
-    from rich.console import Console
-
-    from ..utils import resolve_device
-    from . import report as report_mod
-
+    The order of work: options (:class:`EvalOptions`) → the run, recipe and folders (:func:`_target`) → the splits
+    and protocols (:func:`_inputs`) → the snapshot (``--select``) → the backbones (:func:`_measure`) → the report."""
     t_start = time.perf_counter()
-    console = console or Console(stderr=True)
-    log = _log_fn(console, quiet)
-    # ---- every option is checked before the run, the recipe or any data is looked at
-    names = resolve_baselines(baselines)
-    weights_map = weights_by_encoder(weights, names)
-    if not 0 < val_fraction < 1:
-        raise UserError(f"val_fraction must be in (0, 1), got {val_fraction}")
-    if n_boot < 0 or n_sets < 1:
-        raise UserError(f"need n_boot >= 0 and n_sets >= 1, got {n_boot}, {n_sets}")
-    knn = KNNProtocol(tuple(ks), temperature)
-    dev = resolve_device(device)
-    options = EncoderOptions(weights=weights_map, dinov2_size=dinov2_size, dinov2_pool=dinov2_pool, adapter=adapter,
-                             pixels_size=pixels_size, seed=seed)
-    check_options(names, options)  # e.g. DINOv2 weights that cannot be had fail here
-    if drop_leaked not in (None, "hash", "all"):
-        raise UserError(f"--drop-leaked must be 'hash' (exact or perceptual-hash matches) or 'all' (also feature "
-                        f"matches), got {drop_leaked!r}")
-    if drop_leaked is not None and not leakage:
-        raise UserError("--drop-leaked needs the leakage audit; remove --no-leakage")
-    if select is not None:
-        from .selection import parse_rule
-
-        parse_rule(select)
-
-    # ---- which run, which recipe, where things go
-    run = resolve_run(recipe, checkpoint, runs_dir, names, log)
-    rec, run_dir = run.recipe, run.run_dir
-    snapshots = []
-    if select is not None:
-        if run_dir is None:
-            raise UserError(f"--select {select}: needs a run (--checkpoint RUN_DIR) trained with --keep-snapshots N")
-        snapshots = RunDir(run_dir).snapshots()
-        if not snapshots:
-            raise UserError(f"--select {select}: run {run_dir} kept no snapshots; pretrain it with --keep-snapshots "
-                            "N (or evaluate its final backbone without --select)")
-    if data is None and run.config and run.config.get("data"):
-        data = run.config["data"]
-    if out is None:
-        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        out = (run_dir / "eval") if run_dir is not None and not is_timm_export(run_dir) \
-            else Path(runs_dir) / f"eval-{rec.name}-{stamp}"  # never into an exported folder or the hub cache
-    out = Path(out)
-    cache = (Path(cache_dir) if cache_dir is not None else default_cache_dir()) if use_cache else None
-    ctx = EncoderContext(rec, options, run_dir=run_dir, log=log,
-                         run_ref=str(checkpoint) if run.source and run.source.startswith("exported") else None)
-    check_recipe(names, ctx)  # e.g. a bad --adapter fails before any data is loaded
-    ensure_writable(out, "eval --out")  # unwritable outputs fail here, before any feature is extracted
-    report_dir = ReportDir(out)
-    report_dir.claim(overwrite)  # an earlier report is never replaced silently
-    if cache is not None:
-        ensure_writable(cache, "--cache-dir")
-    if run_dir is not None and RunDir(run_dir).lock().holder() is not None:
-        log(f"[yellow]eval:[/] run {run_dir} is still training; evaluating its latest exported backbone")
-    with FolderLock(out, "eval output"):  # one evaluation at a time writes into `out`
-
-        # ---- data and the protocols, shared by every backbone
-        if skip_bad_samples is None:
-            skip_bad_samples = run.skip_bad_samples()
-        from .streamed import LEAKAGE_SKIPPED, default_workers, eval_mode
-
-        roles = tuple(r for r in ROLES if r in rec.splits)
-        mode, why = eval_mode(rec, None if data is None else str(data), stream, roles)
-        streamed = None
-        if mode == "stream" or stream is not None or hasattr(rec.source, "plan"):  # sharded: always say which
-            log(f"[bold]eval:[/] data: {mode} — {why}")
-        if mode == "stream":
-            if drop_leaked is not None:
-                raise UserError(f"--drop-leaked {drop_leaked}: needs the leakage audit, which is not run on streamed "
-                                "splits (it hashes decoded pixels); add --no-stream to decode the splits once")
-            workers = default_workers() if num_workers is None else int(num_workers)
-            streamed = {"num_workers": workers, "log": log}
-            if leakage:
-                log(f"[bold yellow]eval:[/] leakage audit {LEAKAGE_SKIPPED}")
-                leakage = False
-        sets, splits = _load_splits(rec, data, skip_bad_samples, val_fraction, seed, streamed)
-        missing = _missing_classes(rec, splits, log)
-        fewshot = FewShotProtocol.draw(splits.train, shots, n_sets, fewshot_C, seed)
-        linear, diagnostics = LinearProtocol(tuple(Cs), carved_val=splits.carved), DiagnosticsProtocol(seed)
-        bootstrap = Bootstrap(n_boot, seed, REFERENCE)
-        facts = split_facts(sets, splits.val_info)
-        log(splits_line(rec, splits, facts, dev))
-
-        # ---- which snapshot (--select), scored on val only
-        ctx = replace(ctx, train_images=sets["train"].images)
-        extract = {"batch_size": batch_size, "cache_dir": cache}
-        selection = None
-        if select is not None:
-            from .selection import choose_snapshot, score_snapshots, selection_summary
-
-            rows = score_snapshots(snapshots, ctx, sets, data, splits, dev, extract)
-            chosen = choose_snapshot(rows, select)
-            selection = selection_summary(rows, select, chosen)
-            ctx = replace(ctx, run_dir=Path(chosen["path"]))
-            log(f"[bold]eval:[/] --select {select}: snapshot of epoch {chosen['epoch']} (of "
-                f"{', '.join(str(r['epoch']) for r in rows)})")
-
-        # ---- backbones, one at a time; the first one's features also serve the leakage audit
-        models: dict[str, dict] = {}
-        results: dict[str, dict[str, ProtocolResult]] = {}
-        feats_test: dict[str, np.ndarray] = {}
-        builders = {n: p if callable(p) else _run_builder(n, p) for n, p in (extra_runs or {}).items()}
-        audit: dict[str, Any] = {}
-        filtered = {"keep": None, "models": {}, "criteria": drop_leaked} if drop_leaked else None
-        order = ([REFERENCE] if run_dir is not None else []) + names + list(builders)
-        for i, name in enumerate(order):
-            hook = None
-            if leakage and i == 0:
-                from .leakage_run import audit_hook
-
-                hook = audit_hook(audit, name, sets, splits, dev, batch_size, filtered, log)
-            models[name], results[name], feats_test[name] = _evaluate_backbone(
-                name, ctx, sets, data, splits, (knn, linear, fewshot, diagnostics), bootstrap, dev, extract,
-                build=builders.get(name), on_features=hook, filtered=filtered)
-
-        # ---- the report
-        described = (knn, linear, fewshot, bootstrap, diagnostics)
-        report = {
-            "format": "lejepa-domains/eval-v1",
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "recipe": {"name": rec.name, "path": rec.path, "num_classes": rec.num_classes,
-                       "class_names": list(rec.class_names) if rec.class_names else None, "image_size": rec.image_size,
-                       "channels": rec.channels, "data": None if data is None else str(data)},
-            "checkpoint": None if run_dir is None else {
-                "path": str(run_dir), "source": run.source, "recipe": models[REFERENCE]["encoder"]["checkpoint_recipe"],
-                "weights_sha256_16": models[REFERENCE]["encoder"].get("weights_sha256_16"),
-                "skipped_bad_samples": run.skipped_in_run(),  # images pretraining left out with --skip-bad-samples
-                "skipped_listed_in": str(RunDir(run_dir).config_path)},
-            "splits": {"train": int(len(splits.train)), "val": int(len(splits.val)), "test": int(len(splits.test)),
-                       "val_source": splits.val_info, "missing_classes": missing, "made": facts,
-                       "skipped_bad_samples": {"enabled": bool(skip_bad_samples),
-                                               **{r: len(ds.meta.get("skipped", [])) for r, ds in sets.items()}},
-                       **({"streamed": {"why": why, "workers": streamed["num_workers"], "leakage": LEAKAGE_SKIPPED}}
-                          if streamed is not None else {})},
-            "protocol": {"frozen": FROZEN, **{p.name: p.describe() for p in described}, "val": splits.val_info,
-                         **describe_options(options)},
-            "reference": REFERENCE if REFERENCE in models else None,
-            "models": models,
-            "paired": _paired(results),
-            **({"pairs": _pairs(results, pairs)} if pairs else {}),
-            "environment": {"device": str(dev), "torch": torch.__version__, "python": platform.python_version(),
-                            "machine": platform.machine(), "threads": torch.get_num_threads()},
-            "cache_dir": str(cache) if cache is not None else None,
-        }
-        from .leakage_run import evidence_sections
-
-        extra_files = evidence_sections(report, rec, audit, filtered, selection, sets, plots)
-        report["seconds"] = round(time.perf_counter() - t_start, 2)
-        report_dir.clear()  # --overwrite: no stale plot of the earlier report stays beside the new one
-        report_mod.write_report(report, out, feats_test=feats_test, y_test=splits.test, support=fewshot.support_record(),
-                                plots=plots, extra_files=extra_files)
-        if not quiet:
-            from .evidence_report import print_evidence
-
-            report_mod.print_table(report, Console())
-            print_evidence(report, Console())
-            log(f"[bold]eval:[/] report written to {out}/report.md ({report['seconds']:.0f}s)")
+    log = _log_fn(console or Console(stderr=True), quiet)
+    opts = EvalOptions.check(
+        baselines=baselines, weights=weights, device=device, ks=ks, temperature=temperature, dinov2_size=dinov2_size,
+        dinov2_pool=dinov2_pool, adapter=adapter, pixels_size=pixels_size, seed=seed, val_fraction=val_fraction,
+        n_boot=n_boot, n_sets=n_sets, Cs=Cs, leakage=leakage, drop_leaked=drop_leaked, select=select, shots=shots,
+        fewshot_C=fewshot_C, batch_size=batch_size, use_cache=use_cache, cache_dir=cache_dir, plots=plots,
+        quiet=quiet, skip_bad_samples=skip_bad_samples, stream=stream, num_workers=num_workers,
+        extra_runs=extra_runs, pairs=pairs, embedding_map=embedding_map)
+    target = _target(opts, recipe, checkpoint, runs_dir, data, out, log)
+    ReportDir(target.out).claim(overwrite)  # an earlier report is never replaced silently
+    with FolderLock(target.out, "eval output"):  # one evaluation at a time writes into `out`
+        inp = _inputs(opts, target, log)
+        ctx = replace(target.ctx, train_images=inp.sets["train"].images)
+        extract = {"batch_size": opts.batch_size, "cache_dir": target.cache}
+        ctx, selection = _select_snapshot(opts, target, inp, ctx, extract)
+        measured = _measure(opts, target, inp, ctx, extract)
+        report = _report(opts, target, inp, measured)
+        _write(report, opts, target, inp, measured, selection, t_start, log)
         return report

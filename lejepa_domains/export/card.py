@@ -10,11 +10,13 @@ an evaluation report of other weights (an older export of the run) is left out a
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 
+from ..data.pixels import PixelScaling
 from .licence import LicenceReading
 
 __all__ = ["build_card", "data_card_of", "LEJEPA_CITATION"]
@@ -84,27 +86,57 @@ def _split_rows(front: dict, config: dict | None) -> list[str]:
 
 # --------------------------------------------------------------------------------------------------- the card
 
-def build_card(*, repo_name: str, meta: dict, config: dict | None, metrics: list[dict], data_card: Any | None,
-               report: dict | None, report_note: str | None, licence: LicenceReading, timm_cfg: dict):
-    """The :class:`huggingface_hub.ModelCard` of an exported run (see the module docstring)."""
-    from huggingface_hub import EvalResult, ModelCard, ModelCardData
+@dataclass(frozen=True)
+class _Facts:
+    """What every section of the card reads: the run's config parts, the data card's front matter, the exported
+    model's facts."""
 
+    cfg: dict
+    rec: dict
+    train: dict
+    front: dict
+    recipe_name: str
+    arch: str
+    title: Any
+    source_line: str
+    hub_id: str | None
+    pc: dict
+    channels: int
+    size: int
+    scaling: PixelScaling
+
+
+def _facts(meta: dict, config: dict | None, data_card: Any | None, timm_cfg: dict) -> _Facts:
     cfg = config or {}
     rec = cfg.get("recipe") or {}
-    train = cfg.get("train") or {}
     front = data_card.front if data_card is not None else {}
     recipe_name = rec.get("name") or meta.get("recipe") or "?"
-    arch = meta["timm_name"]
-    title = front.get("title") or recipe_name
     source_line, hub_id = _source_line(front) if front else ("not stated (no data card found)", None)
-    pc = timm_cfg["pretrained_cfg"]
-    channels = int(meta["channels"])
-    size = int(meta["input_size"][-1])
-    from ..data.pixels import PixelScaling
+    return _Facts(cfg=cfg, rec=rec, train=cfg.get("train") or {}, front=front, recipe_name=recipe_name,
+                  arch=meta["timm_name"], title=front.get("title") or recipe_name, source_line=source_line,
+                  hub_id=hub_id, pc=timm_cfg["pretrained_cfg"], channels=int(meta["channels"]),
+                  size=int(meta["input_size"][-1]), scaling=PixelScaling.from_dict(meta.get("pixels")))
 
-    scaling = PixelScaling.from_dict(meta.get("pixels"))
 
-    # ---- front matter
+def build_card(*, repo_name: str, meta: dict, config: dict | None, metrics: list[dict], data_card: Any | None,
+               report: dict | None, report_note: str | None, licence: LicenceReading, timm_cfg: dict):
+    """The :class:`huggingface_hub.ModelCard` of an exported run (see the module docstring), section by section."""
+    from huggingface_hub import ModelCard  # the hub's client: imported where a card is made (as in export/hub.py)
+
+    f = _facts(meta, config, data_card, timm_cfg)
+    data = _card_data(f, repo_name, report, licence)
+    L = (_usage_section(f, repo_name, meta, timm_cfg) + _licence_section(licence) + _data_section(f, data_card)
+         + _recipe_section(f, meta) + _training_section(f, meta, metrics) + _health_section(meta, metrics)
+         + _evaluation_section(f, report, report_note))
+    text = f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(L)
+    return ModelCard(text)
+
+
+def _card_data(f: _Facts, repo_name: str, report: dict | None, licence: LicenceReading):
+    """The front matter: licence, datasets, tags, and the headline evaluation results."""
+    from huggingface_hub import EvalResult, ModelCardData  # the hub's client, as in build_card
+
+    rec, recipe_name, title, hub_id = f.rec, f.recipe_name, f.title, f.hub_id
     eval_results = []
     ref = (report or {}).get("models", {}).get("lejepa") if report else None
     if ref is not None:
@@ -120,13 +152,17 @@ def build_card(*, repo_name: str, meta: dict, config: dict | None, metrics: list
                 task_type="image-classification", task_name="frozen-feature classification",
                 dataset_type=hub_id or recipe_name, dataset_name=str(title), dataset_split=str(test_split),
                 metric_type=metric, metric_name=label, metric_value=round(100 * float(value), 2)))
-    data = ModelCardData(
+    return ModelCardData(
         license=licence.hf_id, library_name="timm", pipeline_tag="image-feature-extraction",
         tags=["timm", "image-feature-extraction", "self-supervised", "lejepa", "lejepa-domains", recipe_name],
         datasets=[hub_id] if hub_id else None, model_name=repo_name,
         eval_results=eval_results or None, metrics=["accuracy"] if eval_results else None)
 
-    # ---- prose
+
+def _usage_section(f: _Facts, repo_name: str, meta: dict, timm_cfg: dict) -> list[str]:
+    """Title, what the model is, how to use it with timm alone, its ``pretrained_cfg``."""
+    rec, recipe_name, arch, title = f.rec, f.recipe_name, f.arch, f.title
+    pc, channels, size, scaling = f.pc, f.channels, f.size, f.scaling
     L: list[str] = [f"# {repo_name}", ""]
     L += [f"A `{arch}` backbone ({meta.get('num_features', '?')}-d features, {channels} input channel(s), "
           f"{size} × {size} px) pretrained **from scratch** with LeJEPA self-supervision on **{_md(title)}** "
@@ -163,17 +199,26 @@ def build_card(*, repo_name: str, meta: dict, config: dict | None, metrics: list
     L += [f"`pretrained_cfg`: input_size {list(pc['input_size'])}, mean {_round(pc['mean'])}, std "
           f"{_round(pc['std'])}, interpolation {pc['interpolation']}, crop_pct {pc['crop_pct']}, num_classes 0 "
           "(pooled features, no classifier head).", ""]
+    return L
 
-    # ---- licence
-    L += ["## Licence", ""]
+
+def _licence_section(licence: LicenceReading) -> list[str]:
+    """The licence (the training data's)."""
+    L = ["## Licence", ""]
     L.append(f"`{licence.hf_id}` — **the licence follows the training data's**, as its data card states it: "
              f"\"{_md(licence.text)}\".")
     if not licence.clear:
         L.append(f"**The licence is unclear**: {licence.why}. Read the data card and the dataset's own terms before "
                  "reusing these weights, in particular commercially.")
     L += ["The lejepa-domains code that trained them is MIT.", ""]
+    return L
 
-    # ---- data
+
+def _data_section(f: _Facts, data_card: Any | None) -> list[str]:
+    """The training data, from its data card."""
+    cfg, rec, front, recipe_name, title = f.cfg, f.rec, f.front, f.recipe_name, f.title
+    source_line, channels, size = f.source_line, f.channels, f.size
+    L: list[str] = []
     L += ["## Training data", ""]
     if data_card is None:
         L += [f"No data card was found for recipe `{recipe_name}`: source, licence and splits are not documented "
@@ -193,8 +238,13 @@ def build_card(*, repo_name: str, meta: dict, config: dict | None, metrics: list
     skipped = (cfg.get("skip_bad_samples") or {})
     if isinstance(skipped, dict) and skipped.get("count"):
         L += [f"Pretraining left out {skipped['count']} undecodable image(s) (`--skip-bad-samples`).", ""]
+    return L
 
-    # ---- recipe
+
+def _recipe_section(f: _Facts, meta: dict) -> list[str]:
+    """The method and the recipe."""
+    cfg, rec, train, arch, scaling = f.cfg, f.rec, f.train, f.arch, f.scaling
+    L: list[str] = []
     L += ["## Recipe", ""]
     lam = train.get("lam")
     L += [f"LeJEPA ({LEJEPA_CITATION}): loss = (1 − λ) · invariance + λ · SIGReg with λ = {_num(lam)}; SIGReg is the "
@@ -211,8 +261,13 @@ def build_card(*, repo_name: str, meta: dict, config: dict | None, metrics: list
           f"- **Local augmentations**: {_md('; '.join(rec.get('local_augment') or []) or 'the recipe default')}",
           f"- **Pixels**: {scaling.text()}, then per-channel mean {_round(meta['mean'])} / std {_round(meta['std'])}",
           ""]
+    return L
 
-    # ---- training configuration and compute
+
+def _training_section(f: _Facts, meta: dict, metrics: list[dict]) -> list[str]:
+    """Training configuration and compute."""
+    cfg, train = f.cfg, f.train
+    L: list[str] = []
     L += ["## Training configuration and compute", ""]
     done_epochs = metrics[-1]["epoch"] if metrics else meta.get("epoch")
     steps = metrics[-1].get("step") if metrics else meta.get("step")
@@ -231,8 +286,12 @@ def build_card(*, repo_name: str, meta: dict, config: dict | None, metrics: list
             ("weights", f"sha256[:16] `{meta.get('weights_sha256_16')}` (epoch {meta.get('epoch')}, step "
                         f"{meta.get('step')})")]
     L += ["| | |", "|---|---|", *[f"| {k} | {_md(v)} |" for k, v in rows], ""]
+    return L
 
-    # ---- health
+
+def _health_section(meta: dict, metrics: list[dict]) -> list[str]:
+    """Per-epoch health figures during training."""
+    L: list[str] = []
     L += ["## Health during training", ""]
     if metrics:
         L += ["Per epoch (`metrics.jsonl`): loss, invariance, SIGReg (exact Gaussian samples give ≈ 1.06 per slice; "
@@ -248,8 +307,13 @@ def build_card(*, repo_name: str, meta: dict, config: dict | None, metrics: list
         L.append("")
     else:
         L += ["No `metrics.jsonl` in the run folder.", ""]
+    return L
 
-    # ---- evaluation
+
+def _evaluation_section(f: _Facts, report: dict | None, report_note: str | None) -> list[str]:
+    """The evaluation, the files, the citations."""
+    front = f.front
+    L: list[str] = []
     L += ["## Evaluation (frozen features)", ""]
     if report is not None:
         L += _eval_section(report)
@@ -265,8 +329,7 @@ def build_card(*, repo_name: str, meta: dict, config: dict | None, metrics: list
     if front.get("citation"):
         L.append(f"- Data: {_md(front['citation'])}")
     L.append("")
-    text = f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(L)
-    return ModelCard(text)
+    return L
 
 
 def _round(values) -> list[float]:

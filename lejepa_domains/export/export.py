@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import UserError
-from ..runs import EXPORT_CARD, RunDir, read_backbone_meta, read_json
+from ..runs import EXPORT_CARD, RunDir, eval_report_path, read_backbone_meta, read_json
 from ..utils import ensure_writable
 from .card import build_card, data_card_of
 from .hub import PushResult, check_push, push_folder
@@ -42,9 +42,9 @@ class ExportResult:
 def find_eval_report(run: RunDir, meta: dict, eval_report: str | Path | None) -> tuple[dict | None, str | None]:
     """(report, None) when an evaluation report of exactly these weights exists (``eval_report``, else
     ``RUN/eval/report.json``); otherwise (None, why not)."""
-    path = Path(eval_report) if eval_report is not None else run.path / "eval" / "report.json"
+    path = Path(eval_report) if eval_report is not None else run.eval_report_path
     if path.is_dir():
-        path = path / "report.json"
+        path = eval_report_path(path)
     report = read_json(path)
     if report is None:
         if eval_report is not None:
@@ -64,13 +64,15 @@ def find_eval_report(run: RunDir, meta: dict, eval_report: str | Path | None) ->
 
 def export_run(run_dir: str | Path, to: str | Path | None = None, *, push: str | None = None, private: bool = True,
                eval_report: str | Path | None = None, overwrite: bool = False,
-               log: Callable[[str], None] | None = None, api: Any = None) -> ExportResult:
+               log: Callable[[str], None] | None = None, api: Any = None, token: str | None = None) -> ExportResult:
     """Export the backbone of ``run_dir`` (the Python API of ``lejepa-domains export``).
 
     ``to``: the folder to write (must not exist or be empty, unless ``overwrite``); ``push``: ``ORG/NAME`` to upload
     to (private unless ``private=False``); without ``to`` the folder is written to a temporary place, uploaded and
     removed. ``eval_report``: the report.json (or its folder) to put in the card; default ``RUN/eval/report.json``
-    when it is of these weights. ``api``: a stand-in for :class:`huggingface_hub.HfApi` (tests)."""
+    when it is of these weights. ``api``: a stand-in for :class:`huggingface_hub.HfApi` (tests). ``token``: the Hub
+    token for ``push`` (default: where ``huggingface_hub`` looks, ``HF_TOKEN`` or ``hf auth login``'s file); it is
+    only handed to the hub client, never written to the folder, the card, a log line or an error message."""
     log = log or (lambda msg: None)
     run = RunDir(Path(run_dir).expanduser())
     if not run.path.is_dir():
@@ -87,7 +89,7 @@ def export_run(run_dir: str | Path, to: str | Path | None = None, *, push: str |
         if out.is_dir() and any(out.iterdir()) and not overwrite:
             raise UserError(f"--to {out}: the folder exists and is not empty; choose another or pass --overwrite")
         ensure_writable(out.parent, "export --to")  # the staging folder is made beside the target
-    token = check_push(push) if push is not None else None
+    token = check_push(push, token) if push is not None else None
     if run.lock().holder() is not None:
         log(f"[yellow]export:[/] run {run.path} is still training; exporting its latest backbone (epoch "
             f"{meta.get('epoch')}, step {meta.get('step')})")

@@ -18,7 +18,7 @@ from typing import Any
 from ..errors import OfflineError, UserError
 from ..runs import EXPORT_CARD, EXPORT_CONFIG, EXPORT_WEIGHTS
 
-__all__ = ["PushResult", "check_push", "push_folder", "parse_model_ref", "resolve_model_ref", "REPO_ID"]
+__all__ = ["PushResult", "check_push", "push_folder", "parse_model_ref", "resolve_model_ref", "REPO_ID", "redact"]
 
 REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 _TRUE = ("1", "true", "yes", "on")
@@ -31,6 +31,21 @@ class PushResult:
     commit: str | None
     private: bool
     files: tuple[str, ...]
+
+
+def redact(text: str, token: str | None = None) -> str:
+    """``text`` without the Hub token: ``token`` (else the one ``huggingface_hub`` would use) and anything shaped like
+    a Hugging Face token (``hf_…``) become ``hf_***`` — for error lines that quote a server's or client's message."""
+    if token is None:
+        try:
+            from huggingface_hub import get_token
+
+            token = get_token()
+        except Exception:  # noqa: BLE001 - no client, no token file: nothing to hide beyond the pattern
+            token = None
+    if token:
+        text = text.replace(token, "hf_***")
+    return re.sub(r"\bhf_[A-Za-z0-9]{8,}", "hf_***", text)
 
 
 def _offline_env() -> bool:
@@ -67,9 +82,10 @@ def _answers(endpoint: str, timeout: float = 2.5) -> bool:
     return bool(answer and answer[0])
 
 
-def check_push(repo_id: str) -> str:
+def check_push(repo_id: str, token: str | None = None) -> str:
     """Everything about ``--push ORG/NAME`` that can be checked before exporting: the id's form, not offline, a
-    token. Returns the token. Raises :class:`UserError` / :class:`OfflineError` (one line)."""
+    token (``token``, else where ``huggingface_hub`` looks). Returns the token. Raises :class:`UserError` /
+    :class:`OfflineError` (one line, never holding the token)."""
     if not REPO_ID.match(repo_id or ""):
         raise UserError(f"--push {repo_id!r}: expected a Hugging Face model id ORG/NAME (letters, digits, '-', '_', "
                         "'.'), e.g. --push my-lab/resnet18-galaxy10-lejepa")
@@ -81,7 +97,7 @@ def check_push(repo_id: str) -> str:
         raise OfflineError(f"--push {repo_id}: the Hugging Face hub is switched off here (HF_HUB_OFFLINE is set); "
                            "nothing was uploaded — unset it on a connected machine, or upload the exported folder "
                            "later with `hf upload`")
-    token = get_token()
+    token = token or get_token()
     if not token:
         raise UserError(f"--push {repo_id}: no Hugging Face token (set HF_TOKEN or run `hf auth login`); nothing was "
                         "uploaded")
@@ -114,7 +130,7 @@ def push_folder(folder: Path, repo_id: str, *, private: bool = True, token: str 
                                              for p in paths],
                                  commit_message=commit_message or "Upload a LeJEPA backbone (lejepa-domains export)")
     except Exception as e:  # HTTP errors (401, 403, 409…), connection errors, timeouts
-        why = " ".join(f"{type(e).__name__}: {e}".split())[:240]
+        why = redact(" ".join(f"{type(e).__name__}: {e}".split()), token)[:240]
         hint = ""
         status = getattr(getattr(e, "response", None), "status_code", None)
         if status in (401, 403):

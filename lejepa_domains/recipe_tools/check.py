@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from ..data import load_split
 from ..data.cards import card_for
@@ -51,10 +52,6 @@ def check_recipe(recipe_ref, *, data: str | Path | None = None, out: str | Path 
     ``leakage``: also load every image of every split and audit val and test against the train split (the
     pretraining pool) for exact and perceptual-hash duplicates (:func:`lejepa_domains.evaluate.leakage.audit`,
     without features: no backbone is trained yet); counts in ``CheckReport.leakage``, a warning when any is found."""
-    import torch
-
-    from ..data.views import MultiCropDataset
-
     r = load_recipe(recipe_ref)
     ensure_writable(Path(out).expanduser(), "recipes check --out")  # before any sample is loaded
     checks: list[tuple[str, bool, str]] = []
@@ -68,64 +65,12 @@ def check_recipe(recipe_ref, *, data: str | Path | None = None, out: str | Path 
             checks.append((f"{role} split {split!r} loads", False, str(e)))
             continue
         sets[role] = s
-        info = s.meta
-        lc = info.get("label_counts")
-        checks.append((f"{role} split {split!r} loads", True, f"{info.get('rows', len(s)):,} images"
-                       + (f" from {info['where']}" if info.get("where") else "")))
-        shape = tuple(s.images.shape[1:])
-        want = (r.image_size, r.image_size, r.channels)
-        checks.append((f"{role}: image size and channels", shape == want,
-                       f"{shape[0]}x{shape[1]}, {shape[2]} channel(s)" + ("" if shape == want else
-                                                                          f"; the recipe says {want}")))
-        dt_ok = s.images.dtype == np.dtype(r.dtype)
-        checks.append((f"{role}: value type", dt_ok, f"{s.images.dtype}" + ("" if dt_ok else
-                                                                         f"; the recipe says {r.dtype}")))
-        if s.images.dtype.kind == "f":
-            fin = bool(np.isfinite(np.asarray(s.images)).all())
-            checks.append((f"{role}: finite values", fin, "" if fin else "NaN or inf in the sampled images"))
-        if lc is not None:
-            present = [i for i, c in enumerate(lc) if c]
-            ok = len(lc) <= r.num_classes
-            checks.append((f"{role}: labels in [0, {r.num_classes})", ok,
-                           f"{len(present)} classes present" + ("" if ok else f", labels up to {len(lc) - 1}")))
-            if ok and len(present) < r.num_classes:  # a class absent from test: its metrics cannot see it
-                missing[role] = missing_from_counts(r, lc)
-        elif role != "train":
-            checks.append((f"{role}: labels", False, "no labels; evaluation needs labelled val/test splits"))
+        checks += _split_checks(r, role, split, s, missing)
     warnings += coverage_warnings(r, missing)
     checks.append(backbone_check(r))
     if "train" in sets:
-        tr = sets["train"]
-        try:
-            ds = MultiCropDataset(tr, r, seed=seed)
-            g, loc, _ = ds[0]
-            gw = (r.n_global, r.channels, r.global_size, r.global_size)
-            lw = (r.n_local, r.channels, r.local_size, r.local_size)
-            ok = tuple(g.shape) == gw and (r.n_local == 0 or tuple(loc.shape) == lw)
-            finite = bool(torch.isfinite(g).all() and torch.isfinite(loc).all())
-            checks.append(("views: shapes", ok, f"global {tuple(g.shape)}, local {tuple(loc.shape)}"))
-            checks.append(("views: finite values", finite, "" if finite else "NaN/inf after the augmentations"))
-        except Exception as e:  # noqa: BLE001 - an augmentation failing is a recipe error to report
-            checks.append(("views: build and run", False, f"{type(e).__name__}: {e}"))
-        if r.global_size > r.image_size:
-            warnings.append(f"global_size {r.global_size} > image_size {r.image_size}: views are upsampled")
-        if r.local_size >= r.global_size:
-            warnings.append(f"local_size {r.local_size} >= global_size {r.global_size}")
-        sc = r.pixel_scaling
-        mean, std = channel_stats(tr.images, sc)  # of the *scaled* values (what the recipe's mean/std normalise)
-        if sc.is_uint8_default:
-            far = max(max(abs(a - b) for a, b in zip(mean, r.mean)), max(abs(a - b) for a, b in zip(std, r.std)))
-        elif len(mean) == len(r.mean):  # differences measured in units of the recipe's std
-            far = max(max(abs(a - b) / sd for a, b, sd in zip(mean, r.mean, r.std)),
-                      max(abs(a - b) / sd for a, b, sd in zip(std, r.std, r.std)))
-        else:
-            far = 0.0  # the channel count check above already failed
-        if far > STATS_TOLERANCE:
-            unit = "" if sc.is_uint8_default else " recipe std"
-            warnings.append(f"the recipe's mean={tuple(r.mean)}, std={tuple(r.std)} differ from those measured on "
-                            f"{len(tr)} training images by up to {far:.3g}{unit} (tolerance {STATS_TOLERANCE}"
-                            f"{unit}); paste into the recipe (and its card): "
-                            f"mean={tuple(mean)!r}, std={tuple(std)!r}")
+        checks += _view_checks(r, sets["train"], seed)
+        mean, std = _stats_warnings(r, sets["train"], warnings)
     else:
         mean = std = None
     png = None
@@ -151,6 +96,79 @@ def check_recipe(recipe_ref, *, data: str | Path | None = None, out: str | Path 
         warnings.append(str(e))
     return CheckReport(r.name, checks, warnings, mean, std, 0 if mean is None else len(sets["train"]), png, card,
                        leak)
+
+
+def _split_checks(r, role: str, split, s, missing: dict[str, list]) -> list[tuple[str, bool, str]]:
+    """The checks of one loaded split's samples: size, channels, value type, finite values, labels (classes the
+    split lacks go to ``missing``)."""
+    checks: list[tuple[str, bool, str]] = []
+    info = s.meta
+    lc = info.get("label_counts")
+    checks.append((f"{role} split {split!r} loads", True, f"{info.get('rows', len(s)):,} images"
+                   + (f" from {info['where']}" if info.get("where") else "")))
+    shape = tuple(s.images.shape[1:])
+    want = (r.image_size, r.image_size, r.channels)
+    checks.append((f"{role}: image size and channels", shape == want,
+                   f"{shape[0]}x{shape[1]}, {shape[2]} channel(s)" + ("" if shape == want else
+                                                                      f"; the recipe says {want}")))
+    dt_ok = s.images.dtype == np.dtype(r.dtype)
+    checks.append((f"{role}: value type", dt_ok, f"{s.images.dtype}" + ("" if dt_ok else
+                                                                     f"; the recipe says {r.dtype}")))
+    if s.images.dtype.kind == "f":
+        fin = bool(np.isfinite(np.asarray(s.images)).all())
+        checks.append((f"{role}: finite values", fin, "" if fin else "NaN or inf in the sampled images"))
+    if lc is not None:
+        present = [i for i, c in enumerate(lc) if c]
+        ok = len(lc) <= r.num_classes
+        checks.append((f"{role}: labels in [0, {r.num_classes})", ok,
+                       f"{len(present)} classes present" + ("" if ok else f", labels up to {len(lc) - 1}")))
+        if ok and len(present) < r.num_classes:  # a class absent from test: its metrics cannot see it
+            missing[role] = missing_from_counts(r, lc)
+    elif role != "train":
+        checks.append((f"{role}: labels", False, "no labels; evaluation needs labelled val/test splits"))
+    return checks
+
+
+def _view_checks(r, tr, seed: int) -> list[tuple[str, bool, str]]:
+    """Build the multi-crop views of one training sample: their shapes and finiteness."""
+    from ..data.views import MultiCropDataset  # deliberately lazy: the augmentations load when a recipe is checked
+
+    try:
+        ds = MultiCropDataset(tr, r, seed=seed)
+        g, loc, _ = ds[0]
+        gw = (r.n_global, r.channels, r.global_size, r.global_size)
+        lw = (r.n_local, r.channels, r.local_size, r.local_size)
+        ok = tuple(g.shape) == gw and (r.n_local == 0 or tuple(loc.shape) == lw)
+        finite = bool(torch.isfinite(g).all() and torch.isfinite(loc).all())
+        return [("views: shapes", ok, f"global {tuple(g.shape)}, local {tuple(loc.shape)}"),
+                ("views: finite values", finite, "" if finite else "NaN/inf after the augmentations")]
+    except Exception as e:  # noqa: BLE001 - an augmentation failing is a recipe error to report
+        return [("views: build and run", False, f"{type(e).__name__}: {e}")]
+
+
+def _stats_warnings(r, tr, warnings: list[str]) -> tuple[list[float], list[float]]:
+    """Per-channel mean/std of the scaled training samples; warnings when the view sizes or the recipe's
+    normalisation look off."""
+    if r.global_size > r.image_size:
+        warnings.append(f"global_size {r.global_size} > image_size {r.image_size}: views are upsampled")
+    if r.local_size >= r.global_size:
+        warnings.append(f"local_size {r.local_size} >= global_size {r.global_size}")
+    sc = r.pixel_scaling
+    mean, std = channel_stats(tr.images, sc)  # of the *scaled* values (what the recipe's mean/std normalise)
+    if sc.is_uint8_default:
+        far = max(max(abs(a - b) for a, b in zip(mean, r.mean)), max(abs(a - b) for a, b in zip(std, r.std)))
+    elif len(mean) == len(r.mean):  # differences measured in units of the recipe's std
+        far = max(max(abs(a - b) / sd for a, b, sd in zip(mean, r.mean, r.std)),
+                  max(abs(a - b) / sd for a, b, sd in zip(std, r.std, r.std)))
+    else:
+        far = 0.0  # the channel count check above already failed
+    if far > STATS_TOLERANCE:
+        unit = "" if sc.is_uint8_default else " recipe std"
+        warnings.append(f"the recipe's mean={tuple(r.mean)}, std={tuple(r.std)} differ from those measured on "
+                        f"{len(tr)} training images by up to {far:.3g}{unit} (tolerance {STATS_TOLERANCE}"
+                        f"{unit}); paste into the recipe (and its card): "
+                        f"mean={tuple(mean)!r}, std={tuple(std)!r}")
+    return mean, std
 
 
 def _leakage(r, data) -> dict:

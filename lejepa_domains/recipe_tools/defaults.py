@@ -26,7 +26,7 @@ __all__ = ["DeviceFacts", "DataFacts", "Defaults", "detect_device", "parse_devic
            "backbone_for", "view_sizes_for", "view_counts_for", "batch_size_for", "lr_for", "epochs_for",
            "workers_for", "stored_size_for", "step_seconds", "BACKBONE_COST", "CPU_STARTUP_S", "CPU_EPOCH_END_S", "CPU_PX_PER_S_PER_CORE",
            "CPU_CORE_S_PER_VIEW", "CPU_STEP_CORE_S", "GPU_PX_PER_S_PER_GB",
-           "DEFAULT_MINUTES"]
+           "DEFAULT_MINUTES", "defaults_block"]
 
 #: wall time a scaffolded recipe's first run aims at, per device kind (minutes)
 DEFAULT_MINUTES = {"cpu": 10.0, "cuda": 30.0}
@@ -325,3 +325,33 @@ def choose_defaults(data: DataFacts, device: DeviceFacts, minutes: float | None 
     estimate = CPU_STARTUP_S + steps * s + epochs * CPU_EPOCH_END_S
     return Defaults(backbone, side, g, loc, n_g, n_l, batch, lr, wd, epochs, workers, slices, proj, 64, estimate,
                     minutes, device, why, notes)
+
+
+def defaults_block(d: Defaults, n_train: int) -> list[str]:
+    """The recipe lines that state the training defaults, each with its reason (shared with the shard scaffold)."""
+    warmup = round(min(1.0, 0.1 * d.epochs), 2)
+    return [
+        f"    # training defaults for {d.device.describe()}, aiming at a first run of ~{d.minutes:g} min",
+        "    # (recipes new --minutes M --for-device cpu:N|cuda:GIB; rules and measurements: README \"Scaffold",
+        "    # defaults, measured\"; pretrain prints its own estimate after 4 steps, --time-budget caps the run)",
+        f"    # views: {d.why['views']}; {d.why['view_counts']}",
+        f"    global_size={d.global_size},",
+        f"    local_size={d.local_size},",
+        f"    n_global={d.n_global},",
+        f"    n_local={d.n_local},",
+        "    global_scale=(0.3, 1.0),",
+        "    local_scale=(0.05, 0.3),",
+        "    global_augment=augment,",
+        "    local_augment=augment,",
+        f"    # backbone: {d.why['backbone']}; {d.why['projector']}",
+        f"    backbone={d.backbone!r},",
+        f"    proj_hidden={tuple(d.proj_hidden)!r},",
+        f"    proj_dim={d.proj_dim},",
+        f"    # batch size for {n_train:,} training images: {d.why['batch_size']}",
+        f"    # learning rate: {d.why['lr']}; SIGReg: {d.why['num_slices']}",
+        f"    # epochs: {d.why['epochs']}",
+        f"    # workers: {d.why['num_workers']}",
+        f"    train=TrainConfig(epochs={d.epochs}, batch_size={d.batch_size}, lr={d.lr:g}, weight_decay={d.weight_decay:g}, "
+        f"lam=0.05, schedule=\"constant\", warmup_epochs={warmup:g}, num_slices={d.num_slices}, "
+        f"num_workers={d.num_workers}),",
+    ]

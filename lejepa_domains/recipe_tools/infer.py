@@ -70,6 +70,26 @@ def split_provenance(roles: dict[str, str], split_kw: dict[str, Any]) -> dict[st
     return out
 
 
+def _file_warnings(tables: dict, hf: str | None, notes: list[str]) -> tuple[list[str], ImageScan | None]:
+    """Files in the class folders that are not images, and the check of every image file (local data): the
+    warnings to print and the check's result."""
+    warnings = []
+    others = [f for t in tables.values() for f in t.info.get("not_images", [])]
+    if others:
+        shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
+        warnings.append(f"{len(others)} file(s) in the class folders are not images and are left out: {shown}")
+    scan = scan_images(tables) if hf is None else None  # a hub dataset is read in full by pretrain
+    if scan is not None and scan.bad:
+        bad = list(scan.bad.values())
+        warnings.append(f"{len(bad)} of {scan.checked} image file(s) cannot be read: {'; '.join(bad[:3])}"
+                        + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+                        + "; pretrain and eval stop at them: remove or replace them, or pass --skip-bad-samples")
+    if scan is not None and not scan.complete:
+        notes.append(f"checked {scan.checked:,} of {scan.total:,} image files in {scan.seconds:.0f} s (time limit); "
+                     "`lejepa-domains recipes check RECIPE --leakage` (and pretrain) read them all")
+    return warnings, scan
+
+
 def _pick_column(kinds: dict[str, str], wanted: tuple[str, ...], names: tuple[str, ...]) -> str | None:
     for k, v in kinds.items():
         if v in wanted[:1]:
@@ -163,157 +183,20 @@ def infer_dataset(*, hf: str | None = None, data: str | Path | None = None, conf
     splits = list(reader.splits)
     first = splits[0] if reader.unsplit else next((s for s in splits if s in ("train", "training")), splits[0])
     notes: list[str] = []
-    img_col, lab_col = image_column, label_column
-    if reader.tabular:
-        kinds = reader.column_kinds(first)
-        img_col = img_col or _pick_column(kinds, ("image", "binary", "string"), IMAGE_NAMES)
-        lab_col = lab_col or _pick_column(kinds, ("classlabel", "int"), LABEL_NAMES)
-        if img_col is None or img_col not in kinds:
-            raise DataError(f"{reader.where}: no image column found among {kinds}; pass --image-column NAME")
-        if lab_col is None or lab_col not in kinds:
-            raise DataError(f"{reader.where}: no integer label column found among {kinds}; pass --label-column NAME")
-        if kinds.get(lab_col) == "string":
-            raise DataError(f"{reader.where}: label column {lab_col!r} holds strings; expected integer class ids "
-                            "(convert the names to ids, e.g. with datasets' class_encode_column)")
-    else:
-        img_col, lab_col = "image", "label"
+    img_col, lab_col = _columns(reader, first, image_column, label_column)
     roles, split_kw = _roles(splits, reader.unsplit)
-    warnings: list[str] = []
+    tables, sizes, names = _labels(reader, splits, img_col, lab_col, notes)
+    counts, sizes_by_role = _role_counts(reader, tables, splits, roles, split_kw, names)
+    warnings, scan = _file_warnings(tables, hf, notes)
     if data is not None and (w := split_folder_warning(data)):
-        warnings.append(w)
-
-    # labels and class names over every split
-    names: list[str] | None = None
-    counts: dict[str, list[int]] = {}
-    sizes: dict[str, int] = {}
-    sizes_by_role: dict[str, int] = {}
-    max_label = -1
-    tables = {}
-    for s in splits:
-        t = reader.table(s, img_col, lab_col)
-        tables[s] = t
-        sizes[s] = t.n
-        if t.labels is not None and len(t.labels):
-            if t.labels.min() < 0:
-                i = int(np.flatnonzero(t.labels < 0)[0])
-                raise DataError(f"{t.row_where(i)}: label {int(t.labels[i])} is negative; expected class ids >= 0 "
-                                "(unlabelled rows must be removed for evaluation)")
-            max_label = max(max_label, int(t.labels.max()))
-        if t.class_names is not None:
-            names = list(t.class_names)
-    if names is None:
-        names = [str(i) for i in range(max_label + 1)]
-        notes.append("class names are not stored in the data: they are the class ids; replace them")
-    k = len(names)
-    if max_label >= k:
-        raise DataError(f"{reader.where}: labels go up to {max_label} but the data names only {k} classes")
-    by_role: dict[str, np.ndarray] = {}
-    if "unsplit" in split_kw:
-        t = tables[splits[0]]
-        u = split_kw["unsplit"]
-        for role, idx in stratified_split(t.labels, u["fractions"], seed=u["seed"]).items():
-            by_role[role] = t.labels[idx]
-    else:
-        for role, s in roles.items():
-            if s in tables:
-                by_role[role] = tables[s].labels
-        if "carve" in split_kw:
-            c = split_kw["carve"]["val"]
-            y = tables[c["from"]].labels
-            parts = stratified_split(y, {"rest": 1 - c["fraction"], "carved": c["fraction"]}, seed=c["seed"])
-            by_role["train"], by_role["val"] = y[parts["rest"]], y[parts["carved"]]
-    for role in ("train", "val", "test"):
-        if role in by_role:
-            counts[role] = np.bincount(by_role[role], minlength=k).tolist()
-            sizes_by_role[role] = int(len(by_role[role]))
-            if not len(by_role[role]):
-                raise DataError(f"{reader.where}: the {role!r} split would be empty ({split_kw}): too few images per "
-                                "class to cut it; give the data a split of that name yourself")
-    if k < 2:
-        raise DataError(f"{reader.where}: a single class ({names}); a classification recipe needs at least two")
-    others = [f for t in tables.values() for f in t.info.get("not_images", [])]
-    if others:
-        shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
-        warnings.append(f"{len(others)} file(s) in the class folders are not images and are left out: {shown}")
-    scan = scan_images(tables) if hf is None else None  # a hub dataset is read in full by `recipes check`
-    if scan is not None and scan.bad:
-        bad = list(scan.bad.values())
-        warnings.append(f"{len(bad)} of {scan.checked} image file(s) cannot be read: {'; '.join(bad[:3])}"
-                        + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
-                        + "; pretrain and eval stop at them: remove or replace them, or pass --skip-bad-samples")
-    if scan is not None and not scan.complete:
-        notes.append(f"checked {scan.checked:,} of {scan.total:,} image files in {scan.seconds:.0f} s (time limit); "
-                     "`lejepa-domains recipes check RECIPE --leakage` (and pretrain) read them all")
-
-    # sample images: modes and sizes without decoding pixels
-    t0 = tables[first]
-    m = min(samples, t0.n)
-    pick = np.unique(np.linspace(0, t0.n - 1, m).round().astype(int)) if m else np.zeros(0, int)
-    modes: Counter = Counter()
-    native: list[tuple[int, int]] = []
-    facts: list[tuple[int, str] | None] = []
+        warnings.insert(0, w)
     bad_rows = {row for split, row in (scan.bad if scan is not None else {}) if split == first}
-    for row, raw in t0.rows(np.asarray([r for r in pick.tolist() if r not in bad_rows], dtype=int)):
-        try:
-            fact = _array_facts(raw)
-            if fact is not None:  # N-channel / 16-bit / float: shape from the array itself
-                mode, hw = f"{fact[0]}ch;{fact[1]}", fact[2]
-                facts.append(fact[:2])
-            else:
-                mode, hw = _raw_facts(raw)
-                facts.append(None)
-        except DataError as e:
-            raise DataError(f"{t0.row_where(row)}: {str(e).split(': ', 1)[-1]}") from None
-        modes[mode] += 1
-        native.append(hw)
-    pixels: dict[str, Any] = {}
-    if any(f is not None for f in facts):
-        kinds = {f for f in facts if f is not None}
-        if None in facts or len({c for c, _ in kinds}) > 1:
-            raise DataError(f"{t0.where}: the sampled images mix channel counts / value types ({dict(modes)}); "
-                            "expected one kind of image per dataset")
-        c_sci = next(iter(kinds))[0]
-        dtype = "float32" if any(d == "float32" for _, d in kinds) else "uint16" if any(
-            d == "uint16" for _, d in kinds) else "uint8"
-        pixels = {"dtype": dtype, "scaling": "none" if dtype == "float32" else "linear"}
-        if dtype == "uint16":
-            notes.append("uint16 data is scaled by x / 65535 by default: set pixel_max to the sensor's or product's "
-                         "real maximum (e.g. 10000 for Sentinel-2 L1C) and say so in the card")
-        if dtype == "float32":
-            notes.append("float data is used as stored (scaling='none'); for astronomical fluxes consider "
-                         "scaling='asinh' with a softening near the noise level, then re-run `recipes check`")
-    sixteen = [md for md in modes if ";16" in md or md.startswith(("I", "F")) or ";" in md] if not pixels else []
-    if sixteen:
-        raise DataError(f"{t0.where}: sample images are {sorted(sixteen)} (16-bit/float); this toolkit stores uint8 — "
-                        "scale them to 8 bits deliberately (and say how in the data card) first")
-    grey = sum(v for md, v in modes.items() if md in ("L", "1", "LA"))
-    alpha = sum(v for md, v in modes.items() if md in ("RGBA", "LA", "PA"))
-    colour = sum(modes.values()) - grey
-    convert = None
-    if pixels:
-        channels = c_sci
-    elif grey and not colour:
-        channels = 1
-        if alpha:
-            convert = "L"
-            notes.append(f"{alpha} of {sum(modes.values())} sampled images have an alpha channel; convert='L' drops it")
-    else:
-        channels = 3
-        if grey or alpha:
-            convert = "RGB"
-            notes.append(f"sampled image modes {dict(modes)}: convert='RGB' turns grey/alpha images into RGB "
-                         "(grey replicated, alpha dropped); say so in the card if that is right")
-    square = all(h == w for h, w in native)
-    same = len(set(native)) == 1
-    if same and square:
-        size, resize = native[0][0], "stretch"
-    else:
-        size = int(min(224, np.median([min(hw) for hw in native])))
-        size = size - size % 8 if size > 32 else size
-        resize = "center-crop"
-        notes.append(f"images vary in size/aspect ({len(set(native))} different sizes in {len(native)} samples): "
-                     f"resized so the shorter side is {size} px, then centre-cropped")
-    facts: dict[str, Any] = {"image_size": size, "channels": channels, "num_classes": k, "class_names": names}
+    t0 = tables[first]
+    modes, native, pixels, c_sci = _sample_images(t0, samples, notes, bad_rows)
+    channels, convert = _channels(modes, pixels, c_sci, notes)
+    size, resize = _size(native, notes)
+    facts: dict[str, Any] = {"image_size": size, "channels": channels, "num_classes": len(names),
+                             "class_names": names}
     if pixels and pixels["dtype"] != "uint8":
         facts["dtype"] = pixels["dtype"]
     kw: dict[str, Any] = {}
@@ -342,6 +225,168 @@ def infer_dataset(*, hf: str | None = None, data: str | Path | None = None, conf
                     lab_col if reader.tabular else None, names, counts, channels, size, native, modes, mean, std,
                     len(sample), notes, pixels, provenance=split_provenance(roles, split_kw), warnings=warnings,
                     scan=scan)
+
+
+def _columns(reader, first: str, image_column: str | None, label_column: str | None) -> tuple[str, str]:
+    """The image and label columns of a table (given, else picked by kind and name); ``image``/``label`` else."""
+    img_col, lab_col = image_column, label_column
+    if not reader.tabular:
+        return "image", "label"
+    kinds = reader.column_kinds(first)
+    img_col = img_col or _pick_column(kinds, ("image", "binary", "string"), IMAGE_NAMES)
+    lab_col = lab_col or _pick_column(kinds, ("classlabel", "int"), LABEL_NAMES)
+    if img_col is None or img_col not in kinds:
+        raise DataError(f"{reader.where}: no image column found among {kinds}; pass --image-column NAME")
+    if lab_col is None or lab_col not in kinds:
+        raise DataError(f"{reader.where}: no integer label column found among {kinds}; pass --label-column NAME")
+    if kinds.get(lab_col) == "string":
+        raise DataError(f"{reader.where}: label column {lab_col!r} holds strings; expected integer class ids "
+                        "(convert the names to ids, e.g. with datasets' class_encode_column)")
+    return img_col, lab_col
+
+
+def _labels(reader, splits: list[str], img_col: str, lab_col: str,
+            notes: list[str]) -> tuple[dict, dict[str, int], list[str]]:
+    """Labels and class names over every split: ``(tables by split, sizes by split, class names)``."""
+    names: list[str] | None = None
+    sizes: dict[str, int] = {}
+    max_label = -1
+    tables = {}
+    for s in splits:
+        t = reader.table(s, img_col, lab_col)
+        tables[s] = t
+        sizes[s] = t.n
+        if t.labels is not None and len(t.labels):
+            if t.labels.min() < 0:
+                i = int(np.flatnonzero(t.labels < 0)[0])
+                raise DataError(f"{t.row_where(i)}: label {int(t.labels[i])} is negative; expected class ids >= 0 "
+                                "(unlabelled rows must be removed for evaluation)")
+            max_label = max(max_label, int(t.labels.max()))
+        if t.class_names is not None:
+            names = list(t.class_names)
+    if names is None:
+        names = [str(i) for i in range(max_label + 1)]
+        notes.append("class names are not stored in the data: they are the class ids; replace them")
+    k = len(names)
+    if max_label >= k:
+        raise DataError(f"{reader.where}: labels go up to {max_label} but the data names only {k} classes")
+    return tables, sizes, names
+
+
+def _role_counts(reader, tables: dict, splits: list[str], roles: dict, split_kw: dict,
+                 names: list[str]) -> tuple[dict[str, list[int]], dict[str, int]]:
+    """Per role (train / val / test, after the recipe's split): images per class and the number of images."""
+    k = len(names)
+    counts: dict[str, list[int]] = {}
+    sizes_by_role: dict[str, int] = {}
+    by_role: dict[str, np.ndarray] = {}
+    if "unsplit" in split_kw:
+        t = tables[splits[0]]
+        u = split_kw["unsplit"]
+        for role, idx in stratified_split(t.labels, u["fractions"], seed=u["seed"]).items():
+            by_role[role] = t.labels[idx]
+    else:
+        for role, s in roles.items():
+            if s in tables:
+                by_role[role] = tables[s].labels
+        if "carve" in split_kw:
+            c = split_kw["carve"]["val"]
+            y = tables[c["from"]].labels
+            parts = stratified_split(y, {"rest": 1 - c["fraction"], "carved": c["fraction"]}, seed=c["seed"])
+            by_role["train"], by_role["val"] = y[parts["rest"]], y[parts["carved"]]
+    for role in ("train", "val", "test"):
+        if role in by_role:
+            counts[role] = np.bincount(by_role[role], minlength=k).tolist()
+            sizes_by_role[role] = int(len(by_role[role]))
+            if not len(by_role[role]):
+                raise DataError(f"{reader.where}: the {role!r} split would be empty ({split_kw}): too few images per "
+                                "class to cut it; give the data a split of that name yourself")
+    if k < 2:
+        raise DataError(f"{reader.where}: a single class ({names}); a classification recipe needs at least two")
+    return counts, sizes_by_role
+
+
+def _sample_images(t0, samples: int, notes: list[str], skip: set[int] = frozenset()
+                   ) -> tuple[Counter, list[tuple[int, int]], dict[str, Any], int | None]:
+    """Modes and sizes of sampled images, without decoding pixels: ``(modes, native sizes, pixels, channels)``
+    where ``pixels`` (``{"dtype", "scaling"}``) and ``channels`` describe N-channel / 16-bit / float data (else
+    empty and None). ``skip``: rows known to be unreadable."""
+    m = min(samples, t0.n)
+    pick = np.unique(np.linspace(0, t0.n - 1, m).round().astype(int)) if m else np.zeros(0, int)
+    modes: Counter = Counter()
+    native: list[tuple[int, int]] = []
+    facts: list[tuple[int, str] | None] = []
+    for row, raw in t0.rows(np.asarray([r for r in pick.tolist() if r not in skip], dtype=int)):
+        try:
+            fact = _array_facts(raw)
+            if fact is not None:  # N-channel / 16-bit / float: shape from the array itself
+                mode, hw = f"{fact[0]}ch;{fact[1]}", fact[2]
+                facts.append(fact[:2])
+            else:
+                mode, hw = _raw_facts(raw)
+                facts.append(None)
+        except DataError as e:
+            raise DataError(f"{t0.row_where(row)}: {str(e).split(': ', 1)[-1]}") from None
+        modes[mode] += 1
+        native.append(hw)
+    pixels: dict[str, Any] = {}
+    c_sci = None
+    if any(f is not None for f in facts):
+        kinds = {f for f in facts if f is not None}
+        if None in facts or len({c for c, _ in kinds}) > 1:
+            raise DataError(f"{t0.where}: the sampled images mix channel counts / value types ({dict(modes)}); "
+                            "expected one kind of image per dataset")
+        c_sci = next(iter(kinds))[0]
+        dtype = "float32" if any(d == "float32" for _, d in kinds) else "uint16" if any(
+            d == "uint16" for _, d in kinds) else "uint8"
+        pixels = {"dtype": dtype, "scaling": "none" if dtype == "float32" else "linear"}
+        if dtype == "uint16":
+            notes.append("uint16 data is scaled by x / 65535 by default: set pixel_max to the sensor's or product's "
+                         "real maximum (e.g. 10000 for Sentinel-2 L1C) and say so in the card")
+        if dtype == "float32":
+            notes.append("float data is used as stored (scaling='none'); for astronomical fluxes consider "
+                         "scaling='asinh' with a softening near the noise level, then re-run `recipes check`")
+    sixteen = [md for md in modes if ";16" in md or md.startswith(("I", "F")) or ";" in md] if not pixels else []
+    if sixteen:
+        raise DataError(f"{t0.where}: sample images are {sorted(sixteen)} (16-bit/float); this toolkit stores uint8 — "
+                        "scale them to 8 bits deliberately (and say how in the data card) first")
+    return modes, native, pixels, c_sci
+
+
+def _channels(modes: Counter, pixels: dict[str, Any], c_sci: int | None, notes: list[str]) -> tuple[int, str | None]:
+    """The recipe's channel count and the conversion (``L``/``RGB``) the sampled image modes need."""
+    grey = sum(v for md, v in modes.items() if md in ("L", "1", "LA"))
+    alpha = sum(v for md, v in modes.items() if md in ("RGBA", "LA", "PA"))
+    colour = sum(modes.values()) - grey
+    convert = None
+    if pixels:
+        channels = c_sci
+    elif grey and not colour:
+        channels = 1
+        if alpha:
+            convert = "L"
+            notes.append(f"{alpha} of {sum(modes.values())} sampled images have an alpha channel; convert='L' drops it")
+    else:
+        channels = 3
+        if grey or alpha:
+            convert = "RGB"
+            notes.append(f"sampled image modes {dict(modes)}: convert='RGB' turns grey/alpha images into RGB "
+                         "(grey replicated, alpha dropped); say so in the card if that is right")
+    return channels, convert
+
+
+def _size(native: list[tuple[int, int]], notes: list[str]) -> tuple[int, str]:
+    """The recipe's image side and resize mode: the native size when every sample is square and the same, else
+    the median shorter side (at most 224, a multiple of 8 above 32) with a centre crop."""
+    square = all(h == w for h, w in native)
+    same = len(set(native)) == 1
+    if same and square:
+        return native[0][0], "stretch"
+    size = int(min(224, np.median([min(hw) for hw in native])))
+    size = size - size % 8 if size > 32 else size
+    notes.append(f"images vary in size/aspect ({len(set(native))} different sizes in {len(native)} samples): "
+                 f"resized so the shorter side is {size} px, then centre-cropped")
+    return size, "center-crop"
 
 
 

@@ -11,8 +11,9 @@ from typing import Any
 from ..data.formats import path_fingerprint
 from ..errors import UserError
 from ..utils import atomic_write_bytes, ensure_writable
-from .defaults import DataFacts, Defaults, choose_defaults, parse_device
+from .defaults import DataFacts, Defaults, choose_defaults, defaults_block, parse_device
 from .infer import Inferred, infer_dataset
+from .shard_scaffold import new_shard_recipe
 
 __all__ = ["new_recipe", "NewRecipe", "NAME_RE", "defaults_block"]
 
@@ -34,38 +35,9 @@ def _facts(inf: Inferred) -> DataFacts:
                      (inf.pixels or {}).get("dtype", "uint8"), tuple(int(c) for c in counts))
 
 
-def defaults_block(d: Defaults, n_train: int) -> list[str]:
-    """The recipe lines that state the training defaults, each with its reason (shared with the shard scaffold)."""
-    warmup = round(min(1.0, 0.1 * d.epochs), 2)
-    return [
-        f"    # training defaults for {d.device.describe()}, aiming at a first run of ~{d.minutes:g} min",
-        "    # (recipes new --minutes M --for-device cpu:N|cuda:GIB; rules and measurements: README \"Scaffold",
-        "    # defaults, measured\"; pretrain prints its own estimate after 4 steps, --time-budget caps the run)",
-        f"    # views: {d.why['views']}; {d.why['view_counts']}",
-        f"    global_size={d.global_size},",
-        f"    local_size={d.local_size},",
-        f"    n_global={d.n_global},",
-        f"    n_local={d.n_local},",
-        "    global_scale=(0.3, 1.0),",
-        "    local_scale=(0.05, 0.3),",
-        "    global_augment=augment,",
-        "    local_augment=augment,",
-        f"    # backbone: {d.why['backbone']}; {d.why['projector']}",
-        f"    backbone={d.backbone!r},",
-        f"    proj_hidden={tuple(d.proj_hidden)!r},",
-        f"    proj_dim={d.proj_dim},",
-        f"    # batch size for {n_train:,} training images: {d.why['batch_size']}",
-        f"    # learning rate: {d.why['lr']}; SIGReg: {d.why['num_slices']}",
-        f"    # epochs: {d.why['epochs']}",
-        f"    # workers: {d.why['num_workers']}",
-        f"    train=TrainConfig(epochs={d.epochs}, batch_size={d.batch_size}, lr={d.lr:g}, weight_decay={d.weight_decay:g}, "
-        f"lam=0.05, schedule=\"constant\", warmup_epochs={warmup:g}, num_slices={d.num_slices}, "
-        f"num_workers={d.num_workers}),",
-    ]
-
-
-def _recipe_text(name: str, inf: Inferred, hf: str | None, data: str | None, config: str | None,
-                 revision: str | None, d: Defaults) -> str:
+def _source_call(inf: Inferred, hf: str | None, data: str | None, config: str | None,
+                 revision: str | None) -> tuple[str, str, list[str]]:
+    """The recipe's source: ``(class, its data module, its arguments as source text)``."""
     kw = inf.source_kwargs  # the source's own keywords: the recipe states size, channels, value type and classes
     src_args = []
     if hf is not None:
@@ -78,12 +50,25 @@ def _recipe_text(name: str, inf: Inferred, hf: str | None, data: str | None, con
         src_args.append(repr(str(Path(data).expanduser().resolve())))
         cls, module = "LocalSource", "table"
     src_args += [f"{k}={v!r}" for k, v in kw.items()]
-    train_n = inf.role_sizes.get("train", 0)
+    return cls, module, src_args
+
+
+def _size_text(inf: Inferred) -> str:
+    """The recipe's ``size``: images per role and how the split was made."""
+    kw = inf.source_kwargs
     size_txt = " / ".join(f"{r} {inf.role_sizes.get(r, 0):,}" for r in ("train", "val", "test"))
     if "carve" in kw:
         size_txt += " (val carved from train)"
     elif "unsplit" in kw:
         size_txt += " (cut 80/10/10 %)"
+    return size_txt
+
+
+def _recipe_text(name: str, inf: Inferred, hf: str | None, data: str | None, config: str | None,
+                 revision: str | None, d: Defaults) -> str:
+    cls, module, src_args = _source_call(inf, hf, data, config, revision)
+    train_n = inf.role_sizes.get("train", 0)
+    size_txt = _size_text(inf)
     sci = bool(inf.pixels) and (inf.pixels.get("dtype") != "uint8" or inf.channels not in (1, 3))
     colour = "RGB" if inf.channels == 3 else "grey"
     if sci:
@@ -250,7 +235,6 @@ def _new_shard_recipe(name: str, pattern: str, out: Path, samples: int, minutes:
                       device) -> NewRecipe:
     from collections import Counter
 
-    from .shard_scaffold import new_shard_recipe
 
     py, md, f = new_shard_recipe(name, pattern, out, samples, minutes=minutes, device=device)
     roles = {r: r for r in f["urls"]}

@@ -20,6 +20,7 @@ from ..data.pixels import PixelScaling
 from ..data.shards import TAR_IMAGE_KEYS, ShardSource, expand_pattern
 from ..errors import DataError, UserError
 from ..utils import atomic_write_bytes
+from .defaults import DataFacts, choose_defaults, defaults_block, detect_device
 
 __all__ = ["new_shard_recipe", "infer_shards"]
 
@@ -108,9 +109,6 @@ def new_shard_recipe(name: str, pattern: str, out: Path, samples: int = 64, *, m
                      device=None):
     """Write ``NAME.py`` and ``NAME.md`` for sharded data; returns (recipe path, card path, facts). The training
     defaults are :func:`~lejepa_domains.recipe_tools.defaults.choose_defaults`' for the device (default: this one)."""
-    from .defaults import DataFacts, choose_defaults, detect_device
-    from .scaffold import defaults_block
-
     inf = infer_shards(pattern, samples)
     urls = {r: (u if re.match(r"^(pipe:|\w+://)", u) else str(Path(u).expanduser().resolve()))
             for r, u in inf["urls"].items()}

@@ -6,6 +6,8 @@ A run folder (``runs/RECIPE-YYYYmmdd-HHMMSS`` by default) holds::
     config.json              recipe, training configuration, data, device, versions       (written once, at the start)
     metrics.jsonl            one JSON line per finished epoch
     checkpoint.pt            everything an exact resume needs (atomic; the last good one survives a failed write)
+                             — tensors, numbers, strings, lists, dicts only; read with the safe loader
+                             (runs/checkpoint.py: weights_only=True, --trust-checkpoint the one opt-out)
     checkpoint_best.pt       the epoch with the best online-probe accuracy on val (when there is a val split)
     backbone.safetensors     the frozen encoder (timm state dict) ...
     backbone.json            ... and what rebuilds it with timm alone (name, kwargs, input size, normalisation)
@@ -20,40 +22,32 @@ from __future__ import annotations
 import errno
 import json
 import os
-import random
 import shutil
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from ..errors import UserError
-from ..utils import FolderLock, atomic_path, atomic_write_bytes
+from ..utils import atomic_path, atomic_write_bytes
+from .checkpoint import (TRUST_FLAG, UnsafeCheckpoint, read_checkpoint, rng_state, safe_state, set_rng_state,
+                         trusted_checkpoints, trusting)
+from .lock import FolderLock
+from .names import (BACKBONE_META, BACKBONE_WEIGHTS, BEST, CHECKPOINT, CONFIG, EVAL_DIR, EVAL_REPORT, EXPORT_CARD,
+                    EXPORT_CONFIG, EXPORT_WEIGHTS, METRICS, PARTIAL_SUFFIX, RUN_FILES, SKIP_DIR, SNAPSHOT_META,
+                    SNAPSHOT_PATTERN, SNAPSHOTS, STUDY_MARKER, TRACKER_DIRS, snapshot_name)
 
 __all__ = ["RunDir", "CONFIG", "METRICS", "CHECKPOINT", "BEST", "BACKBONE_META", "BACKBONE_WEIGHTS", "RUN_FILES",
            "SNAPSHOTS", "Snapshot", "snapshot_epochs",
            "default_run_path", "find_latest_run", "export_backbone", "load_backbone", "read_backbone_meta",
            "read_backbone_weights", "rng_state", "set_rng_state", "clean_state_dict", "read_json", "EXPORT_CONFIG",
-           "EXPORT_WEIGHTS", "EXPORT_CARD", "is_timm_export"]
+           "EXPORT_WEIGHTS", "EXPORT_CARD", "is_timm_export", "FolderLock", "EVAL_DIR", "EVAL_REPORT", "SKIP_DIR",
+           "STUDY_MARKER", "eval_report_path", "read_eval_report", "read_checkpoint", "safe_state",
+           "trusted_checkpoints", "trusting", "UnsafeCheckpoint", "TRUST_FLAG"]
 
-CONFIG = "config.json"
-METRICS = "metrics.jsonl"
-CHECKPOINT = "checkpoint.pt"
-BEST = "checkpoint_best.pt"
-BACKBONE_META = "backbone.json"
-BACKBONE_WEIGHTS = "backbone.safetensors"
-RUN_FILES = (CONFIG, CHECKPOINT, BEST, METRICS, BACKBONE_META, BACKBONE_WEIGHTS)
-# a folder written by `lejepa-domains export` holds timm's own files (loaded with timm.create_model("local-dir:DIR",
-# pretrained=True)) and a Hugging Face model card; its config.json is timm's, not a run's
-EXPORT_CONFIG = "config.json"
-EXPORT_WEIGHTS = "model.safetensors"
-EXPORT_CARD = "README.md"
-SNAPSHOTS = "snapshots"  # per-epoch backbone exports (``--keep-snapshots``), one sub-folder each
-SNAPSHOT_META = "snapshot.json"
 BACKBONE_KEYS = ("timm_name", "timm_kwargs", "input_size", "channels", "mean", "std")
 
 
@@ -74,27 +68,20 @@ def is_timm_export(path: str | Path) -> bool:
             and not (p / BACKBONE_META).is_file() and (p / EXPORT_WEIGHTS).is_file())
 
 
+def eval_report_path(folder: str | Path) -> Path:
+    """The report.json inside an evaluation's output folder ``folder``."""
+    return Path(folder) / EVAL_REPORT
+
+
+def read_eval_report(folder: str | Path) -> dict[str, Any] | None:
+    """The parsed report.json of the evaluation output folder ``folder``; None when missing or not valid JSON."""
+    report = read_json(eval_report_path(folder))
+    return report if isinstance(report, dict) else None
+
+
 def default_run_path(recipe_name: str, root: str | Path = "runs") -> Path:
     """``runs/RECIPE-YYYYmmdd-HHMMSS``."""
     return Path(root) / f"{recipe_name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
-
-
-# ------------------------------------------------------------------------------------------------------ RNG states
-
-def rng_state() -> dict[str, Any]:
-    """Python, NumPy, torch (and CUDA) generator states of this process."""
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def clean_state_dict(state: dict[str, Any]) -> dict[str, Any]:
@@ -145,6 +132,37 @@ class RunDir:
     @property
     def backbone_path(self) -> Path:
         return self.path / BACKBONE_WEIGHTS
+
+    @property
+    def eval_dir(self) -> Path:
+        """``lejepa-domains eval``'s default output folder for this run."""
+        return self.path / EVAL_DIR
+
+    @property
+    def eval_report_path(self) -> Path:
+        """The report.json of this run's default evaluation."""
+        return eval_report_path(self.eval_dir)
+
+    @property
+    def skip_dir(self) -> Path:
+        """Where the readers of a streamed run record the samples they skip."""
+        return self.path / SKIP_DIR
+
+    def tracker_dir(self, tracker: str) -> Path:
+        """The local store of experiment tracker ``tracker`` (``tensorboard``, ``mlflow``) inside the run folder."""
+        return self.path / TRACKER_DIRS[tracker]
+
+    @property
+    def study_marker_path(self) -> Path:
+        """A study's done-marker of this run (written when it finished training: its spec and figures)."""
+        return self.path / STUDY_MARKER
+
+    def read_study_marker(self) -> dict[str, Any] | None:
+        marker = read_json(self.study_marker_path)
+        return marker if isinstance(marker, dict) else None
+
+    def write_study_marker(self, marker: dict[str, Any]) -> None:
+        atomic_write_bytes(self.study_marker_path, json.dumps(marker, indent=2, default=str).encode())
 
     # ---- what is there
     def holds_run(self) -> bool:
@@ -248,38 +266,52 @@ class RunDir:
 
     # ---- checkpoints
     def save_checkpoint(self, state: dict[str, Any]) -> None:
-        """Atomic ``torch.save``: readers see the previous checkpoint or the complete new one."""
+        """Atomic ``torch.save``: readers see the previous checkpoint or the complete new one. The state must hold
+        only what the safe loader reads (:func:`~lejepa_domains.runs.checkpoint.safe_state` checks it)."""
+        state = safe_state(state)
         self._still_there(CHECKPOINT)
         with atomic_path(self.path / CHECKPOINT) as tmp:
             torch.save(state, tmp)
 
-    def load_checkpoint(self, name: str = CHECKPOINT) -> dict[str, Any]:
-        """The checkpoint's state; a truncated or corrupt file is one error line naming it and the way out."""
+    def load_checkpoint(self, name: str = CHECKPOINT, trust: bool | None = None) -> dict[str, Any]:
+        """The checkpoint's state, read with the safe loader (:func:`~lejepa_domains.runs.checkpoint.read_checkpoint`;
+        ``trust``: ``--trust-checkpoint``, default: whether :func:`trusted_checkpoints` is in effect). A file the safe
+        loader refuses is one error line naming ``--trust-checkpoint``; a truncated or corrupt one, one line naming it
+        and the way out."""
         path = self.path / name
         try:
-            state = torch.load(path, map_location="cpu", weights_only=False)
+            state = read_checkpoint(path, trust)
             if not isinstance(state, dict) or "step" not in state:
                 raise ValueError("not a lejepa-domains checkpoint")
             return state
-        except Exception as e:  # truncated zip, pickle garbage, a file of something else
+        except UnsafeCheckpoint:
+            raise
+        except Exception as e:  # truncated zip, garbage bytes, a file of something else
             why = " ".join(f"{type(e).__name__}: {e}".split()).split(". ")[0][:160]
             way_out = "start the run again with --overwrite"
             if name == CHECKPOINT and (self.path / BEST).is_file():
                 try:
-                    best = torch.load(self.path / BEST, map_location="cpu", weights_only=False)
+                    best = read_checkpoint(self.path / BEST, trust)
                     way_out = (f"{self.path / BEST} (epoch {best['epoch']}, step {best['step']}) is intact: copy it "
                                f"over {path} to resume from there")
+                except UnsafeCheckpoint:
+                    way_out = (f"{self.path / BEST} is not loaded either (it names objects a safe load does not "
+                               f"read); start the run again with --overwrite")
                 except Exception:
                     way_out = f"{self.path / BEST} is unreadable too; start the run again with --overwrite"
             raise UserError(f"checkpoint {path} cannot be read, it is truncated or corrupt ({why}); {way_out}") \
                 from None
 
-    def checkpoint_step(self) -> int | None:
-        """The optimisation step ``checkpoint.pt`` holds; None when it is missing or unreadable."""
+    def checkpoint_step(self, trust: bool | None = None) -> int | None:
+        """The optimisation step ``checkpoint.pt`` holds; None when it is missing or unreadable (truncated, corrupt).
+        A checkpoint the safe loader refuses is an error (:class:`UnsafeCheckpoint`), not a missing one: a caller
+        must not write over it as if there were none."""
         if not (self.path / CHECKPOINT).is_file():
             return None
         try:
-            return int(self.load_checkpoint()["step"])
+            return int(self.load_checkpoint(trust=trust)["step"])
+        except UnsafeCheckpoint:
+            raise
         except Exception:  # a checkpoint that cannot be read counts as none
             return None
 
@@ -322,14 +354,14 @@ class RunDir:
 
     # ---- per-epoch backbone snapshots (--keep-snapshots)
     def snapshot_dir(self, epoch: int) -> Path:
-        return self.path / SNAPSHOTS / f"epoch-{int(epoch):04d}"
+        return self.path / SNAPSHOTS / snapshot_name(epoch)
 
     def save_snapshot(self, backbone: nn.Module, recipe, epoch: int, step: int, record: dict[str, Any]) -> Path:
         """Export the backbone of finished epoch ``epoch`` into ``snapshots/epoch-NNNN/`` (the backbone pair, loadable
         like the run's own export, plus ``snapshot.json`` with the epoch's metrics line). The folder is written
         whole or not at all: files go to a temporary sibling that is renamed at the end."""
         final = self.snapshot_dir(epoch)
-        tmp = final.with_name(final.name + ".partial")
+        tmp = final.with_name(final.name + PARTIAL_SUFFIX)
         if tmp.exists():
             shutil.rmtree(tmp)
         tmp.mkdir(parents=True)
@@ -348,7 +380,7 @@ class RunDir:
         out = []
         if not root.is_dir():
             return out
-        for d in sorted(root.glob("epoch-[0-9][0-9][0-9][0-9]")):
+        for d in sorted(root.glob(SNAPSHOT_PATTERN)):
             meta = read_json(d / SNAPSHOT_META)
             if not (isinstance(meta, dict) and (d / BACKBONE_META).is_file() and (d / BACKBONE_WEIGHTS).is_file()):
                 continue

@@ -31,8 +31,8 @@ class ReportKind:
     resumable: str | None = None
 
 
-EVAL_REPORT = ReportKind("eval", (EVAL_JSON, EVAL_MD, "fewshot_support.json", "fewshot.png", "leakage.png"),
-                         ("pca_*.png",))
+EVAL_REPORT = ReportKind("eval", (EVAL_JSON, EVAL_MD, "fewshot_support.json", "fewshot.png", "leakage.png",
+                                  "retrieval.png", "embedding_map.png", "label_efficiency.png"), ("pca_*.png",))
 ABLATION_REPORT = ReportKind("ablate", ("ablation.json", "ablation.md", "ablation.png"), resumable="ablation.json")
 COMPARE_REPORT = ReportKind("compare", ("compare.json", "compare.md"), resumable="compare.json")
 

@@ -1,12 +1,13 @@
 """Studies: many runs through one trainer and one evaluation, one report.
 
 - ``lejepa-domains ablate RECIPE --study NAME --budget tiny|small|full`` (:func:`ablate`): ablations the LeJEPA
-  literature argues about; studies and budgets in :mod:`.catalogue`, the runner (resumable, reuses finished runs) in
-  :mod:`.ablation`, the combined report (``ablation.json``, ``ablation.md``, ``ablation.png``) in
-  :mod:`.ablation_report`.
+  literature argues about; studies and budgets in :mod:`.catalogue`, the plan in :mod:`.ablation`, the combined
+  report (``ablation.json``, ``ablation.md``, ``ablation.png``) in :mod:`.ablation_report`.
 - ``lejepa-domains compare`` (:func:`compare`): scratch LeJEPA vs the frozen foundation model vs the foundation
   model adapted with LeJEPA (plus the random and pixels floors), with paired intervals and a verdict
   (:mod:`.compare`, :mod:`.compare_report`).
+- Both run on one grid runner (:mod:`.grid`): each (name, recipe, training options, seed) cell is trained, reused,
+  resumed or refused, then evaluated through the one evaluation.
 """
 
 from .ablation import ablate, plan_study

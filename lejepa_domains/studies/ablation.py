@@ -11,46 +11,36 @@ Layout of ``OUT`` (default ``runs/ablate-RECIPE``)::
 Resumability: a run whose ``ablation_run.json`` matches its spec is reused (not retrained); a run folder holding a
 checkpoint but no marker (an interrupted study) continues with the trainer's exact ``--resume``; a run whose
 evaluation report is missing is evaluated again. A folder holding a run with a *different* spec (another budget, an
-edited grid) stops the study with one error line instead of silently mixing results.
+edited grid) stops the study with one error line instead of silently mixing results. All of this is the grid
+runner's (:mod:`.grid`); this module is the study's plan (:func:`plan_study`) and its report.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import time
-from contextlib import contextmanager
 from dataclasses import asdict, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from rich.console import Console
 
-from ..errors import UserError
+from ..evaluate.metrics import t_interval
+from ..evaluate.selection import signal_correlations
+from ..recipe import load_recipe
 from ..runs import RunDir
 from ..runs.reports import ABLATION_REPORT, ReportDir
-from ..utils import FolderLock, ensure_writable
-from .catalogue import Budget, Study, Variant, get_budget, get_study, view_cost
+from ..utils import ensure_writable
+from . import ablation_report as report_mod
+from .catalogue import Budget, Study, Variant, get_study, view_cost
+from .grid import (Cell, RunSpec, evaluate_once, grid_options, refuse_other_specs, run_grid, steps_per_epoch,
+                   study_lock)
 
 __all__ = ["ablate", "plan_study", "RunSpec"]
 
-MARKER = "ablation_run.json"
 SPEC_FORMAT = "lejepa-domains/ablation-run-v1"
-
-
-class RunSpec(dict):
-    """What one run of a study is: study, variant, seed, steps, epochs and the exact option overrides."""
-
-
-def _steps_per_epoch(recipe, data, batch_size: int) -> int:
-    from ..data import load_split
-
-    train = load_split(recipe, "train", data)
-    spe = len(train) // batch_size
-    if spe < 1:
-        raise UserError(f"recipe {recipe.name!r}: batch size {batch_size} exceeds the {len(train)} training images")
-    return spe
 
 
 def plan_study(recipe, study: Study, budget: Budget, n_seeds: int, data=None) -> list[tuple[Variant, Any, RunSpec]]:
@@ -65,7 +55,7 @@ def plan_study(recipe, study: Study, budget: Budget, n_seeds: int, data=None) ->
     for v in study.variants(recipe):
         rec_v = replace(recipe, **v.recipe) if v.recipe else recipe
         cfg_v = replace(base, **v.train).validate()
-        spe = spe_cache.setdefault(cfg_v.batch_size, _steps_per_epoch(rec_v, data, cfg_v.batch_size))
+        spe = spe_cache.setdefault(cfg_v.batch_size, steps_per_epoch(rec_v, data, cfg_v.batch_size))
         steps = max(1, int(round(budget.base_steps(base.epochs, spe) * v.compute)))
         epochs = max(1, math.ceil(steps / spe))
         frac = v.warmup_fraction if v.warmup_fraction is not None else base.warmup_epochs / max(1, base.epochs)
@@ -78,134 +68,6 @@ def plan_study(recipe, study: Study, budget: Budget, n_seeds: int, data=None) ->
                            pixels_per_image=view_cost(rec_v, rec_v.n_global, rec_v.n_local))
             out.append((v, rec_v, spec))
     return out
-
-
-def _same_spec(a: dict, b: dict) -> bool:
-    return json.loads(json.dumps(a, sort_keys=True, default=str)) == json.loads(json.dumps(b, sort_keys=True,
-                                                                                        default=str))
-
-
-def projection_health(rec_v, run_dir: Path, data=None, device: str = "cpu", max_images: int = 2048) -> dict:
-    """Collapse figures of a finished run's projector outputs on the un-augmented test split (eval mode).
-
-    ``proj_rankme``: RankMe of the projections (scale-free: it does not see a collapse onto one point with small
-    isotropic noise). ``proj_std``: mean per-dimension standard deviation of the L2-normalised projections × √K
-    (SimSiam's collapse check; ≈ 1 for well-spread embeddings, → 0 when all images map to the same direction).
-    """
-    import torch
-    from torch.utils.data import DataLoader
-
-    from ..data import load_split
-    from ..data.views import EvalDataset
-    from ..recipe import TrainConfig
-    from ..utils import effective_rank, resolve_device
-    from ..method.variants import build_variant
-
-    run = RunDir(run_dir)
-    cfg = TrainConfig(**run.read_config()["train"])
-    model = build_variant(cfg).build_model(rec_v, cfg)
-    model.load_state_dict(run.load_checkpoint()["model"])
-    dev = resolve_device(device)
-    model = model.to(dev).eval()
-    test = load_split(rec_v, "test", data)
-    idx = list(range(min(len(test), max_images)))
-    ds = torch.utils.data.Subset(EvalDataset(test, rec_v), idx)
-    outs = []
-    with torch.inference_mode():
-        for x, _ in DataLoader(ds, batch_size=256, shuffle=False):
-            outs.append(model.projector(model.backbone(x.to(dev))).float().cpu())
-    z = torch.cat(outs)
-    zn = torch.nn.functional.normalize(z, dim=1)
-    return {"proj_rankme": effective_rank(z), "proj_std": float(zn.std(0).mean() * math.sqrt(z.shape[1])),
-            "proj_dim": int(z.shape[1]), "proj_images": int(len(z))}
-
-
-@contextmanager
-def _flush_denormals():
-    """Flush denormal floats to zero while training. A collapsing run (the no-SIGReg variant) drives activations
-    towards zero, into the denormal range that x86 CPUs compute 2–5× slower (measured: 102 s vs 48 s for the same
-    2 epochs of tinydigits without SIGReg, with identical metrics). Healthy runs never hold denormals, so their
-    numbers are unaffected; the setting is restored afterwards."""
-    import torch
-
-    torch.set_flush_denormal(True)
-    try:
-        yield
-    finally:
-        torch.set_flush_denormal(False)
-
-
-def _train(rec_v, spec: RunSpec, run_dir: Path, device: str, data, progress: bool) -> str:
-    """Start the run, or continue it with the trainer's exact resume. Returns "trained" or "resumed"."""
-    from ..train import pretrain
-
-    max_steps = spec["steps"] if spec["steps"] < spec["train"]["epochs"] * spec["steps_per_epoch"] else None
-    run = RunDir(run_dir)
-    step = run.checkpoint_step()  # None when missing or unreadable: the run starts again
-    saved_cfg = run.read_config()
-    if step is not None and saved_cfg is not None:
-        if any(saved_cfg["train"].get(k) != v for k, v in spec["train"].items()):
-            raise UserError(f"{run_dir} holds an unfinished run with other training options than this study's; use "
-                            "another --out or delete that folder")
-        if step < spec["steps"]:
-            pretrain(rec_v, resume=run_dir, device=device, progress=progress, max_steps=max_steps)
-        return "resumed"
-    pretrain(rec_v, out=run_dir, device=device, data=data, progress=progress, overwrite=True, max_steps=max_steps,
-             **spec["train"], **spec.get("pretrain", {}))  # "pretrain": other arguments (compare: --init, --weights)
-    return "trained"
-
-
-def _other_spec(run_dir: Path) -> UserError:
-    return UserError(f"{run_dir} holds a run of a different specification (another budget or grid); use another "
-                     "--out or delete that folder")
-
-
-def _train_one(rec_v, spec: RunSpec, run_dir: Path, device: str, data, progress: bool) -> tuple[str, float]:
-    """Train (or reuse, or resume) one run; on success write its done-marker. Returns (status, seconds)."""
-    run = RunDir(run_dir)
-    saved = run.read_json(MARKER)
-    if saved is not None:
-        if not _same_spec(saved.get("spec", {}), spec):
-            raise _other_spec(run_dir)
-        return "reused", float(saved.get("train_seconds", 0.0))
-    t0 = time.perf_counter()
-    with _flush_denormals():
-        status = _train(rec_v, spec, run_dir, device, data, progress)
-    seconds = time.perf_counter() - t0
-    done_step = run.checkpoint_step()
-    if done_step is None or done_step < spec["steps"] or not run.has_backbone():
-        raise UserError(f"{run_dir}: training stopped at step {done_step} of {spec['steps']} (interrupted); run the "
-                        "same command again to resume it (finished runs are reused)")
-    health = projection_health(rec_v, run_dir, data, device)
-    run.write_json(MARKER, {"spec": spec, "train_seconds": round(seconds, 2), "health": health,
-                            "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")})
-    return status, seconds
-
-
-def _evaluate_one(rec_v, run_dir: Path, device: str, data, budget: Budget, cache_dir: Path) -> tuple[dict, bool]:
-    from ..evaluate.run import evaluate
-
-    report_path = run_dir / "eval" / "report.json"
-    if report_path.is_file() and (report_path.stat().st_mtime >= (run_dir / MARKER).stat().st_mtime):
-        try:
-            return json.loads(report_path.read_text()), True
-        except ValueError:
-            pass
-    rep = evaluate(rec_v, checkpoint=run_dir, out=run_dir / "eval", device=device, data=data, cache_dir=cache_dir,
-                   n_boot=budget.n_boot, plots=False, quiet=True, leakage=False, overwrite=True,
-                   **budget.eval_kwargs)
-    return json.loads(report_path.read_text()) if report_path.is_file() else rep, False
-
-
-def grid_options(budget, seeds: int | None, max_new_runs: int | None) -> tuple[Budget, int]:
-    """A grid's (ablate, compare) budget and seed count, checked: ``(Budget, number of seeds)``."""
-    bud = budget if isinstance(budget, Budget) else get_budget(budget)
-    n_seeds = bud.seeds if seeds is None else int(seeds)
-    if n_seeds < 1:
-        raise UserError(f"--seeds must be >= 1, got {seeds}")
-    if max_new_runs is not None and max_new_runs < 0:
-        raise UserError(f"max_new_runs must be >= 0, got {max_new_runs}")
-    return bud, n_seeds
 
 
 def _run_row(spec: RunSpec, run_dir: Path, status: str, seconds: float, report: dict, reused_eval: bool) -> dict:
@@ -223,7 +85,7 @@ def _run_row(spec: RunSpec, run_dir: Path, status: str, seconds: float, report: 
         "train_sigreg": final.get("sigreg"), "train_invariance": final.get("invariance"),
         "train_loss": final.get("loss"), "train_rankme": final.get("rankme"),
         "probe_val_acc": final.get("probe_val_acc"), "collapse_warning": final.get("collapse_warning"),
-        **(run.read_json(MARKER) or {}).get("health", {}),
+        **(run.read_study_marker() or {}).get("health", {}),
     }
 
 
@@ -234,8 +96,6 @@ SUMMARY_KEYS = ("knn_top1", "linear_top1", "rankme", "eval_sigreg", "train_sigre
 def _summarise(rows: list[dict]) -> dict:
     """Mean over seeds and a 95 % interval: Student-t over seeds when there are ≥ 2, else (accuracies only) the
     single run's test-set bootstrap interval."""
-    from ..evaluate.metrics import t_interval
-
     out: dict[str, Any] = {}
     for key in SUMMARY_KEYS:
         vals = np.array([r[key] for r in rows if r.get(key) is not None and np.isfinite(r[key])], dtype=float)
@@ -257,8 +117,6 @@ def _summarise(rows: list[dict]) -> dict:
 def label_free_across_runs(rows: list[dict]) -> dict:
     """Spearman correlation, across a study's runs, of each label-free training signal (final-epoch loss, SIGReg,
     RankMe) with the test kNN@20 accuracy (:func:`lejepa_domains.evaluate.selection.signal_correlations`)."""
-    from ..evaluate.selection import signal_correlations
-
     return {"target": "kNN@20 top-1 on the test split (standard evaluation of each run)",
             "note": "the losses of variants with other regularisers or targets are on other scales; the ranking "
                     "across such variants is what is measured, not a calibrated criterion",
@@ -285,11 +143,6 @@ def ablate(recipe="specimens", study: str = "heuristics", budget: str | Budget =
 
     Returns the report dict (also written as ``ablation.json``).
     """
-    from rich.console import Console
-
-    from ..recipe import load_recipe
-    from . import ablation_report as report_mod
-
     console = Console(stderr=True, quiet=quiet)
     st = get_study(study)
     bud, n_seeds = grid_options(budget, seeds, max_new_runs)
@@ -301,14 +154,10 @@ def ablate(recipe="specimens", study: str = "heuristics", budget: str | Budget =
     plan = plan_study(rec, st, bud, n_seeds, data)
     total_steps = sum(spec["steps"] for _, _, spec in plan)
     ensure_writable(study_dir, "ablation folder")
-    for v, _, spec in plan:  # another specification first: --overwrite (the report's files) would not help there
-        saved = RunDir(study_dir / v.name / f"seed{spec['seed']}").read_json(MARKER)
-        if saved is not None and not _same_spec(saved.get("spec", {}), spec):
-            raise _other_spec(study_dir / v.name / f"seed{spec['seed']}")
+    # another specification first (--overwrite, which replaces the report's files, would not help there)
+    refuse_other_specs(study_dir, [Cell(v.name, rec_v, spec) for v, rec_v, spec in plan], "another budget or grid")
     ReportDir(study_dir, ABLATION_REPORT).claim(overwrite)
-    lock = FolderLock(study_dir, "ablation study")
-    if (info := lock.holder()) is not None:
-        raise lock.refusal(info)
+    lock = study_lock(study_dir, "ablation study")
     report_mod.print_header(console, rec, st, bud, n_seeds, plan, study_dir, total_steps)
     with lock:
         return _run_study(rec, st, bud, n_seeds, plan, study_dir, root, total_steps, console, device=device,
@@ -318,31 +167,39 @@ def ablate(recipe="specimens", study: str = "heuristics", budget: str | Budget =
 def _run_study(rec, st: Study, bud: Budget, n_seeds: int, plan, study_dir: Path, root: Path, total_steps: int,
                console, *, device: str, data, progress: bool, max_new_runs: int | None, quiet: bool) -> dict:
     """Every run of the plan (trained, reused or resumed, then evaluated), and the combined report."""
-    from rich.console import Console
-
-    from . import ablation_report as report_mod
-
-
     t0 = time.perf_counter()
     by_variant: dict[str, list[dict]] = {}
-    new_runs = 0
-    stopped_early = False
-    for i, (v, rec_v, spec) in enumerate(plan):
-        run_dir = study_dir / v.name / f"seed{spec['seed']}"
-        finished = (run_dir / MARKER).is_file()
-        if not finished and max_new_runs is not None and new_runs >= max_new_runs:
-            stopped_early = True
-            continue
-        console.print(f"[bold]ablate {st.name}[/] [{i + 1}/{len(plan)}] {v.label} · seed {spec['seed']} · "
-                      f"{spec['steps']} steps", highlight=False)
-        status, seconds = _train_one(rec_v, spec, run_dir, device, data, progress and not quiet)
-        new_runs += status != "reused"
-        rep, reused_eval = _evaluate_one(rec_v, run_dir, device, data, bud, root / ".features")
-        row = _run_row(spec, run_dir, status, seconds, rep, reused_eval)
-        by_variant.setdefault(v.name, []).append(row)
+
+    def announce(i: int, cell: Cell) -> str:
+        return (f"[bold]ablate {st.name}[/] [{i + 1}/{len(plan)}] {plan[i][0].label} · seed {cell.seed} · "
+                f"{cell.spec['steps']} steps")
+
+    def evaluated(i: int, cell: Cell, run_dir: Path, status: str, seconds: float) -> None:
+        run = RunDir(run_dir)
+        rep, reused_eval = evaluate_once(cell.recipe, run.eval_dir, [run.study_marker_path], bud, device=device,
+                                         data=data, cache_dir=root / ".features", checkpoint=run_dir, leakage=False)
+        row = _run_row(cell.spec, run_dir, status, seconds, rep, reused_eval)
+        by_variant.setdefault(cell.name, []).append(row)
         console.print(f"    {status}: kNN {row['knn_top1']:.1%}, linear {row['linear_top1']:.1%}, RankMe "
                       f"{row['rankme']:.1f}, SIGReg (train) {row['train_sigreg']:.3g}", highlight=False)
 
+    cells = [Cell(v.name, rec_v, spec) for v, rec_v, spec in plan]
+    stopped_early = run_grid(cells, study_dir, device=device, data=data, progress=progress and not quiet,
+                             max_new_runs=max_new_runs, console=console, announce=announce, on_done=evaluated)
+    report = _study_report(rec, st, bud, n_seeds, plan, by_variant, total_steps, stopped_early, t0)
+    ReportDir(study_dir, ABLATION_REPORT).clear()
+    report_mod.write_report(report, study_dir)
+    if not quiet:
+        report_mod.print_table(report, Console())
+        console.print(f"[bold]ablate:[/] report written to {study_dir}/ablation.md"
+                      + ("" if report["complete"] else " [yellow](incomplete: run the same command again to "
+                                                       "finish the remaining runs)[/]"), highlight=False)
+    return report
+
+
+def _study_report(rec, st: Study, bud: Budget, n_seeds: int, plan, by_variant: dict[str, list[dict]],
+                  total_steps: int, stopped_early: bool, t0: float) -> dict:
+    """The combined report of a study (``lejepa-domains/ablation-v1``)."""
     variants = []
     for v in st.variants(rec):
         rows = by_variant.get(v.name, [])
@@ -350,7 +207,7 @@ def _run_study(rec, st: Study, bud: Budget, n_seeds: int, plan, study_dir: Path,
                          "compute": v.compute, "note": v.note,
                          "steps": next((s["steps"] for vv, _, s in plan if vv.name == v.name), None),
                          "runs": rows, "summary": _summarise(rows) if rows else {}})
-    report = {
+    return {
         "format": "lejepa-domains/ablation-v1",
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "study": st.name, "question": st.question, "compute": st.compute_note,
@@ -367,11 +224,3 @@ def _run_study(rec, st: Study, bud: Budget, n_seeds: int, plan, study_dir: Path,
         "plot_collapse": st.plot_collapse,
         "label_free": label_free_across_runs([r for rows in by_variant.values() for r in rows]),
     }
-    ReportDir(study_dir, ABLATION_REPORT).clear()
-    report_mod.write_report(report, study_dir)
-    if not quiet:
-        report_mod.print_table(report, Console())
-        console.print(f"[bold]ablate:[/] report written to {study_dir}/ablation.md"
-                      + ("" if report["complete"] else " [yellow](incomplete: run the same command again to "
-                                                       "finish the remaining runs)[/]"), highlight=False)
-    return report

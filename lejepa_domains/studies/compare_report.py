@@ -14,6 +14,19 @@ LABELS = {"scratch": "LeJEPA from scratch", "adapt": "foundation adapted with Le
           "transfer": "frozen foundation model (transfer)", "random": "random init (floor)", "pixels": "raw pixels (floor)"}
 
 
+def label(arm: str) -> str:
+    """The reader's name of an arm (``adapt_lora8`` → "foundation adapted with LeJEPA (lora:8)")."""
+    if arm in LABELS:
+        return LABELS[arm] + (" (full)" if arm == "adapt" else "")
+    if arm.startswith("adapt_"):
+        mode = arm[len("adapt_"):]
+        for name in ("explora", "partial", "lora"):
+            if mode.startswith(name):
+                mode = f"{name}:{mode[len(name):].replace('_', ',')}"
+        return f"{LABELS['adapt']} ({mode})"
+    return arm
+
+
 def _pct(v) -> str:
     return "–" if v is None else f"{v * 100:.1f}"
 
@@ -28,9 +41,11 @@ def _dci(ci) -> str:
 
 def print_header(console, rec, record: dict, bud, n_seeds: int, plan, root: Path) -> None:
     steps = {a: s["steps"] for a, _, s in plan}
+    adapted = [a for a in steps if a != "scratch"]
     console.print(f"[bold]compare[/] {rec.name}: scratch ({rec.backbone}, {steps.get('scratch')} steps) vs "
-                  f"{record['timm_name']} frozen vs adapted ({steps.get('adapt')} steps, patch "
-                  f"{record.get('patch_size')}); budget {bud.name}, {n_seeds} seed(s) → {root}", highlight=False)
+                  f"{record['timm_name']} frozen vs adapted ({', '.join(adapted)}: {steps.get(adapted[0])} steps, "
+                  f"patch {record.get('patch_size')}); budget {bud.name}, {n_seeds} seed(s) → {root}",
+                  highlight=False)
 
 
 def render_markdown(report: dict) -> str:
@@ -48,16 +63,17 @@ def render_markdown(report: dict) -> str:
               f"the trained arms see the recipe's own sizes.", "",
               "## Side by side", "",
               "| arm | linear top-1 % [95% CI] | kNN top-1 % [95% CI] | interval | images seen (training) | "
-              "train s | features s | device-hours |", "|---|---|---|---|---|---|---|---|"]
+              "trainable parameters | train s | features s | device-hours |", "|---|---|---|---|---|---|---|---|---|"]
     for arm, row in arms.items():
         s, c = row["summary"], row["compute"]
         if not s:
-            lines.append(f"| {LABELS[arm]} | not evaluated yet | | | | | | |")
+            lines.append(f"| {label(arm)} | not evaluated yet | | | | | | | |")
             continue
-        lines.append(f"| {LABELS[arm]} | {_pct(s['linear']['mean'])}{_ci(s['linear']['ci95'])} | "
+        tp = c.get("trainable_parameters")
+        lines.append(f"| {label(arm)} | {_pct(s['linear']['mean'])}{_ci(s['linear']['ci95'])} | "
                      f"{_pct(s['knn']['mean'])}{_ci(s['knn']['ci95'])} | {s['linear']['ci_kind']} | "
-                     f"{c['images_seen']:,} | {c['train_seconds']:.0f} | {c['feature_seconds']:.0f} | "
-                     f"{c['device_hours']:.4f} ({c['device']}) |")
+                     f"{c['images_seen']:,} | {'–' if not tp else f'{tp:,}'} | {c['train_seconds']:.0f} | "
+                     f"{c['feature_seconds']:.0f} | {c['device_hours']:.4f} ({c['device']}) |")
     lines += ["", "Images seen: optimisation steps × batch size (each image as the recipe's global and local views); "
               "the transfer arm's own pretraining (e.g. LVD-142M for DINOv2) is not counted.", "",
               "## Paired differences (percentage points)", "",
@@ -129,7 +145,7 @@ def print_table(report: dict, console) -> None:
     for arm, row in report["arms"].items():
         s, c = row["summary"], row["compute"]
         if s:
-            t.add_row(LABELS[arm], f"{_pct(s['linear']['mean'])}{_ci(s['linear']['ci95'])}",
+            t.add_row(label(arm), f"{_pct(s['linear']['mean'])}{_ci(s['linear']['ci95'])}",
                       f"{_pct(s['knn']['mean'])}{_ci(s['knn']['ci95'])}", f"{c['images_seen']:,}",
                       f"{c['device_hours']:.4f}")
     console.print(t)

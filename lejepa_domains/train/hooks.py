@@ -20,6 +20,7 @@ from ..data.stream import record_stream_skips
 from ..errors import UserError
 from ..runs import RunDir, rng_state, snapshot_epochs
 from . import distributed as D
+from .adapt import has_adapters, plain_backbone
 from .clock import RunClock
 from .loggers import open_loggers
 from .meters import EpochMeter
@@ -286,8 +287,10 @@ class ExportHook(Hook):
         extra = {"epoch": s.epoch + 1, "step": s.t.step}
         if s.config.get("foundation"):  # where the backbone started (model, weights file hash)
             extra["foundation"] = s.config["foundation"]
+        if (s.config.get("adapt") or {}).get("mode", "full") != "full":  # adapters merged into the export
+            extra["adapt"] = {"adapt": s.config["adapt"]["adapt"], "merged": has_adapters(s.t.model.backbone)}
         with s.writing(s.run.backbone_path):
-            s.result.backbone = s.run.export_backbone(s.t.model.backbone, s.rec, extra)
+            s.result.backbone = s.run.export_backbone(plain_backbone(s.t.model.backbone), s.rec, extra)
 
 
 class SnapshotHook(Hook):
@@ -299,7 +302,7 @@ class SnapshotHook(Hook):
     def on_epoch_end(self, s: LoopState) -> None:
         if s.finished_epoch and s.epoch + 1 in self.epochs:
             with s.writing(s.run.snapshot_dir(s.epoch + 1)):
-                s.run.save_snapshot(s.t.model.backbone, s.rec, s.epoch + 1, s.t.step, s.record)
+                s.run.save_snapshot(plain_backbone(s.t.model.backbone), s.rec, s.epoch + 1, s.t.step, s.record)
 
 
 def final_report(s: LoopState) -> dict[str, Any]:

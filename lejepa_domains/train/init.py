@@ -1,4 +1,5 @@
-"""LeJEPA continued from foundation weights (``pretrain RECIPE --init dinov2|dinov3|…|timm:NAME [--weights FILE]``).
+"""LeJEPA continued from foundation weights (``pretrain RECIPE --init dinov2|dinov3|…|timm:NAME [--weights FILE]``,
+or ``--init RUN_FOLDER|local-dir:DIR``: a backbone this toolkit pretrained on another recipe).
 
 :func:`plan_init` turns the request into what the run will be, before anything is loaded or written: the recipe with
 its backbone swapped for the foundation architecture at the recipe's sizes (``img_size`` = the global view side,
@@ -96,7 +97,7 @@ def plan_init(recipe, init: str, weights: str | Path | None = None, patch: str |
     sizes = {"image size": int(recipe.image_size), "global view": int(recipe.global_size),
              "local view": int(recipe.local_size)}
     p = _choose_patch(spec.patch, sizes, patch, init)
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, Any] = dict(spec.base_kwargs)  # a run folder's / export's own architecture kwargs
     if spec.patch is not None:
         kwargs["img_size"] = int(recipe.global_size)
         if p != spec.patch:

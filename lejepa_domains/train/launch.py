@@ -131,11 +131,13 @@ def pretrain_preflight(recipe: str, resume: str | os.PathLike | None = None, **o
 
         from ..recipe import TrainConfig, load_recipe
         from ..runs import RunDir
+        from .adapt import parse_adapt
 
         if resume is not None:
             RunDir(resume).check_resumable()
             return
         train = {f.name for f in fields(TrainConfig)}
+        parse_adapt(options.get("adapt"))  # a bad --adapt: one line before any process starts
         rec = load_recipe(recipe).with_train(**{k: v for k, v in options.items() if k in train and v is not None})
         if hasattr(rec.source, "plan"):  # sharded data: missing shards, empty patterns, members without labels
             from ..data.shards import preflight_shards

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from ..errors import UserError
+from ..runs import RunDir
 
 __all__ = ["TRACKERS", "resolve_loggers", "open_loggers", "Trackers"]
 
@@ -75,7 +76,7 @@ class _TensorBoard:
     def __init__(self, run_path: Path, config: dict[str, Any]) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
-        self.w = SummaryWriter(log_dir=str(run_path / "tensorboard"))
+        self.w = SummaryWriter(log_dir=str(RunDir(run_path).tracker_dir("tensorboard")))
         self.w.add_text("config", "```\n" + json.dumps(config, indent=2, default=str) + "\n```", 0)
 
     def log_epoch(self, record: dict[str, Any], epoch: int) -> None:
@@ -126,7 +127,7 @@ class _MLflow:
         uri = os.environ.get("MLFLOW_TRACKING_URI")
         if not uri:  # a store inside the run folder; MLflow 3 wants the file backend opted into
             os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
-            uri = (run_path / "mlruns").resolve().as_uri()
+            uri = RunDir(run_path).tracker_dir("mlflow").resolve().as_uri()
         import mlflow
 
         self.mlflow = mlflow

@@ -47,6 +47,10 @@ class Reporter:
     def init_loaded(self, foundation: dict[str, Any]) -> None:
         """``--init``: the foundation weights were loaded (what, from where, what was adapted)."""
 
+    def adapt_ready(self, info: dict[str, Any]) -> None:
+        """Before training: what trains (``--adapt`` mode), the trainable-parameter count and the optimiser-state
+        memory (:func:`lejepa_domains.train.adapt.trainable_summary` merged with the mode's record)."""
+
     def already_complete(self, run: Any, epochs: int, budget: float | None) -> None:
         """``--resume`` of a run that has nothing left to train."""
 

@@ -19,13 +19,13 @@ import torch
 from torch import nn
 
 from .._version import __version__
-from ..data.stream import SKIP_DIR
 from ..method.variants import Variant
 from ..recipe import Recipe
-from ..runs import RunDir, read_backbone_weights
+from ..runs import RunDir, read_backbone_weights, trusted_checkpoints
 from ..ui.train import ConsoleReporter
 from ..utils import resolve_device
 from . import distributed as D
+from .adapt import apply_adapt, trainable_summary
 from .builders import describe_data, load_training_data
 from .clock import RunClock, parse_duration
 from .hooks import RunResult
@@ -47,7 +47,7 @@ def pretrain(recipe: str | Path | Recipe = "specimens", *, out: str | Path | Non
              max_steps: int | None = None, skip_bad_samples: bool | None = None, init: str | None = None,
              weights: str | Path | None = None, init_patch: str | int | None = None,
              logger: Sequence[str] | str | None = None, reporter: Reporter | None = None,
-             started: float | None = None, **options: Any) -> RunResult:
+             started: float | None = None, trust_checkpoint: bool = False, **options: Any) -> RunResult:
     """Pretrain a backbone from scratch with LeJEPA on a recipe's data (the Python API of ``lejepa-domains pretrain``).
 
     ``options`` are :class:`~lejepa_domains.recipe.TrainConfig` fields (``epochs``, ``batch_size``, ``lr``, ``lam``,
@@ -63,7 +63,9 @@ def pretrain(recipe: str | Path | Recipe = "specimens", *, out: str | Path | Non
     ``tensorboard=True`` is the same as ``logger="tensorboard"``. ``reporter``: how progress is shown (default: the
     terminal's :class:`~lejepa_domains.ui.train.ConsoleReporter`, with its bar when ``progress``). ``started``: the
     ``time.perf_counter()`` value the run's clock (``--time-budget``, the estimate) counts from — the console script
-    passes the process start, so imports and data loading count; default: this call.
+    passes the process start, so imports and data loading count; default: this call. ``trust_checkpoint``
+    (``--trust-checkpoint``): with ``resume``, unpickle a checkpoint the safe loader refuses — only for a file you
+    wrote yourself (docs/explanation/security.md).
 
     Returns a :class:`RunResult` with the run folder, per-epoch metrics and the exported backbone's metadata.
     """
@@ -73,9 +75,10 @@ def pretrain(recipe: str | Path | Recipe = "specimens", *, out: str | Path | Non
         options["time_budget"] = parse_duration(options["time_budget"])
     if options.get("time_budget") and options.get("epochs") is None and resume is None:
         options["epochs"] = BUDGET_EPOCHS  # the budget decides when the run ends
-    setup = setup_run(recipe, out=out, resume=resume, init_from=init_from, data=data,
-                      skip_bad_samples=skip_bad_samples, options=options, init=init, weights=weights,
-                      init_patch=init_patch)
+    with trusted_checkpoints(trust_checkpoint):  # the one checkpoint read: --resume's
+        setup = setup_run(recipe, out=out, resume=resume, init_from=init_from, data=data,
+                          skip_bad_samples=skip_bad_samples, options=options, init=init, weights=weights,
+                          init_patch=init_patch)
     rec, cfg = setup.recipe, setup.cfg
     ctx = D.setup(resolve_device(device))  # torchrun → process group; otherwise a single process
     if not ctx.is_main:
@@ -94,7 +97,11 @@ def pretrain(recipe: str | Path | Recipe = "specimens", *, out: str | Path | Non
     model, variant = build_network(rec, cfg, ctx.rank, init_state, init_from)
     if setup.foundation is not None and not setup.resumed:  # --init: the foundation weights, every tensor checked
         load_init_weights(model.backbone, rec, setup.foundation, setup.init_weights)
+    adapt = apply_adapt(model.backbone, cfg.adapt, rec.backbone)  # after the start weights; resume: before restore
+    adapt.update(trainable_summary(model))
+    if setup.foundation is not None and not setup.resumed:
         reporter.init_loaded(setup.foundation)
+    reporter.adapt_ready(adapt)
     lock = run.lock()
     if ctx.is_main:
         if not setup.resumed:
@@ -103,18 +110,19 @@ def pretrain(recipe: str | Path | Recipe = "specimens", *, out: str | Path | Non
     D.barrier()
     try:
         return _pretrain_locked(setup, ctx, run, data, model, variant, max_steps=max_steps, reporter=reporter,
-                                trackers=trackers, started=started)
+                                trackers=trackers, started=started, adapt=adapt)
     finally:
         lock.release()
 
 
 def _pretrain_locked(setup, ctx, run: RunDir, data, model: nn.Module, variant: Variant, *, max_steps: int | None,
-                     reporter: Reporter, trackers: Sequence[str], started: float) -> RunResult:
+                     reporter: Reporter, trackers: Sequence[str], started: float, adapt: dict | None = None
+                     ) -> RunResult:
     """``pretrain`` once the run folder is this process's: build, restore, write the config, train."""
     rec, cfg = setup.recipe, setup.cfg
     t = build_training(model, variant, rec, cfg, data, ctx)
     if getattr(t.dataset, "skip_bad", False) and hasattr(t.dataset, "skip_dir"):  # streamed: workers record skips
-        t.dataset.skip_dir = str(run.path / SKIP_DIR)
+        t.dataset.skip_dir = str(run.skip_dir)
     if setup.resumed:
         t.restore(setup.checkpoint, ctx.rank, run.read_metrics())
         if ctx.is_main and run.metrics_path.is_file():  # drop lines of epochs the checkpoint does not hold (a
@@ -137,6 +145,8 @@ def _pretrain_locked(setup, ctx, run: RunDir, data, model: nn.Module, variant: V
               "created": datetime.now().isoformat(timespec="seconds")}
     if setup.foundation is not None:
         config["foundation"] = setup.foundation
+    if adapt:  # what trains: the --adapt mode, trainable parameters, optimiser-state bytes
+        config["adapt"] = adapt
     if ctx.is_main and not setup.resumed:
         run.write_config(config)
 

@@ -36,7 +36,8 @@ def scaled_param_groups(model: nn.Module, cfg) -> list[dict]:
     heads) at ``cfg.lr``, the backbone at ``cfg.lr × cfg.backbone_lr_scale``, further scaled layer by layer with
     ``cfg.layer_decay`` (BEiT-style: the last block × 1, block i of L × decay^(L − i), the patch embedding lowest).
     Layer-wise groups come from timm's ``param_groups_layer_decay`` (the model's own ``group_matcher``; no weight
-    decay on 1-D parameters and on the model's ``no_weight_decay()`` names such as position embeddings). Groups
+    decay on 1-D parameters and on the model's ``no_weight_decay()`` names such as position embeddings). LoRA
+    adapters in the backbone (``--adapt lora|explora``) learn at ``cfg.lr``. Frozen parameters are left out. Groups
     outside the backbone come first, so ``param_groups[0]["lr"]`` is the base rate the logs show."""
     backbone = model.backbone
     own = {id(p) for p in backbone.parameters()}
@@ -54,6 +55,13 @@ def scaled_param_groups(model: nn.Module, cfg) -> list[dict]:
     else:
         for g in param_groups(backbone, cfg.weight_decay):
             groups.append({**g, "lr": cfg.lr * cfg.backbone_lr_scale})
+    adapters = {id(p) for n, p in backbone.named_parameters() if "lora_" in n and p.requires_grad}
+    if adapters:  # LoRA adapters (train/adapt.py) start at zero: they learn at the projector's rate
+        for g in groups[2:]:
+            moved = [p for p in g["params"] if id(p) in adapters]
+            if moved:
+                g["params"] = [p for p in g["params"] if id(p) not in adapters]
+                groups.append({**g, "params": moved, "lr": cfg.lr})
     return [g for g in groups if g["params"]]
 
 

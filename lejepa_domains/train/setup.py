@@ -11,6 +11,7 @@ from ..errors import UserError
 from ..recipe import Recipe, TrainConfig, load_recipe
 from ..runs import RunDir, default_run_path
 from ..utils import ensure_writable
+from .adapt import parse_adapt
 
 __all__ = ["RunSetup", "setup_run", "RESUME_OVERRIDES"]
 
@@ -54,8 +55,14 @@ def setup_run(recipe: str | Path | Recipe, *, out: str | Path | None, resume: st
     if init is None and (weights is not None or init_patch not in (None, "auto")):
         raise UserError("--weights and --init-patch only apply with --init dinov2|dinov3|…|timm:NAME")
     if resume is None:
+        if options.get("adapt") is not None:  # a bad value is one line before anything is loaded
+            options = {**options, "adapt": str(parse_adapt(options["adapt"]))}
         foundation = None
         rec = load_recipe(recipe)
+        adapt = parse_adapt(options.get("adapt") or rec.train.adapt)  # the flag, else the recipe's
+        if adapt.mode != "full" and init is None and init_from is None:
+            raise UserError(f"--adapt {adapt} trains part of a backbone that starts from weights: add --init "
+                            "dinov2|…|RUN_FOLDER|local-dir:DIR (or --init-from RUN_FOLDER)")
         if init is not None:
             from .init import init_defaults, plan_init
 

@@ -3,6 +3,7 @@ built in the order that fixes the seeded initialisation; their checkpoint state 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -70,11 +71,13 @@ class Training:
         return self.model.backbone.num_features
 
     def checkpoint_state(self, epoch: int, batch_in_epoch: int, rngs: list[dict], config: dict) -> dict[str, Any]:
-        """Everything an exact resume needs (``rngs``: every rank's generator states)."""
+        """Everything an exact resume needs (``rngs``: every rank's generator states), as tensors, numbers, strings,
+        lists and dicts only (what ``torch.load(weights_only=True)`` reads; ``runs.safe_state`` checks it)."""
         probe = self.probe.checkpoint_state() if self.probe else {"probe": None, "probe_opt": None}
         return {"model": self.model.state_dict(), "loss": self.loss_fn.state_dict(), "opt": self.opt.state_dict(),
                 "sched": self.sched.state_dict(), **probe, "epoch": epoch, "batch_in_epoch": batch_in_epoch,
-                "step": self.step, "rng": rngs, "config": config, **self.variant.checkpoint_state()}
+                "step": self.step, "rng": rngs, "config": json.loads(json.dumps(config, default=str)),  # as in config.json
+                **self.variant.checkpoint_state()}
 
     def restore(self, ckpt: dict[str, Any], rank: int, history: list[dict[str, Any]]) -> None:
         """Continue from ``ckpt``: weights, optimiser, schedule, probe, variant state, position and this rank's RNG

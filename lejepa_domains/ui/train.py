@@ -17,8 +17,8 @@ from rich.table import Table
 from ..durations import format_duration
 from ..runs import RunDir
 
-__all__ = ["ConsoleReporter", "TrainProgress", "print_run_summary", "print_complete", "print_init", "print_data",
-           "print_resumed", "few_rankme_samples", "MIN_RANKME_SAMPLES"]
+__all__ = ["ConsoleReporter", "TrainProgress", "print_run_summary", "print_complete", "print_init", "print_adapt",
+           "print_data", "print_resumed", "few_rankme_samples", "MIN_RANKME_SAMPLES"]
 
 console = Console(stderr=True)  # progress, epoch lines, notes and warnings
 out_console = Console()  # the end-of-run summary: a result, on stdout (`> file` keeps it)
@@ -293,6 +293,29 @@ def print_init(record: dict[str, Any]) -> None:
         console.print(f"[bold]pretrain:[/] weights under the {record['licence']}", highlight=False)
 
 
+def _mib(n: int) -> str:
+    return f"{n / 2 ** 20:,.1f} MiB" if n >= 2 ** 20 else f"{n / 2 ** 10:,.1f} KiB"
+
+
+def print_adapt(info: dict[str, Any]) -> None:
+    """What trains: the ``--adapt`` mode, trainable parameters, the optimiser state they need (stderr)."""
+    mode = info.get("adapt", "full")
+    what = {"lora": f"LoRA rank {info.get('lora_rank')} on {info.get('lora_targets')} layers, the backbone frozen",
+            "partial": f"the last {info.get('blocks_trained')} of {info.get('blocks_total')} blocks, the rest frozen",
+            "explora": f"the last {info.get('blocks_trained')} of {info.get('blocks_total')} blocks + LoRA rank "
+                       f"{info.get('lora_rank')} on {info.get('lora_targets')} layers of the others"}.get(
+        info.get("mode"), mode)
+    if info.get("mode", "full") == "full":
+        console.print(f"[bold]pretrain:[/] every weight trains: {info['trainable']:,} parameters; AdamW state "
+                      f"{_mib(info['optimizer_state_bytes'])}", highlight=False)
+        return
+    share = 100 * info["trainable"] / max(1, info["parameters"])
+    console.print(f"[bold]pretrain:[/] adapt {mode}: {what} (+ the projector); trainable {info['trainable']:,} of "
+                  f"{info['parameters']:,} parameters ({share:.2f} %; backbone {info['backbone_trainable']:,} of "
+                  f"{info['backbone_parameters']:,}); AdamW state {_mib(info['optimizer_state_bytes'])} (every "
+                  f"weight trained: {_mib(info['optimizer_state_bytes_full'])})", highlight=False)
+
+
 class ConsoleReporter:
     """The terminal reporter (:class:`~lejepa_domains.train.progress.Reporter`): with ``bar``, a rich progress bar
     (plain lines when stderr is not a terminal), a line per epoch and the end-of-run table; without it, only what
@@ -336,6 +359,10 @@ class ConsoleReporter:
     def init_loaded(self, foundation: dict[str, Any]) -> None:
         if self.enabled:
             print_init(foundation)
+
+    def adapt_ready(self, info: dict[str, Any]) -> None:
+        if self.enabled:
+            print_adapt(info)
 
     def already_complete(self, run: Any, epochs: int, budget: float | None) -> None:
         print_complete(run, epochs, budget=budget)

@@ -66,7 +66,8 @@ def foundation_encoder(name: str, recipe, weights: str | Path | None = None, img
     if pool not in POOLS:
         raise UserError(f"{spec.family.upper()} pooling must be 'cls' or 'cls+mean', got {pool!r}")
     size, size_note = patch_size_for(spec, int(img_size))
-    kwargs: dict[str, Any] = dict(num_classes=0, img_size=size)
+    kwargs: dict[str, Any] = dict(num_classes=0, img_size=size) if spec.patch else dict(num_classes=0)  # a CNN
+    # (timm:NAME) takes any input size and has no img_size argument
     model, loaded = create_foundation(spec, weights, role=f"baseline {name!r}", **kwargs)
     model.eval().requires_grad_(False)
     identity = {"kind": spec.family, "timm_name": spec.timm_name, "timm_kwargs": kwargs,
