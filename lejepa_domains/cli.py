@@ -6,6 +6,7 @@ import os
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
+import shutil  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import List, Optional  # noqa: E402
@@ -95,8 +96,8 @@ def pretrain(
     shuffle_buffer: Optional[int] = typer.Option(None, "--shuffle-buffer", help="Streaming: samples in each "
                                                  "reader's seeded shuffle buffer."),
     slurm: Optional[str] = typer.Option(None, "--slurm", help="Submit to Slurm through submitit: "
-                                        "nodes=2,gpus_per_node=8,partition=P,time=24:00:00 (requeued on preemption, "
-                                        "resuming exactly)."),
+                                        "KEY=VALUE pairs joined by commas, e.g. nodes=2,gpus_per_node=8 (also "
+                                        "partition=P, time=24:00:00); requeued on preemption, resuming exactly."),
 ) -> None:
     """Pretrain a backbone with LeJEPA on a recipe's data: from scratch, or continued from foundation weights."""
     options = {k: v for k, v in locals().items() if v is not None and k not in ("recipe", "devices", "slurm")}
@@ -161,6 +162,8 @@ def eval_(
                                           "once (default: as their decoded size decides)."),
     num_workers: Optional[int] = typer.Option(None, "--num-workers", help="DataLoader workers of a streamed pass "
                                               "(default: up to 4)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the report already in --out (its files, "
+                                   "plots included, are removed first)."),
     embedding_map: str = typer.Option("pca", "--map", help="The report's embedding map: pca, tsne (scikit-learn) "
                                       "or umap (needs the umap extra)."),
 ) -> None:
@@ -171,7 +174,7 @@ def eval_(
         out=out, device=device, data=data, dinov2_size=dinov2_size, dinov2_pool=dinov2_pool, batch_size=batch_size,
         cache_dir=cache_dir, use_cache=not no_cache, n_boot=bootstrap, seed=seed, plots=not no_plots,
         skip_bad_samples=skip_bad_samples, adapter=adapter, leakage=leakage, drop_leaked=drop_leaked, select=select,
-        stream=stream, num_workers=num_workers, embedding_map=embedding_map)
+        stream=stream, num_workers=num_workers, embedding_map=embedding_map, overwrite=overwrite)
 
 
 @app.command("embed")
@@ -291,6 +294,8 @@ def ablate(
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
     data: Optional[str] = typer.Option(None, "--data", help="Local copy of the data instead of the recipe's source."),
     list_: bool = typer.Option(False, "--list", help="Show the studies, their grids and the budgets, then exit."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a finished study's report (its runs are "
+                                   "reused)."),
     trust_checkpoint: bool = typer.Option(False, "--trust-checkpoint", help="Load run checkpoints under --out that "
                                           "the safe loader refuses (unpickling can run code: only files you wrote)."),
 ) -> None:
@@ -308,7 +313,7 @@ def ablate(
     from .studies import ablate as run
 
     with trusted_checkpoints(trust_checkpoint):
-        run(recipe, study, budget, out=out, seeds=seeds, device=device, data=data)
+        run(recipe, study, budget, out=out, seeds=seeds, device=device, data=data, overwrite=overwrite)
 
 
 @app.command("compare")
@@ -330,6 +335,8 @@ def compare(
     dinov2_size: int = typer.Option(224, "--dinov2-size", help="Input side of the frozen foundation model."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
     data: Optional[str] = typer.Option(None, "--data", help="Local copy of the data instead of the recipe's source."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a finished comparison's report (its runs "
+                                   "are reused)."),
     trust_checkpoint: bool = typer.Option(False, "--trust-checkpoint", help="Load run checkpoints under --out that "
                                           "the safe loader refuses (unpickling can run code: only files you wrote)."),
 ) -> None:
@@ -339,7 +346,8 @@ def compare(
 
     with trusted_checkpoints(trust_checkpoint):
         run(recipe, foundation, weights, budget, out=out, seeds=seeds, device=device, data=data,
-            adapt_epochs=adapt_epochs, init_patch=init_patch, dinov2_size=dinov2_size, adapt=adapt)
+            adapt_epochs=adapt_epochs, init_patch=init_patch, dinov2_size=dinov2_size, adapt=adapt,
+            overwrite=overwrite)
 
 
 @recipes_app.callback()
@@ -524,10 +532,20 @@ def _peer_loss_exit(e: BaseException) -> None:
     sys.exit(PEER_LOST_EXIT)
 
 
+def _help_width() -> None:
+    """``--help`` at the terminal's width, at least 100 columns (a pipe or log: 100, or $COLUMNS), so that no help
+    text is cut with an ellipsis at 80 columns; typer's own $TERMINAL_WIDTH still wins."""
+    import typer.rich_utils  # lazy on purpose: the help's rich machinery, loaded only by typer when printing help
+
+    if not os.environ.get("TERMINAL_WIDTH"):
+        typer.rich_utils.MAX_WIDTH = max(100, shutil.get_terminal_size((100, 24)).columns)
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     """Console-script entry point: user errors — bad data, bad recipes and usage errors alike — become one red
     ``error:`` line and exit code 2, never a traceback."""
     global _ARGV
+    _help_width()
     _ARGV = list(argv) if argv is not None else sys.argv[1:]  # `--devices` re-launches this command line
     try:
         app(args=argv, standalone_mode=False)

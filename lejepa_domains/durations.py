@@ -12,22 +12,31 @@ __all__ = ["parse_duration", "format_duration"]
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
-def parse_duration(text: str | float | int) -> float:
-    """``"10m"``, ``"1h30m"``, ``"90s"``, ``"2.5h"`` or plain seconds (``600``) → seconds (> 0)."""
-    if isinstance(text, (int, float)):
+def _likely_unit(number: str) -> str:
+    """What a bare number most likely meant: a handful is minutes (``3`` → ``3m``), hundreds are seconds."""
+    n = float(number)
+    if n <= 120:
+        return f"{number}m (minutes; or {number}s, {number}h)"
+    minutes = n / 60
+    return f"{number}s (seconds, = {minutes:g}m)" if minutes == int(minutes) else f"{number}s (seconds)"
+
+
+def parse_duration(text: str | float | int, flag: str = "--time-budget") -> float:
+    """``"10m"``, ``"1h30m"``, ``"90s"``, ``"2.5h"`` → seconds (> 0). Text needs a unit: a bare ``"3"`` (3 seconds?
+    3 minutes?) is one error line suggesting the likely one. A Python number (``600``, ``42.0``) is seconds."""
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
         seconds = float(text)
     else:
         s = str(text).strip().lower().replace(" ", "")
         if re.fullmatch(r"\d+(\.\d+)?", s):
-            seconds = float(s)
-        else:
-            parts = re.findall(r"(\d+(?:\.\d+)?)([smhd])", s)
-            if not parts or "".join(a + b for a, b in parts) != s:
-                raise UserError(f"--time-budget {text!r}: expected a duration like 90s, 10m, 1h30m or 2.5h "
-                                "(or plain seconds)")
-            seconds = sum(float(a) * _UNITS[b] for a, b in parts)
+            raise UserError(f"{flag} {text}: a duration needs a unit; did you mean {_likely_unit(s)}? "
+                            "Write it like 90s, 10m, 1h30m or 2.5h")
+        parts = re.findall(r"(\d+(?:\.\d+)?)([smhd])", s)
+        if not parts or "".join(a + b for a, b in parts) != s:
+            raise UserError(f"{flag} {text!r}: expected a duration like 90s, 10m, 1h30m or 2.5h")
+        seconds = sum(float(a) * _UNITS[b] for a, b in parts)
     if not math.isfinite(seconds) or seconds <= 0:
-        raise UserError(f"--time-budget must be a positive duration, got {text!r}")
+        raise UserError(f"{flag} must be a positive duration, got {text!r}")
     return seconds
 
 

@@ -21,19 +21,23 @@ TINY = str(Path(__file__).parent / "recipes" / "tinydigits.py")
 SCRIPT = Path(sys.executable).parent / "lejepa-domains"
 
 
-@pytest.mark.parametrize("text,seconds", [("90s", 90), ("10m", 600), ("1h30m", 5400), ("2.5h", 9000), ("600", 600),
+@pytest.mark.parametrize("text,seconds", [("90s", 90), ("10m", 600), ("1h30m", 5400), ("2.5h", 9000), (600, 600),
                                           ("1d", 86400), (" 5 m ", 300), (42, 42.0)])
 def test_parse_duration(text, seconds):
     assert parse_duration(text) == pytest.approx(seconds)
 
 
-@pytest.mark.parametrize("bad", ["", "10", "ten minutes", "10x", "m10", "-5m", "0", "0s", "1h-30m", "nan"])
+@pytest.mark.parametrize("bad", ["", "10", "600", "ten minutes", "10x", "m10", "-5m", "0", "0s", "1h-30m", "nan"])
 def test_parse_duration_refuses(bad):
-    if bad == "10":
-        assert parse_duration(bad) == 10  # plain seconds are fine
-        return
     with pytest.raises(UserError, match="--time-budget"):
         parse_duration(bad)
+
+
+def test_bare_number_suggests_a_unit():
+    with pytest.raises(UserError, match=r"needs a unit; did you mean 3m \(minutes"):
+        parse_duration("3")
+    with pytest.raises(UserError, match=r"did you mean 600s \(seconds, = 10m\)"):
+        parse_duration("600")
 
 
 def test_format_duration():

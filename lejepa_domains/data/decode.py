@@ -31,6 +31,10 @@ class MismatchError(DataError):
     that know the recipe prefix the message with its name and split (:func:`lejepa_domains.data.load_split`)."""
 
 
+#: the way out of one unreadable image, at the end of every such error line
+SKIP_WAY_OUT = "remove or replace that file, or pass --skip-bad-samples (pretrain, eval) to leave such images out"
+
+
 class BadSampleError(DataError):
     """One sample is unreadable (corrupt or truncated bytes, a missing image): skippable with --skip-bad-samples.
     Mismatches that hold for the whole data (channels, bit depth) are plain :class:`DataError`: they always stop."""
@@ -59,7 +63,7 @@ def open_image(raw: Any, where: str):
         raise BadSampleError(f"{where}: image file {raw} does not exist") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
         raise BadSampleError(f"{where}: corrupt or unreadable image ({type(e).__name__}: {e}); expected a PNG/JPEG/TIFF "
-                        "image") from None
+                        f"image; {SKIP_WAY_OUT}") from None
 
 
 def image_mode_of(img) -> str:
@@ -104,7 +108,7 @@ def _from_pil(img, where: str, channels: int, convert: str | None) -> np.ndarray
         raise
     except (OSError, ValueError, SyntaxError) as e:  # truncated / corrupt data surfaces on load()
         raise BadSampleError(f"{where}: corrupt or unreadable image ({type(e).__name__}: {e}); expected a PNG/JPEG/TIFF "
-                        "image") from None
+                        f"image; {SKIP_WAY_OUT}") from None
     if arr.ndim == 2:
         arr = arr[:, :, None]
     return arr
@@ -189,7 +193,8 @@ def _read_tiff(src: Any, where: str) -> np.ndarray:
             arr = series.asarray()
             axes = series.axes
     except Exception as e:  # noqa: BLE001 - any failure of the reader is one unreadable sample
-        raise BadSampleError(f"{where}: corrupt or unreadable TIFF ({type(e).__name__}: {e})") from None
+        raise BadSampleError(f"{where}: corrupt or unreadable TIFF ({type(e).__name__}: {e}); {SKIP_WAY_OUT}") \
+            from None
     arr = np.squeeze(arr) if arr.ndim > 3 else arr
     if arr.ndim == 3 and not axes.endswith("S"):  # (pages/planes, H, W) → (H, W, C)
         arr = arr.transpose(1, 2, 0)
@@ -211,7 +216,8 @@ def _read_fits(src: Any, where: str) -> np.ndarray:
     except DataError:
         raise
     except Exception as e:  # noqa: BLE001
-        raise BadSampleError(f"{where}: corrupt or unreadable FITS file ({type(e).__name__}: {e})") from None
+        raise BadSampleError(f"{where}: corrupt or unreadable FITS file ({type(e).__name__}: {e}); {SKIP_WAY_OUT}") \
+            from None
     arr = arr.astype(arr.dtype.newbyteorder("="), copy=False)  # FITS is big-endian
     if arr.ndim == 3:
         arr = arr.transpose(1, 2, 0)
@@ -253,7 +259,8 @@ def _read_scientific(raw: Any, where: str) -> np.ndarray:
         img.load()
         return np.asarray(img)
     except (OSError, ValueError, SyntaxError) as e:
-        raise BadSampleError(f"{where}: corrupt or unreadable image ({type(e).__name__}: {e})") from None
+        raise BadSampleError(f"{where}: corrupt or unreadable image ({type(e).__name__}: {e}); {SKIP_WAY_OUT}") \
+            from None
     finally:
         img.close()
 

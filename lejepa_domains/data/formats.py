@@ -35,7 +35,8 @@ import numpy as np
 from ..errors import DataError
 
 __all__ = ["SplitTable", "Reader", "open_local", "resolve_split", "path_fingerprint", "IMAGE_EXTENSIONS",
-           "HFDatasetReader", "ParquetReader", "ImageFolderReader", "NpzReader", "NpyReader", "H5Reader", "UNSPLIT"]
+           "HFDatasetReader", "ParquetReader", "ImageFolderReader", "NpzReader", "NpyReader", "H5Reader", "UNSPLIT",
+           "split_folder_warning", "not_images_in"]
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm",
                     ".fits", ".fit", ".fts", ".npy"}  # FITS (astropy) and .npy files: N-channel / float recipes
@@ -433,6 +434,12 @@ def _images_in(d: Path) -> list[Path]:
                   and not p.name.startswith("."))
 
 
+def not_images_in(d: Path) -> list[Path]:
+    """Files in an ImageFolder class folder that are not images (``notes.txt``): left out, and said so."""
+    return sorted(p for p in d.iterdir() if p.is_file() and p.suffix.lower() not in IMAGE_EXTENSIONS
+                  and not p.name.startswith("."))
+
+
 def _subdirs(d: Path) -> list[Path]:
     return sorted(p for p in d.iterdir() if p.is_dir() and not p.name.startswith((".", "_")))
 
@@ -466,8 +473,10 @@ class ImageFolderReader(Reader):
         d = self.split_dirs[split]
         files: list[Path] = []
         labels: list[int] = []
+        others: list[str] = []
         for c in _subdirs(d):
             imgs = _images_in(c)
+            others += [str(p) for p in not_images_in(c)]
             files += imgs
             labels += [self.class_names.index(c.name)] * len(imgs)
         where = f"split folder {d}"
@@ -478,7 +487,7 @@ class ImageFolderReader(Reader):
                 yield int(i), str(files[i])
 
         return SplitTable(split, len(files), where, ["image", "label"], lab, list(self.class_names), rows,
-                          lambda i: f"file {files[i]}", {"files": len(files)})
+                          lambda i: f"file {files[i]}", {"files": len(files), "not_images": others})
 
 
 # ------------------------------------------------------------------------------------------------ MedMNIST .npz
@@ -705,6 +714,20 @@ def _table_files(root: Path, depth: int = 3) -> list[Path]:
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         out += [Path(dirpath) / f for f in filenames if f.endswith((".parquet", ".arrow")) and not f.startswith(".")]
     return sorted(out)
+
+
+def split_folder_warning(path: str | Path) -> str | None:
+    """A warning when ``path`` looks like one split of a larger tree — it is named train/val/test (or an alias) and
+    a sibling folder of another split name exists — naming the parent to pass instead; else None."""
+    p = Path(path).expanduser()
+    names = {a for aliases in SPLIT_ALIASES.values() for a in aliases}
+    if not p.is_dir() or p.name.lower() not in names or p.parent == p:
+        return None
+    siblings = sorted(s.name for s in p.parent.iterdir() if s.is_dir() and s != p and s.name.lower() in names)
+    if not siblings:
+        return None
+    return (f"--data {p} looks like one split of {p.parent} (beside {', '.join(s + '/' for s in siblings)}); it is "
+            f"used as an unsplit folder and split at random — pass --data {p.parent} to use the official splits")
 
 
 def open_local(path: str | Path, *, h5_keys: tuple[str, str] = ("images", "ans")) -> Reader:

@@ -14,7 +14,23 @@ from ..errors import DataError
 from .decode import MismatchError
 from .sources import ImageSet
 
-__all__ = ["load_split", "has_split", "check_pixels"]
+__all__ = ["load_split", "has_split", "check_pixels", "split_made"]
+
+
+def split_made(meta: dict | None) -> str:
+    """How a loaded split was made, in words, from its ``meta["split_method"]``: the data's official split, carved
+    from train (fraction, seed), or a random stratified split of an unsplit folder (fractions, seed)."""
+    how = (meta or {}).get("split_method") or {}
+    method = str(how.get("method", ""))
+    if method == "official":
+        return f"official split {how.get('split')!r}"
+    if method.startswith("stratified cut of unsplit"):
+        return f"random split of an unsplit folder ({method.split('data ', 1)[-1]}, seed {how.get('seed')})"
+    if " minus the stratified " in method:
+        return method
+    if method.startswith("stratified"):
+        return f"carved: {method}"
+    return method or "as the recipe's source gives it"
 
 
 def has_split(recipe, role: str) -> bool:

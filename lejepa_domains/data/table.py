@@ -341,14 +341,18 @@ class TableSource(Source):
             return ImageSet(arr, labels, names, {**meta, "cache": None})
         return _cache.write_entry(stem, n, shape, rows, labels, names, meta, dtype=np.dtype(self.dtype))
 
-    def peek(self, split: str, data: str | Path | None = None, n: int = 16) -> ImageSet:
+    def peek(self, split: str, data: str | Path | None = None, n: int = 16,
+             exclude: set[int] | frozenset[int] = frozenset()) -> ImageSet:
         """Decode ``n`` images spread evenly over a split (no cache) and validate *all* its labels: what
         ``lejepa-domains recipes check`` looks at. ``meta`` holds facts about the whole split (rows, columns, how it
-        was made, label counts)."""
+        was made, label counts). ``exclude``: rows of the data's table not to decode (known to be unreadable)."""
         data_s = None if data is None else str(data)
         reader, table, selected, total, labels, names, how = self._prepare(split, data_s)
         m = min(int(n), total)
         spread = np.unique(np.linspace(0, total - 1, m).round().astype(int))  # evenly over the split (all classes)
+        if exclude:
+            rows = selected[spread] if selected is not None else spread
+            spread = spread[~np.isin(rows, np.fromiter(exclude, dtype=np.int64))]
         sel = selected[spread] if selected is not None else spread
         m = len(sel)
         imgs = np.stack([img for _, img in self._decoded(table, sel, limit=m)])

@@ -36,7 +36,7 @@ def leakage_rows(lk: dict) -> list[list[str]]:
     rows = []
     for role, e in lk["splits"].items():
         n = max(e["n"], 1)
-        rows.append([role, str(e["n"]), f"{e['exact']} ({e.get('exact_low_information', 0)} blank)",
+        rows.append([role, str(e["n"]), f"{e['exact']} ({e.get('exact_low_information', 0)} near-constant)",
                      str(e["phash"]), "–" if "features" not in e else str(e["features"]),
                      f"{e['any']} ({100 * e['any'] / n:.1f} %)"])
     return rows
@@ -92,6 +92,13 @@ def evidence_markdown(r: dict) -> list[str]:
             kinds = ", ".join(f"{k} {_rate(v)}" for k, v in c["caught_by_kind"].items())
             lines.append(f"| {name} | {thr} | {_rate(c['caught'])} | {kinds} | {_rate(c['fpr_nearest'])} | "
                          f"{_rate(c['fpr_pairs'])} |")
+        near = {role: e["low_information"] for role, e in lk["splits"].items() if e.get("low_information")}
+        if near:
+            lines += ["", "Near-constant images (no structure at the perceptual hash's 8×8 scale, e.g. flat sky or "
+                      "background patches) are their own class of finding: " + ", ".join(
+                          f"{role} {n}" for role, n in near.items()) + ". They resemble every other flat patch, so "
+                      "neither the hash nor the features can tell a copy from a coincidence: only a pixel-identical "
+                      "match counts (the exact column), and they are left out of the closest pairs shown."]
         lines += ["", f"Method: {lk['settings']['calibration']}. Closest pairs: `leakage.png`.", ""]
         f = lk.get("filtered")
         if f:
@@ -143,9 +150,10 @@ def print_evidence(report: dict, console) -> None:
     lk = report.get("leakage")
     if lk:
         parts = [f"{role}: {e['exact']} exact, {e['phash']} hash, {e.get('features', '–')} feature, {e['any']} of "
-                 f"{e['n']} flagged" for role, e in lk["splits"].items()]
+                 f"{e['n']} flagged" + (f" ({e['low_information']} near-constant, judged by exact match only)"
+                                        if e.get("low_information") else "") for role, e in lk["splits"].items()]
         console.print("leakage vs pretraining pool — " + "; ".join(parts) + " (report.md, leakage.png)",
-                      highlight=False)
+                      highlight=False, soft_wrap=True)
         f = lk.get("filtered")
         if f and f.get("removed"):
             for name, full in f["full"].items():

@@ -41,7 +41,7 @@ import torch
 
 __all__ = ["LeakageSettings", "exact_hashes", "low_information", "phash_bits", "dihedral", "nearest_hamming",
            "nearest_cosine",
-           "augmented_copies", "calibrate", "audit", "leaked_mask", "closest_pairs_png", "COPY_KINDS"]
+           "augmented_copies", "calibrate", "audit", "leaked_mask", "closest_pairs_png", "closest_pairs_figure", "COPY_KINDS"]
 
 COPY_KINDS = ("crop", "jpeg", "flip", "crop+jpeg")
 
@@ -114,13 +114,22 @@ def _to_pil(img: np.ndarray):
 
 
 def low_information(images: np.ndarray) -> np.ndarray:
-    """(N,) bool: images with (almost) no structure — 8-bit images whose pixel standard deviation is under 1 % of
-    the range (2.55 grey levels), other value types that are constant. Their perceptual hash and features are
-    degenerate (a black sky patch matches every other black sky patch), so only the exact criterion judges them."""
-    flat = np.asarray(images).reshape(len(images), -1)
-    if flat.dtype == np.uint8:
-        return flat.std(1) < 2.55
-    return np.ptp(flat, axis=1) <= 0
+    """(N,) bool: near-constant images, their own class of finding — 8-bit images whose pixel standard deviation is
+    under 1 % of the range (2.55 grey levels) either pixel by pixel or at the 8×8 scale the perceptual hash sees
+    (block means: a flat sky patch with sensor noise has no structure there), other value types that are constant.
+    Their perceptual hash and features are degenerate (a flat sky patch matches every other flat sky patch), so only
+    the exact criterion judges them, and the report counts them apart."""
+    arr = np.asarray(images)
+    flat = arr.reshape(len(arr), -1)
+    if flat.dtype != np.uint8:
+        return np.ptp(flat, axis=1) <= 0 if flat.size else np.zeros(len(arr), bool)
+    low = flat.std(1) < 2.55
+    if arr.ndim == 4 and arr.shape[1] >= 8 and arr.shape[2] >= 8:
+        h, w = arr.shape[1] // 8 * 8, arr.shape[2] // 8 * 8
+        grey = arr[:, :h, :w].astype(np.float32).mean(-1)
+        coarse = grey.reshape(len(arr), 8, h // 8, 8, w // 8).mean((2, 4)).reshape(len(arr), -1)
+        low |= coarse.std(1) < 2.55
+    return low
 
 
 def phash_bits(images: np.ndarray, hash_size: int = 8) -> np.ndarray:
@@ -377,6 +386,8 @@ def audit(pool: np.ndarray, splits: Mapping[str, np.ndarray], settings: LeakageS
                                          "low_information": low}
         entry = {"n": int(len(imgs)), "exact": int(exact.sum()), "phash": int(near_hash.sum()),
                  "low_information": int(low.sum()), "exact_low_information": int((exact & low).sum()),
+                 "near_constant": {"n": int(low.sum()), "exact": int((exact & low).sum()),
+                                   "judged_by": "the exact criterion only (no structure for the hash or features)"},
                  "phash_distance_median": float(np.median(d)) if len(d) else None}
         any_hash = exact | near_hash
         flagged = any_hash
@@ -399,18 +410,22 @@ def audit(pool: np.ndarray, splits: Mapping[str, np.ndarray], settings: LeakageS
 
 def _closest(arrays: dict[str, np.ndarray], k: int) -> list[dict[str, Any]]:
     """The ``k`` evaluation images closest to the pool (by feature cosine when measured, else by hash distance)."""
+    shown = ~arrays["low_information"] | arrays["exact"]  # a near-constant image is close to every flat one
     if "cos" in arrays:
-        order = np.argsort(-arrays["cos"], kind="stable")[:k]
+        order = np.argsort(-np.where(shown, arrays["cos"], -np.inf), kind="stable")
         pool_idx = arrays["cos_idx"]
     else:
-        order = np.argsort(arrays["phash_dist"], kind="stable")[:k]
+        order = np.argsort(np.where(shown, arrays["phash_dist"], np.iinfo(np.int64).max), kind="stable")
         pool_idx = arrays["phash_idx"]
+    order = [i for i in order if shown[i]][:k]
     rows = []
     for i in order:
         row = {"index": int(i), "pool_index": int(pool_idx[i]), "phash_distance": int(arrays["phash_dist"][i]),
                "exact": bool(arrays["exact"][i]), "phash": bool(arrays["phash"][i])}
         if "cos" in arrays:
             row.update(cosine=float(arrays["cos"][i]), features=bool(arrays["features"][i]))
+        if arrays["low_information"][i]:
+            row["near_constant"] = True
         rows.append(row)
     return rows
 
@@ -431,12 +446,22 @@ def closest_pairs_png(result: dict[str, Any], pool: np.ndarray, splits: Mapping[
                       show: Callable[[np.ndarray], np.ndarray] | None = None) -> bytes:
     """A PNG: per evaluation split one row of its closest pairs (evaluation image above, nearest pool image below),
     each titled with its cosine / hash distance and the criteria that flag it."""
+    fig = closest_pairs_figure(result, pool, splits, show)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    return buf.getvalue()
+
+
+def closest_pairs_figure(result: dict[str, Any], pool: np.ndarray, splits: Mapping[str, np.ndarray],
+                         show: Callable[[np.ndarray], np.ndarray] | None = None):
+    """The matplotlib figure of :func:`closest_pairs_png`."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     roles = [r for r in result["splits"] if result["splits"][r]["closest"]]
     k = max([len(result["splits"][r]["closest"]) for r in roles] + [1])
-    fig = Figure(figsize=(1.5 * k, 3.3 * max(1, len(roles))))
+    # constrained layout keeps each row's titles clear of the row above's labels (3–4 title lines at 6 pt)
+    fig = Figure(figsize=(1.6 * k, 4.0 * max(1, len(roles))), layout="constrained")
     FigureCanvasAgg(fig)
     show = show or (lambda x: x)
 
@@ -454,14 +479,13 @@ def closest_pairs_png(result: dict[str, Any], pool: np.ndarray, splits: Mapping[
             bot = fig.add_subplot(2 * len(roles), k, (2 * r + 1) * k + j + 1)
             draw(top, splits[role][pair["index"]])
             draw(bot, pool[pair["pool_index"]])
-            flags = [n for n in ("exact", "phash", "features") if pair.get(n)]
+            flags = [n for n in ("exact", "phash", "features") if pair.get(n)] + \
+                (["near-constant"] if pair.get("near_constant") else [])
             sim = f"cos {pair['cosine']:.3f}\n" if "cosine" in pair else ""
             top.set_title(f"{role} #{pair['index']}\n{sim}hash d={pair['phash_distance']}"
                           + (f"\n{'+'.join(flags)}" if flags else ""), fontsize=6,
-                          color="red" if flags else "black")
+                          color="red" if set(flags) - {"near-constant"} else "black")
             bot.set_xlabel(f"pool #{pair['pool_index']}", fontsize=6)
     fig.suptitle("closest evaluation / pretraining-pool pairs (top: evaluation image, bottom: nearest pool image)",
                  fontsize=8)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    return buf.getvalue()
+    return fig

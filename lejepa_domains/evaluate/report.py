@@ -19,6 +19,7 @@ from ..runs.names import EVAL_REPORT, EVAL_REPORT_MD
 from ..utils import atomic_write_bytes
 from .evidence_report import evidence_markdown
 from .pictures import pictures_markdown
+from .provenance import provenance_lines
 
 __all__ = ["write_report", "print_table", "columns", "winners", "render_markdown"]
 
@@ -111,6 +112,8 @@ def render_markdown(report: dict) -> str:
     sp = r["splits"]
     lines += [f"Splits: train {sp['train']}, val {sp['val']} ({sp['val_source']['source']}), test {sp['test']}. "
               f"Device `{r['environment']['device']}`, {r['seconds']:.0f} s.", ""]
+    for line in provenance_lines(r):
+        lines += [line, ""]
     for line in missing_lines(r):
         lines += [f"**Warning:** {line}.", ""]
     lines += _md_results(r) + _md_paired(r) + _md_fewshot(r) + _md_protocol(r) + _md_models(r)
@@ -358,6 +361,8 @@ def print_table(report: dict, console) -> None:
         row.append(f"{d['sigreg']:.2f}" if d["sigreg"] is not None and np.isfinite(d["sigreg"]) else "–")
         t.add_row(*row)
     console.print(t)
+    for line in provenance_lines(report):
+        console.print(line, highlight=False, soft_wrap=True)
     for line in missing_lines(report):
         console.print(f"[bold yellow]warning:[/] {line}", highlight=False)
     console.print("★ = interval above every other model's (non-overlapping 95% CIs). Full table: report.md",

@@ -21,11 +21,13 @@ from rich.console import Console
 
 from ..data import has_split, load_split
 from ..data.coverage import class_coverage, coverage_warnings
+from ..data.loading import split_made
 from ..data.sources import stratified_split
 from ..errors import UserError
 from ..recipe import load_recipe, recipe_dirs
 from ..runs import BACKBONE_META, FolderLock, RunDir, find_latest_run, is_timm_export
 from ..runs.refs import resolve_model_ref
+from ..runs.reports import ReportDir
 from ..utils import ensure_writable, resolve_device
 from . import report as report_mod
 from .encoders import (
@@ -61,6 +63,7 @@ from .protocols.fewshot import DEFAULT_FEWSHOT_C, DEFAULT_SETS, DEFAULT_SHOTS
 from .protocols.knn import DEFAULT_KS, TEMPERATURE
 from .protocols.label_efficiency import LabelEfficiencyProtocol
 from .protocols.linear import DEFAULT_CS
+from .provenance import split_facts, splits_line
 from .selection import choose_snapshot, parse_rule, score_snapshots, selection_summary
 from .streamed import LEAKAGE_SKIPPED, default_workers, eval_mode, load_streamed_split
 
@@ -180,7 +183,7 @@ def _load_splits(rec, data, skip_bad_samples: bool, val_fraction: float, seed: i
                 for role in roles}
     y = {role: np.asarray(ds.labels, dtype=np.int64) for role, ds in sets.items()}
     if "val" in sets:
-        splits = Splits(y["train"], y["val"], y["test"], rec.num_classes, {"source": "official",
+        splits = Splits(y["train"], y["val"], y["test"], rec.num_classes, {"source": split_made(sets["val"].meta),
                                                                             "split": rec.splits["val"]})
     else:
         parts = stratified_split(y["train"], {"fit": 1.0 - val_fraction, "val": val_fraction}, seed=seed)
@@ -448,8 +451,7 @@ def _inputs(opts: EvalOptions, target: _Target, log: Callable[[str], None]) -> _
     label_eff = LabelEfficiencyProtocol(seed=opts.seed)
     pictures = ReportPictures(sets, splits, rec, opts.embedding_map, opts.seed) if opts.plots else None
     bootstrap = Bootstrap(opts.n_boot, opts.seed, REFERENCE)
-    log(f"[bold]eval:[/] recipe {rec.name!r}: train {len(splits.train)}, val {len(splits.val)} "
-        f"({splits.val_info['source']}), test {len(splits.test)}; device {opts.device}")
+    log(splits_line(rec, splits, split_facts(sets, splits.val_info), opts.device))
     return _Inputs(sets, splits, missing, skip_bad_samples, streamed, why, leakage,
                    (opts.knn, linear, fewshot, diagnostics, label_eff), bootstrap, pictures)
 
@@ -514,9 +516,11 @@ def _report(opts: EvalOptions, target: _Target, inp: _Inputs, m: _Measured) -> d
         "checkpoint": None if run.run_dir is None else {
             "path": str(run.run_dir), "source": run.source, "recipe": ref["checkpoint_recipe"],
             "weights_sha256_16": ref.get("weights_sha256_16"),
-            "skipped_bad_samples": run.skipped_in_run()},  # images pretraining left out with --skip-bad-samples
+            "skipped_bad_samples": run.skipped_in_run(),  # images pretraining left out with --skip-bad-samples
+            "skipped_listed_in": str(RunDir(run.run_dir).config_path)},
         "splits": {"train": int(len(splits.train)), "val": int(len(splits.val)), "test": int(len(splits.test)),
                    "val_source": splits.val_info, "missing_classes": inp.missing,
+                   "made": split_facts(inp.sets, splits.val_info),  # how each split was made, what was skipped
                    "skipped_bad_samples": {"enabled": bool(inp.skip_bad_samples),
                                            **{r: len(ds.meta.get("skipped", [])) for r, ds in inp.sets.items()}},
                    **({"streamed": {"why": inp.why, "workers": inp.streamed["num_workers"],
@@ -540,6 +544,7 @@ def _write(report: dict, opts: EvalOptions, target: _Target, inp: _Inputs, m: _M
     extra_files.update(inp.pictures.files(report) if inp.pictures else {})  # retrieval, embedding map, label eff.
     report["seconds"] = round(time.perf_counter() - t_start, 2)
     fewshot = inp.protocols[2]
+    ReportDir(target.out).clear()  # --overwrite: no stale plot of the earlier report stays beside the new one
     report_mod.write_report(report, target.out, feats_test=m.feats_test, y_test=inp.splits.test,
                             support=fewshot.support_record(), plots=opts.plots, extra_files=extra_files)
     if not opts.quiet:
@@ -560,7 +565,8 @@ def evaluate(recipe=None, checkpoint=None, baselines: Sequence[str] = (), weight
              console=None, skip_bad_samples: bool | None = None, adapter: str | None = None,
              extra_runs: dict[str, Any] | None = None, pairs: Sequence[tuple[str, str]] = (),
              leakage: bool = True, drop_leaked: str | None = None, select: str | None = None,
-             stream: bool | None = None, num_workers: int | None = None, embedding_map: str = "pca") -> dict:
+             stream: bool | None = None, num_workers: int | None = None, embedding_map: str = "pca",
+             overwrite: bool = False) -> dict:
     """Evaluate a LeJEPA run and/or baselines with frozen features; write ``report.json``, ``report.md`` and plots
     to ``out`` and return the report dict. See the README's "Evaluation protocol" for every fixed choice.
 
@@ -576,6 +582,8 @@ def evaluate(recipe=None, checkpoint=None, baselines: Sequence[str] = (), weight
     removed, reported beside the full-test numbers. ``select``: evaluate the run's snapshot picked by a rule
     (``label-free``, ``label-free:sigreg``, ``label-free:rankme``, ``probe``, ``last``, ``epoch:N``; see
     :mod:`.selection`) instead of its final backbone; the run must have been trained with ``--keep-snapshots``.
+    ``out`` already holding a report is refused unless ``overwrite`` (its files, stale plots included, are removed
+    just before the new report is written; :mod:`lejepa_domains.runs.reports`).
 
     ``stream``: a sharded recipe's splits are read from the shards once per backbone (True), decoded once into the
     memory-mapped cache (False), or as their decoded size decides (None; :func:`.streamed.eval_mode`);
@@ -594,6 +602,7 @@ def evaluate(recipe=None, checkpoint=None, baselines: Sequence[str] = (), weight
         quiet=quiet, skip_bad_samples=skip_bad_samples, stream=stream, num_workers=num_workers,
         extra_runs=extra_runs, pairs=pairs, embedding_map=embedding_map)
     target = _target(opts, recipe, checkpoint, runs_dir, data, out, log)
+    ReportDir(target.out).claim(overwrite)  # an earlier report is never replaced silently
     with FolderLock(target.out, "eval output"):  # one evaluation at a time writes into `out`
         inp = _inputs(opts, target, log)
         ctx = replace(target.ctx, train_images=inp.sets["train"].images)

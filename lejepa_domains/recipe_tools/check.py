@@ -89,7 +89,7 @@ def check_recipe(recipe_ref, *, data: str | Path | None = None, out: str | Path 
         for role, e in leak["splits"].items():
             if e["any"]:
                 warnings.append(f"leakage: {e['any']} of {e['n']} {role} images are copies of training images "
-                                f"({e['exact']} exact, {e['exact_low_information']} of them blank; {e['phash']} "
+                                f"({e['exact']} exact, {e['exact_low_information']} of them near-constant; {e['phash']} "
                                 "perceptual-hash near copies); `lejepa-domains eval --drop-leaked hash` evaluates "
                                 "without them")
     card = None

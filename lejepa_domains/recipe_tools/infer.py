@@ -11,15 +11,16 @@ from typing import Any
 
 import numpy as np
 
-from ..data.decode import image_mode_of, open_image, stored_array
-from ..data.formats import SPLIT_ALIASES, UNSPLIT, open_local
+from ..data.decode import BadSampleError, image_mode_of, open_image, stored_array
+from ..data.formats import SPLIT_ALIASES, UNSPLIT, open_local, split_folder_warning
 from ..data.hub import HFSource, open_hub
 from ..data.pixels import PixelScaling
 from ..data.sources import stratified_split
 from ..data.table import LocalSource
 from ..errors import DataError, UserError
+from .scan import ImageScan, scan_images
 
-__all__ = ["Inferred", "infer_dataset", "channel_stats", "IMAGE_NAMES", "LABEL_NAMES"]
+__all__ = ["Inferred", "infer_dataset", "channel_stats", "split_provenance", "IMAGE_NAMES", "LABEL_NAMES"]
 
 IMAGE_NAMES = ("image", "img", "images", "jpg", "jpeg", "png", "picture", "pixel_values", "rgb_image")
 LABEL_NAMES = ("label", "labels", "target", "targets", "class", "class_id", "y", "ans", "fine_label", "category")
@@ -49,6 +50,44 @@ class Inferred:
     notes: list[str] = field(default_factory=list)
     pixels: dict[str, Any] = field(default_factory=dict)  # recipe dtype/scaling keywords when not 8-bit RGB/grey
     defaults: Any = None  # the training defaults recipes new chose (recipe_tools.defaults.Defaults)
+    provenance: dict[str, str] = field(default_factory=dict)  # role → how that split was made (official, carved…)
+    warnings: list[str] = field(default_factory=list)  # what the user must look at (unreadable or ignored files…)
+    scan: ImageScan | None = None  # the check of every image file
+
+
+def split_provenance(roles: dict[str, str], split_kw: dict[str, Any]) -> dict[str, str]:
+    """role → how the recipe's split is made: the data's official split, carved from train (fraction, seed), or a
+    random stratified split of an unsplit folder (fractions, seed)."""
+    if "unsplit" in split_kw:
+        u = split_kw["unsplit"]
+        return {role: f"random stratified {f:.0%} of the unsplit data (seed {u['seed']})"
+                for role, f in u["fractions"].items()}
+    out = {role: f"official split {split!r}" for role, split in roles.items()}
+    carve = split_kw.get("carve", {})
+    for role, c in carve.items():
+        out[role] = f"carved from {c['from']!r}: stratified {c['fraction']:.0%} (seed {c['seed']})"
+        out["train"] = f"official split {c['from']!r} less the carved {role} ({1 - c['fraction']:.0%})"
+    return out
+
+
+def _file_warnings(tables: dict, hf: str | None, notes: list[str]) -> tuple[list[str], ImageScan | None]:
+    """Files in the class folders that are not images, and the check of every image file (local data): the
+    warnings to print and the check's result."""
+    warnings = []
+    others = [f for t in tables.values() for f in t.info.get("not_images", [])]
+    if others:
+        shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
+        warnings.append(f"{len(others)} file(s) in the class folders are not images and are left out: {shown}")
+    scan = scan_images(tables) if hf is None else None  # a hub dataset is read in full by pretrain
+    if scan is not None and scan.bad:
+        bad = list(scan.bad.values())
+        warnings.append(f"{len(bad)} of {scan.checked} image file(s) cannot be read: {'; '.join(bad[:3])}"
+                        + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+                        + "; pretrain and eval stop at them: remove or replace them, or pass --skip-bad-samples")
+    if scan is not None and not scan.complete:
+        notes.append(f"checked {scan.checked:,} of {scan.total:,} image files in {scan.seconds:.0f} s (time limit); "
+                     "`lejepa-domains recipes check RECIPE --leakage` (and pretrain) read them all")
+    return warnings, scan
 
 
 def _pick_column(kinds: dict[str, str], wanted: tuple[str, ...], names: tuple[str, ...]) -> str | None:
@@ -148,8 +187,12 @@ def infer_dataset(*, hf: str | None = None, data: str | Path | None = None, conf
     roles, split_kw = _roles(splits, reader.unsplit)
     tables, sizes, names = _labels(reader, splits, img_col, lab_col, notes)
     counts, sizes_by_role = _role_counts(reader, tables, splits, roles, split_kw, names)
+    warnings, scan = _file_warnings(tables, hf, notes)
+    if data is not None and (w := split_folder_warning(data)):
+        warnings.insert(0, w)
+    bad_rows = {row for split, row in (scan.bad if scan is not None else {}) if split == first}
     t0 = tables[first]
-    modes, native, pixels, c_sci = _sample_images(t0, samples, notes)
+    modes, native, pixels, c_sci = _sample_images(t0, samples, notes, bad_rows)
     channels, convert = _channels(modes, pixels, c_sci, notes)
     size, resize = _size(native, notes)
     facts: dict[str, Any] = {"image_size": size, "channels": channels, "num_classes": len(names),
@@ -168,7 +211,11 @@ def infer_dataset(*, hf: str | None = None, data: str | Path | None = None, conf
     # normalisation statistics from decoded samples, through the same code path as training
     src = (HFSource(hf, config, revision, cache=False, **facts, **kw) if hf is not None
            else LocalSource(str(Path(data).expanduser().resolve()), cache=False, **facts, **kw))
-    sample = src.peek("train", None, n=min(samples, 256))
+    try:
+        sample = src.peek("train", None, n=min(samples, 256), exclude=bad_rows)
+    except BadSampleError as e:  # an unreadable image among the ones the statistics are measured on
+        raise DataError(f"{str(e).split('; remove or replace')[0]}; the normalisation statistics need it: remove or "
+                        "replace that file, then run `recipes new` again") from None
     mean, std = channel_stats(sample.images, PixelScaling(pixels["dtype"], pixels["scaling"]) if pixels
                               else PixelScaling())
     where = reader.where if hf is None else f"hub dataset {hf}"
@@ -176,7 +223,8 @@ def infer_dataset(*, hf: str | None = None, data: str | Path | None = None, conf
         sizes = {UNSPLIT: sizes[splits[0]]}
     return Inferred(where, layout, roles, sizes, sizes_by_role, kw, img_col if reader.tabular else None,
                     lab_col if reader.tabular else None, names, counts, channels, size, native, modes, mean, std,
-                    len(sample), notes, pixels)
+                    len(sample), notes, pixels, provenance=split_provenance(roles, split_kw), warnings=warnings,
+                    scan=scan)
 
 
 def _columns(reader, first: str, image_column: str | None, label_column: str | None) -> tuple[str, str]:
@@ -258,17 +306,17 @@ def _role_counts(reader, tables: dict, splits: list[str], roles: dict, split_kw:
     return counts, sizes_by_role
 
 
-def _sample_images(t0, samples: int, notes: list[str]
+def _sample_images(t0, samples: int, notes: list[str], skip: set[int] = frozenset()
                    ) -> tuple[Counter, list[tuple[int, int]], dict[str, Any], int | None]:
     """Modes and sizes of sampled images, without decoding pixels: ``(modes, native sizes, pixels, channels)``
     where ``pixels`` (``{"dtype", "scaling"}``) and ``channels`` describe N-channel / 16-bit / float data (else
-    empty and None)."""
+    empty and None). ``skip``: rows known to be unreadable."""
     m = min(samples, t0.n)
     pick = np.unique(np.linspace(0, t0.n - 1, m).round().astype(int)) if m else np.zeros(0, int)
     modes: Counter = Counter()
     native: list[tuple[int, int]] = []
     facts: list[tuple[int, str] | None] = []
-    for row, raw in t0.rows(pick):
+    for row, raw in t0.rows(np.asarray([r for r in pick.tolist() if r not in skip], dtype=int)):
         try:
             fact = _array_facts(raw)
             if fact is not None:  # N-channel / 16-bit / float: shape from the array itself

@@ -31,6 +31,7 @@ from ..evaluate.metrics import t_interval
 from ..evaluate.selection import signal_correlations
 from ..recipe import load_recipe
 from ..runs import RunDir
+from ..runs.reports import ABLATION_REPORT, ReportDir
 from ..utils import ensure_writable
 from . import ablation_report as report_mod
 from .catalogue import Budget, Study, Variant, get_study, view_cost
@@ -39,6 +40,7 @@ from .grid import (
     RunSpec,
     evaluate_once,
     grid_options,
+    refuse_other_specs,
     run_grid,
     steps_per_epoch,
     study_lock,
@@ -132,7 +134,7 @@ def label_free_across_runs(rows: list[dict]) -> dict:
 
 def ablate(recipe="specimens", study: str = "heuristics", budget: str | Budget = "tiny", *, out: str | Path | None = None,
            seeds: int | None = None, device: str = "auto", data: str | None = None, progress: bool = True,
-           max_new_runs: int | None = None, quiet: bool = False) -> dict:
+           max_new_runs: int | None = None, quiet: bool = False, overwrite: bool = False) -> dict:
     """Run one ablation study (the Python API of ``lejepa-domains ablate``) and write its combined report.
 
     Args:
@@ -143,6 +145,9 @@ def ablate(recipe="specimens", study: str = "heuristics", budget: str | Budget =
         seeds: number of seeds (default: the budget's); seed k trains with ``seed=k``. The evaluation's seed is fixed.
         max_new_runs: stop after training this many runs that were not finished before (the report then covers the
             finished runs only and says so); ``None``: run everything.
+
+    A finished study's report in ``out/<study>/`` is refused unless ``overwrite`` (:mod:`lejepa_domains.runs.reports`;
+    its runs are reused either way); an unfinished one is continued.
 
     Returns the report dict (also written as ``ablation.json``).
     """
@@ -157,6 +162,9 @@ def ablate(recipe="specimens", study: str = "heuristics", budget: str | Budget =
     plan = plan_study(rec, st, bud, n_seeds, data)
     total_steps = sum(spec["steps"] for _, _, spec in plan)
     ensure_writable(study_dir, "ablation folder")
+    # another specification first (--overwrite, which replaces the report's files, would not help there)
+    refuse_other_specs(study_dir, [Cell(v.name, rec_v, spec) for v, rec_v, spec in plan], "another budget or grid")
+    ReportDir(study_dir, ABLATION_REPORT).claim(overwrite)
     lock = study_lock(study_dir, "ablation study")
     report_mod.print_header(console, rec, st, bud, n_seeds, plan, study_dir, total_steps)
     with lock:
@@ -187,6 +195,7 @@ def _run_study(rec, st: Study, bud: Budget, n_seeds: int, plan, study_dir: Path,
     stopped_early = run_grid(cells, study_dir, device=device, data=data, progress=progress and not quiet,
                              max_new_runs=max_new_runs, console=console, announce=announce, on_done=evaluated)
     report = _study_report(rec, st, bud, n_seeds, plan, by_variant, total_steps, stopped_early, t0)
+    ReportDir(study_dir, ABLATION_REPORT).clear()
     report_mod.write_report(report, study_dir)
     if not quiet:
         report_mod.print_table(report, Console())

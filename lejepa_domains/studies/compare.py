@@ -37,6 +37,7 @@ from ..evaluate.selection import signal_correlations
 from ..foundation import create_foundation, file_sha256, resolve_foundation
 from ..recipe import load_recipe
 from ..runs import RunDir
+from ..runs.reports import COMPARE_REPORT, ReportDir
 from ..train.adapt import parse_adapt
 from ..train.init import ADAPT_BACKBONE_LR_SCALE, plan_init
 from ..train.init import adapt_epochs as default_adapt_epochs
@@ -390,7 +391,8 @@ def _pair_rows(reports: dict[int, dict], n_seeds: int, arms: tuple[Arm, ...] = A
 def compare(recipe="specimens", foundation: str = "dinov2", weights=None, budget: str | Budget = "tiny", *,
             out: str | Path | None = None, seeds: int | None = None, device: str = "auto", data: str | None = None,
             adapt_epochs: int | None = None, init_patch: str | int | None = "auto", dinov2_size: int = 224,
-            progress: bool = True, max_new_runs: int | None = None, quiet: bool = False, adapt=None) -> dict:
+            progress: bool = True, max_new_runs: int | None = None, quiet: bool = False, adapt=None,
+            overwrite: bool = False) -> dict:
     """Scratch, transfer or adapt? (the Python API of ``lejepa-domains compare``).
 
     Trains (or reuses, or resumes) LeJEPA from scratch and LeJEPA continued from ``foundation`` (``dinov2``,
@@ -406,7 +408,8 @@ def compare(recipe="specimens", foundation: str = "dinov2", weights=None, budget
     ``--adapt`` modes (``"lora,full"`` or a list; default ``full``), one adapted arm each, all through the one
     evaluation, each paired with transfer, scratch and the other adapted arms. ``foundation`` may also be a run
     folder or ``local-dir:DIR`` (a backbone this toolkit pretrained): its transfer arm is the adapted arms' frozen
-    starting backbone at this recipe's size and normalisation. Returns the report.
+    starting backbone at this recipe's size and normalisation. A finished comparison's report in ``out`` is refused
+    unless ``overwrite`` (its runs are reused either way). Returns the report.
     """
     console = Console(stderr=True, quiet=quiet)
     bud, n_seeds = grid_options(budget, seeds, max_new_runs)
@@ -423,6 +426,7 @@ def compare(recipe="specimens", foundation: str = "dinov2", weights=None, budget
     cells = [Cell(arm, rec_arm, spec) for arm, rec_arm, spec in plan]
     # a different specification is refused before anything is trained
     refuse_other_specs(root, cells, "another budget, foundation or weights file")
+    ReportDir(root, COMPARE_REPORT).claim(overwrite)  # after the specification: --overwrite would not help there
     lock = study_lock(root, "comparison")
     dev = str(resolve_device(device))
     report_mod.print_header(console, rec, record, bud, n_seeds, plan, root)
@@ -441,6 +445,7 @@ def compare(recipe="specimens", foundation: str = "dinov2", weights=None, budget
                                  transfer_size=rec.image_size if spec.is_local else
                                  patch_size_for(spec, int(dinov2_size))[0], arms=arms, pairs=pairs,
                                  modes=modes)
+        ReportDir(root, COMPARE_REPORT).clear()
         report_mod.write_report(report, root)
         if not quiet:
             report_mod.print_table(report, Console())

@@ -214,7 +214,7 @@ def evaluate_once(recipe, out: Path, markers: Sequence[Path], budget: Budget, *,
         except ValueError:
             pass
     rep = evaluate(recipe, out=out, device=device, data=data, cache_dir=cache_dir, n_boot=budget.n_boot, plots=False,
-                   quiet=True, **kwargs, **budget.eval_kwargs)
+                   quiet=True, overwrite=True, **kwargs, **budget.eval_kwargs)  # a stale report is replaced
     return (json.loads(report_path.read_text()) if reread and report_path.is_file() else rep), False
 
 

@@ -12,13 +12,15 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..data import check_splits_needed, has_split, load_split
 from ..data.device_views import DeviceMultiCrop, ImageBatchDataset, collate_images
+from ..data.formats import split_folder_warning
+from ..data.loading import split_made
 from ..data.stream import StreamDataset, StreamSplit, choose_mode, collate_stream_images
 from ..data.views import MultiCropDataset, collate_views
 from ..errors import UserError
 from . import distributed as D
 from .sampler import EpochSampler
 
-__all__ = ["TrainingData", "load_training_data", "build_loader", "amp_dtype_for"]
+__all__ = ["describe_data", "TrainingData", "load_training_data", "build_loader", "amp_dtype_for"]
 
 
 @dataclass
@@ -30,6 +32,18 @@ class TrainingData:
     @property
     def labelled(self) -> bool:
         return bool(getattr(self.train, "is_labelled", self.train.labels is not None))
+
+
+def describe_data(recipe, data: TrainingData, path: Any) -> dict[str, Any]:
+    """What the run trains on, for the reporter: per split its images, how it was made and how many were skipped;
+    a warning when ``--data`` is one split folder of a larger tree."""
+    splits = {}
+    for role, s in (("train", data.train), ("val", data.val)):
+        if s is not None:
+            skipped = len(data.skipped.get(role, []))
+            splits[role] = {"images": len(s), "made": split_made(getattr(s, "meta", None)), "skipped": skipped}
+    warning = split_folder_warning(path) if isinstance(path, str) or hasattr(path, "__fspath__") else None
+    return {"splits": splits, "warnings": [warning] if warning else []}
 
 
 def load_training_data(recipe, data, skip_bad_samples: bool, per_step: int, world: int) -> TrainingData:

@@ -72,6 +72,7 @@ class RunClock:
     stop_step: int | None = None  # set by a budget
     estimate: float | None = None  # predicted wall seconds of the command, from the calibration steps
     estimated_at: float | None = None
+    estimated_step: int | None = None  # the step the estimate was made at
 
     # ---- what the loop calls
     def after_step(self, step: int, seconds: float, agree: Callable[[Any], Any] = lambda x: x) -> bool:
@@ -87,7 +88,7 @@ class RunClock:
         if self.budget:
             self.stop_step = agree(self._fit(step))
         self.estimate = self.elapsed() + self._cost(step, self.end_step)
-        self.estimated_at = self.elapsed()
+        self.estimated_at, self.estimated_step = self.elapsed(), step
         return True
 
     def epoch_done(self, step: int, seconds: float, agree: Callable[[Any], Any] = lambda x: x) -> None:
@@ -95,6 +96,13 @@ class RunClock:
         self.epoch_ends.append(float(seconds))
         if self.budget and self.estimate is not None:
             self.stop_step = agree(self._fit(step))
+
+    def estimate_until(self, step: int) -> float | None:
+        """What the estimate predicted for the command up to ``step`` (an interrupted run is compared with this,
+        not with the whole run's estimate); None before the estimate."""
+        if self.estimate is None or self.estimated_at is None or self.estimated_step is None:
+            return None
+        return self.estimated_at + self._cost(self.estimated_step, max(step, self.estimated_step))
 
     def reached(self, step: int) -> bool:
         return self.stop_step is not None and step >= self.stop_step

@@ -41,6 +41,8 @@ class RunResult:
     estimate: float | None = None  # wall seconds predicted after the calibration steps (train/clock.py)
     wall: float | None = None  # wall seconds of the command up to the end of training
     step_times: list[float] = field(default_factory=list)  # wall seconds per step (data wait + compute)
+    steps: tuple[int, int, int] | None = None  # (first step of this command, last step reached, planned last step)
+    estimate_ran: float | None = None  # the estimate for the steps this command ran (train/clock.py)
 
     @property
     def final(self) -> dict[str, Any]:
@@ -159,6 +161,10 @@ class ClockHook(Hook):
     def on_step_end(self, s: LoopState, m: Any) -> None:
         if s.clock.estimate is None and s.clock.after_step(s.t.step, s.result.step_times[-1], s.agree):
             planned(s)
+
+    def on_train_end(self, s: LoopState) -> None:
+        s.result.steps = (s.clock.start_step, s.t.step, s.clock.end_step)
+        s.result.estimate_ran = s.clock.estimate_until(s.t.step)
 
 
 class ProgressHook(Hook):

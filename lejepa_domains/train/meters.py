@@ -70,6 +70,7 @@ class EpochMeter:
             "epoch": epoch, "step": step, "loss": s[0], "invariance": s[1], "sigreg": s[2], "rankme": rankme,
             "lr": lr, "images_per_s": self.n_images * world / elapsed, "data_wait_share": self.wait_share,
             "epoch_seconds": elapsed, "skipped_steps": self.skipped, "skipped_samples": skipped_samples,
+            "rankme_samples": int(len(z)), "epoch_steps": self.n_steps + self.skipped,
         }
         if self.n_probe:
             record["probe_train_loss"] = s[3]

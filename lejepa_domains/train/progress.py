@@ -54,5 +54,12 @@ class Reporter:
     def already_complete(self, run: Any, epochs: int, budget: float | None) -> None:
         """``--resume`` of a run that has nothing left to train."""
 
+    def data_loaded(self, described: dict[str, Any]) -> None:
+        """The training data is loaded: ``{"splits": {role: {"images", "made", "skipped"}}, "warnings": [...]}``
+        (how each split was made: official, carved from train, or a random split of an unsplit folder)."""
+
+    def resumed(self, step: int, total: int, *, steps_per_epoch: int, run: Any = None) -> None:
+        """``--resume``: training continues after step ``step`` of ``total``."""
+
     def summary(self, result: Any, recipe: Any, interrupted: bool) -> None:
         """The run ended (finished, interrupted, or out of time budget)."""

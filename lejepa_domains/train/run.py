@@ -26,7 +26,7 @@ from ..ui.train import ConsoleReporter
 from ..utils import resolve_device
 from . import distributed as D
 from .adapt import apply_adapt, trainable_summary
-from .builders import load_training_data
+from .builders import describe_data, load_training_data
 from .clock import RunClock, parse_duration
 from .hooks import RunResult
 from .init import load_init_weights
@@ -92,6 +92,7 @@ def pretrain(recipe: str | Path | Recipe = "specimens", *, out: str | Path | Non
     # ---- everything that can fail on bad input happens before anything is written
     data = load_training_data(rec, setup.data, setup.skip_bad_samples, cfg.batch_size * ctx.world_size,
                               ctx.world_size)
+    reporter.data_loaded(describe_data(rec, data, setup.data))
     init_state = read_backbone_weights(init_from) if init_from is not None else None
     model, variant = build_network(rec, cfg, ctx.rank, init_state, init_from)
     if setup.foundation is not None and not setup.resumed:  # --init: the foundation weights, every tensor checked
@@ -126,6 +127,8 @@ def _pretrain_locked(setup, ctx, run: RunDir, data, model: nn.Module, variant: V
         t.restore(setup.checkpoint, ctx.rank, run.read_metrics())
         if ctx.is_main and run.metrics_path.is_file():  # drop lines of epochs the checkpoint does not hold (a
             run.rewrite_metrics(t.history)  # partial epoch, a kill between metrics line and checkpoint)
+        if t.step < cfg.epochs * t.steps_per_epoch:
+            reporter.resumed(t.step, cfg.epochs * t.steps_per_epoch, steps_per_epoch=t.steps_per_epoch, run=run.path)
     clock_before = (setup.checkpoint or {}).get("clock") or {} if setup.resumed else {}
     budget_done = bool(cfg.time_budget) and clock_before.get("ended_by_budget") \
         and cfg.time_budget <= clock_before.get("budget_total", 0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -79,16 +80,36 @@ def _clock(s: float) -> str:
     return f"{s // 3600} h {s % 3600 // 60:02d} min" if s >= 3600 else f"{s // 60} min {s % 60:02d} s"
 
 
-def print_new(res: NewRecipe, console=None) -> None:
-    """What ``recipes new`` wrote and inferred, and the next steps (on stderr by default)."""
-    console = console or Console(stderr=True)
+def _wide(console) -> None:
+    """Pipes and logs: no need to squeeze a table into 80 columns (a terminal keeps its own width)."""
+    if not console.is_terminal and "COLUMNS" not in os.environ and console.width < 120:
+        console.width = 120
+
+
+def print_new(res: NewRecipe, console=None, err_console=None) -> None:
+    """What ``recipes new`` wrote and inferred, and the next steps, on stdout (``> file`` keeps it); warnings (files
+    that cannot be read or are not images, a folder that is one split of a larger tree) on stderr."""
+    console = console or out_console
+    err_console = err_console or Console(stderr=True)
+    _wide(console)
     inf = res.inferred
-    console.print(f"[bold]wrote[/] {res.recipe_path} and {res.card_path} from {inf.where}", highlight=False)
-    console.print(f"  splits {inf.splits}  sizes {inf.split_sizes}", highlight=False)
+    for w in getattr(inf, "warnings", []):
+        err_console.print(f"[bold yellow]warning:[/] {w}", highlight=False, soft_wrap=True)
+    console.print(f"[bold]wrote[/] {res.recipe_path} and {res.card_path} from {inf.where}", highlight=False, soft_wrap=True)
+    how = getattr(inf, "provenance", {}) or {}
+    for role in ("train", "val", "test"):
+        if role in inf.role_sizes:
+            console.print(f"  {role}: {inf.role_sizes[role]:,} images — {how.get(role, inf.splits.get(role))}",
+                          highlight=False, soft_wrap=True)
     console.print(f"  {len(inf.class_names)} classes, {inf.image_size}x{inf.image_size}, {inf.channels} channel(s); "
-                  f"mean {inf.mean} std {inf.std} (from {inf.n_stats} images)", highlight=False)
+                  f"mean {inf.mean} std {inf.std} (from {inf.n_stats} images)", highlight=False, soft_wrap=True)
+    scan = getattr(inf, "scan", None)
+    if scan is not None and scan.complete:
+        console.print(f"  checked all {scan.checked:,} image files: "
+                      + (f"{len(scan.bad)} unreadable (see the warning)" if scan.bad else "all readable"),
+                      highlight=False, soft_wrap=True)
     if inf.image_column:
-        console.print(f"  columns: image={inf.image_column!r} label={inf.label_column!r}", highlight=False)
+        console.print(f"  columns: image={inf.image_column!r} label={inf.label_column!r}", highlight=False, soft_wrap=True)
     d = getattr(inf, "defaults", None)
     if d is not None:
         t = Table(title=f"training defaults for {d.device.describe()} (first run ~{d.minutes:g} min)",
@@ -104,18 +125,20 @@ def print_new(res: NewRecipe, console=None) -> None:
             t.add_row(label, value, d.why[key])
         console.print(t)
         console.print(f"  estimated training time ~{_clock(d.estimate_s)} (cost model); pretrain prints its own "
-                      "estimate after 4 timed steps", highlight=False)
+                      "estimate after 4 timed steps", highlight=False, soft_wrap=True)
     for n in inf.notes:
-        console.print(f"  [yellow]note:[/] {n}", highlight=False)
+        console.print(f"  [yellow]note:[/] {n}", highlight=False, soft_wrap=True)
     console.print(f"next: fill in the TODOs of {res.card_path.name} (licence, citation, why these views), then\n"
                   f"  lejepa-domains recipes check {res.recipe_path}\n  lejepa-domains pretrain {res.recipe_path}",
-                  highlight=False)
+                  highlight=False, soft_wrap=True)
 
 
 def print_check(rep: CheckReport, console=None) -> None:
     """The ``recipes check`` table and warnings; :class:`DataError` naming the failed checks when any failed."""
 
     console = console or Console()
+    err_console = Console(stderr=True) if console.file is sys.stdout else console  # warnings apart from the table
+    _wide(console)
     t = Table(title=f"recipe check: {rep.recipe}")
     t.add_column("check")
     t.add_column("result")
@@ -133,12 +156,14 @@ def print_check(rep: CheckReport, console=None) -> None:
                       + f"; hash threshold {ph['threshold']} bits, catches {100 * (ph['caught'] or 0):.0f} % of "
                       f"augmented copies at {100 * (ph['fpr_nearest'] or 0):.1f} % false positives)", highlight=False)
     for w in rep.warnings:
-        console.print(f"[yellow]warning:[/] {w}", highlight=False)
+        err_console.print(f"[yellow]warning:[/] {w}", highlight=False, soft_wrap=True)
     if rep.png is not None:
         console.print(f"views: [bold]{rep.png}[/]", highlight=False)
     if not rep.ok:
-        failed = [n for n, ok, _ in rep.checks if not ok]
-        raise DataError(f"recipe {rep.recipe!r} failed {len(failed)} check(s): {', '.join(failed)}")
+        failed = [(n, detail) for n, ok, detail in rep.checks if not ok]
+        first = " ".join(str(failed[0][1]).split())  # the file, the cause and the way out, not only the check's name
+        raise DataError(f"recipe {rep.recipe!r} failed {len(failed)} check(s): {', '.join(n for n, _ in failed)} — "
+                        f"first: {first}")
 
 
 def print_recipes(console=None) -> None:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+import os
 import signal
 import time
 from typing import Any
@@ -22,9 +23,20 @@ from rich.table import Table
 from ..durations import format_duration
 from ..runs import RunDir
 
-__all__ = ["ConsoleReporter", "TrainProgress", "print_run_summary", "print_complete", "print_init", "print_adapt"]
+__all__ = ["ConsoleReporter", "TrainProgress", "print_run_summary", "print_complete", "print_init", "print_adapt",
+           "print_data", "print_resumed", "few_rankme_samples", "MIN_RANKME_SAMPLES"]
 
-console = Console(stderr=True)
+console = Console(stderr=True)  # progress, epoch lines, notes and warnings
+out_console = Console()  # the end-of-run summary: a result, on stdout (`> file` keeps it)
+
+#: RankMe of an epoch from fewer embeddings than this is marked (a one-batch last epoch reads as a collapse otherwise)
+MIN_RANKME_SAMPLES = 256
+
+
+def few_rankme_samples(record: dict[str, Any]) -> bool:
+    """The epoch's RankMe was computed from too few embeddings to compare with the others."""
+    n = record.get("rankme_samples")
+    return n is not None and n < MIN_RANKME_SAMPLES
 
 
 def _fmt(v: Any, digits: int = 4) -> str:
@@ -115,7 +127,7 @@ class TrainProgress:
     def note(self, line: str) -> None:
         """A line above the bar (the run's estimate)."""
         if self.enabled:
-            self.progress.console.print(line, highlight=False)
+            self.progress.console.print(line, highlight=False, soft_wrap=True)
 
     def set_total(self, total: int, epochs: int | None = None) -> None:
         """The run ends at another step (a time budget's plan)."""
@@ -130,13 +142,14 @@ class TrainProgress:
         f = self.fields
         console.print(f"{self.label} step {self.completed}/{self.total} · ep {f['epoch']}/{f['epochs']} · loss "
                       f"{f['loss']} · sigreg {f['sigreg']} · {f['ips']} img/s · data-wait {f['wait']} · elapsed "
-                      f"{_clock(time.perf_counter() - self.t0)} · ETA {self.eta()}", highlight=False)
+                      f"{_clock(time.perf_counter() - self.t0)} · ETA {self.eta()}", highlight=False, soft_wrap=True)
 
     def epoch_done(self, r: dict[str, Any]) -> None:
         if not self.enabled:
             return
         parts = [f"epoch {r['epoch']:>3}", f"loss {r['loss']:.4f}", f"inv {r['invariance']:.4f}",
-                 f"sigreg {r['sigreg']:.3f}", f"rankme {_fmt(r['rankme'], 4)}"]
+                 f"sigreg {r['sigreg']:.3f}", f"rankme {_fmt(r['rankme'], 4)}"
+                 + (f" ({r['rankme_samples']} samples: too few)" if few_rankme_samples(r) else "")]
         if "probe_train_acc" in r:
             parts.append(f"probe train {100 * r['probe_train_acc']:.1f}%")
         if "probe_val_acc" in r:
@@ -145,40 +158,116 @@ class TrainProgress:
         line = "  ".join(parts)
         if r.get("collapse_warning"):
             line += "  [bold red]COLLAPSE? effective rank is tiny[/]"
-        self.progress.console.print(line, highlight=False)
+        self.progress.console.print(line, highlight=False, soft_wrap=True)
         self.t_last_log = time.perf_counter()
 
 
+def _rankme_note(hist: list[dict[str, Any]]) -> str | None:
+    """A footnote when the first or last epoch's RankMe comes from too few embeddings: how many, and the last epoch
+    that had enough (the figure to compare with)."""
+    few = [h for h in {id(h): h for h in (hist[0], hist[-1])}.values() if "rankme" in h and few_rankme_samples(h)]
+    if not few:
+        return None
+
+    def said(h: dict[str, Any]) -> str:
+        steps = h.get("epoch_steps")
+        return (f"epoch {h['epoch']}: {h['rankme_samples']} embeddings"
+                + (f" from {steps} step{'s' if steps != 1 else ''}" if steps is not None else ""))
+
+    note = (f"† RankMe from fewer than {MIN_RANKME_SAMPLES} embeddings ({'; '.join(said(h) for h in few)}): a "
+            "small-sample estimate that cannot exceed the sample count — not a collapse, not comparable with a full "
+            "epoch's")
+    full = [h for h in hist if "rankme" in h and not few_rankme_samples(h)]
+    if full:
+        note += f"; epoch {full[-1]['epoch']}, the last with enough, had {_fmt(full[-1]['rankme'])}"
+    return note
+
+
+def _timing_line(result) -> str | None:
+    """Wall time against the estimate; a run that stopped before its planned end is compared with the estimate for
+    the steps it ran, not with the whole run's."""
+    wall, estimate = getattr(result, "wall", None), getattr(result, "estimate", None)
+    if not (estimate and wall):
+        return None
+    steps = getattr(result, "steps", None)
+    ran = getattr(result, "estimate_ran", None)
+    budget = "; the --time-budget ended it" if getattr(result, "ended_by_budget", False) else ""
+    if steps is not None and ran and steps[1] < steps[2] and not budget:
+        first, last, planned = steps
+        off = 100 * (ran - wall) / wall
+        return (f"wall time {format_duration(wall)} for steps {first}→{last} of {planned}; estimated "
+                f"{format_duration(ran)} for those steps ({off:+.0f} %); the whole run was estimated at "
+                f"{format_duration(estimate)}")
+    off = 100 * (estimate - wall) / wall
+    return f"wall time {format_duration(wall)}; estimated {format_duration(estimate)} after the first steps " \
+           f"({off:+.0f} %){budget}"
+
+
 def print_run_summary(result, recipe, interrupted: bool = False) -> None:
+    """The end-of-run summary on stdout; an interrupted run's "stopped early … continue with" line on stderr."""
+    if not out_console.is_terminal and "COLUMNS" not in os.environ and out_console.width < 120:
+        out_console.width = 120  # pipes and logs: no need to squeeze the lines into 80 columns
     hist = result.metrics
     t = Table(title=f"LeJEPA pretraining — {recipe.name}", show_lines=False)
     t.add_column("figure")
     t.add_column("first epoch", justify="right")
-    t.add_column("last epoch", justify="right")
+    full_steps = max((h.get("epoch_steps") or 0 for h in hist), default=0)
+    last_steps = hist[-1].get("epoch_steps") if hist else None
+    partial = last_steps is not None and len(hist) > 1 and last_steps < full_steps  # every figure from fewer steps
+    t.add_column(f"last epoch ({last_steps} of {full_steps} steps)" if partial else "last epoch", justify="right")
+    note = _rankme_note(hist) if hist else None
     if hist:
         first, last = hist[0], hist[-1]
         for key, label, scale in (("loss", "loss", 1), ("invariance", "invariance", 1), ("sigreg", "SIGReg", 1),
                                   ("rankme", "effective rank (RankMe)", 1), ("probe_train_acc", "probe train acc %", 100),
                                   ("probe_val_acc", "probe val acc %", 100), ("images_per_s", "images/s", 1)):
             if key in last:
-                t.add_row(label, _fmt(first.get(key, float("nan")) * scale), _fmt(last[key] * scale))
-    console.print(t)
+                marks = [" †" if key == "rankme" and few_rankme_samples(h) else "" for h in (first, last)]
+                t.add_row(label, _fmt(first.get(key, float("nan")) * scale) + marks[0],
+                          _fmt(last[key] * scale) + marks[1])
+    out_console.print(t)
+    if note:
+        out_console.print(note, highlight=False, soft_wrap=True)
     if any(h.get("collapse_warning") for h in hist):
         console.print("[bold red]warning:[/] the representation collapsed in at least one epoch (tiny effective rank); "
                       "try a larger λ (--lambda) or a lower learning rate.")
     run = RunDir(result.run_dir)
-    if getattr(result, "estimate", None) and getattr(result, "wall", None):
-        off = 100 * (result.estimate - result.wall) / result.wall
-        console.print(f"wall time {format_duration(result.wall)}; estimated {format_duration(result.estimate)} after "
-                      f"the first steps ({off:+.0f} %)"
-                      + ("; the --time-budget ended it" if getattr(result, "ended_by_budget", False) else ""),
-                      highlight=False)
+    line = _timing_line(result)
+    if line:
+        out_console.print(line, highlight=False, soft_wrap=True)
+    skipped = (run.read_config() or {}).get("skip_bad_samples") or {}
+    if isinstance(skipped, dict) and skipped.get("count"):
+        out_console.print(f"[yellow]skipped[/] {skipped['count']} unreadable image(s) (--skip-bad-samples), listed in "
+                      f"{run.config_path} under skip_bad_samples", highlight=False, soft_wrap=True)
     if interrupted:
         step = run.checkpoint_step()
         console.print(f"[yellow]stopped early[/] ({_signal_name(result.signal)}); checkpoint at step {step} "
-                      f"written; continue with: lejepa-domains pretrain --resume {result.run_dir}", highlight=False)
-    console.print(f"run folder: [bold]{result.run_dir}[/] ({', '.join(run.present_files()) or 'empty'})",
-                  highlight=False)
+                      f"written ({', '.join(run.present_files()) or 'nothing else'}); continue with: lejepa-domains "
+                      f"pretrain --resume {result.run_dir}", highlight=False, soft_wrap=True)
+    out_console.print(f"run folder: [bold]{result.run_dir}[/] ({', '.join(run.present_files()) or 'empty'})",
+                  highlight=False, soft_wrap=True)
+
+
+def print_data(described: dict[str, Any]) -> None:
+    """What the run trains on: per split the images, how it was made, what was skipped (stderr)."""
+    for w in described.get("warnings", []):
+        console.print(f"[bold yellow]warning:[/] {w}", highlight=False, soft_wrap=True)
+    parts = []
+    for role, d in described.get("splits", {}).items():
+        skipped = f"; {d['skipped']} unreadable skipped" if d.get("skipped") else ""
+        parts.append(f"{role} {d['images']:,} images ({d['made']}{skipped})")
+    if parts:
+        console.print("[bold]pretrain:[/] data: " + "; ".join(parts), highlight=False, soft_wrap=True)
+
+
+def print_resumed(run, step: int, total: int, steps_per_epoch: int) -> None:
+    """``--resume``: where training continues and what remains."""
+    epoch, left = step // max(1, steps_per_epoch), total - step
+    epochs = -(-total // max(1, steps_per_epoch))
+    within = step % max(1, steps_per_epoch)
+    at = f"epoch {epoch + 1} of {epochs}" + (f", batch {within + 1}" if within else "")
+    console.print(f"[bold]pretrain:[/] resuming {run} from step {step} of {total} ({at}): {left} step"
+                  f"{'s' if left != 1 else ''} remain", highlight=False, soft_wrap=True)
 
 
 def _signal_name(signum: int | None) -> str:
@@ -283,6 +372,13 @@ class ConsoleReporter:
 
     def already_complete(self, run: Any, epochs: int, budget: float | None) -> None:
         print_complete(run, epochs, budget=budget)
+
+    def data_loaded(self, described: dict[str, Any]) -> None:
+        if self.enabled or described.get("warnings"):
+            print_data(described)
+
+    def resumed(self, step: int, total: int, *, steps_per_epoch: int, run: Any = None) -> None:
+        print_resumed(run, step, total, steps_per_epoch)
 
     def summary(self, result: Any, recipe: Any, interrupted: bool) -> None:
         if self.enabled or interrupted:
