@@ -122,21 +122,25 @@ def launch(n: int, argv: Sequence[str], device: str = "auto",
             signal.signal(sig, handler)
 
 
-def pretrain_preflight(recipe: str, resume: str | os.PathLike | None = None, **options: object) -> Callable[[], None]:
+def pretrain_preflight(recipe: str | None, resume: str | os.PathLike | None = None,
+                       **options: object) -> Callable[[], None]:
     """A check of ``pretrain``'s recipe / resume folder and training options, run before anything is launched.
-    ``options`` are ``pretrain``'s keyword arguments; the TrainConfig fields among them are validated."""
+    ``options`` are ``pretrain``'s keyword arguments; the TrainConfig fields among them are validated. ``recipe``
+    None: the default recipe, or with ``resume`` the run's own (refused here, once, if it may not run)."""
 
     def check() -> None:
         from dataclasses import fields
 
-        from ..recipe import TrainConfig, load_recipe
+        from ..recipe import DEFAULT_RECIPE, TrainConfig, load_recipe
         from ..runs import RunDir
+        from .setup import resumed_recipe
 
         if resume is not None:
-            RunDir(resume).check_resumable()
+            run = RunDir(resume).check_resumable()
+            resumed_recipe(run, run.read_config(), recipe)
             return
         train = {f.name for f in fields(TrainConfig)}
-        rec = load_recipe(recipe).with_train(**{k: v for k, v in options.items() if k in train and v is not None})
+        rec = load_recipe(DEFAULT_RECIPE if recipe is None else recipe).with_train(**{k: v for k, v in options.items() if k in train and v is not None})
         if hasattr(rec.source, "plan"):  # sharded data: missing shards, empty patterns, members without labels
             from ..data.shards import preflight_shards
 
