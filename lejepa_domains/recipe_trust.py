@@ -20,7 +20,7 @@ import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["home", "record_path", "digest", "remember", "is_named", "RECORD"]
+__all__ = ["RECORD", "digest", "home", "is_named", "record_path", "remember"]
 
 RECORD = "trusted-recipes.json"
 _FORMAT = 1

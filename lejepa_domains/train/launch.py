@@ -140,7 +140,8 @@ def pretrain_preflight(recipe: str | None, resume: str | os.PathLike | None = No
             resumed_recipe(run, run.read_config(), recipe)
             return
         train = {f.name for f in fields(TrainConfig)}
-        rec = load_recipe(DEFAULT_RECIPE if recipe is None else recipe).with_train(**{k: v for k, v in options.items() if k in train and v is not None})
+        rec = load_recipe(DEFAULT_RECIPE if recipe is None else recipe)
+        rec = rec.with_train(**{k: v for k, v in options.items() if k in train and v is not None})
         if hasattr(rec.source, "plan"):  # sharded data: missing shards, empty patterns, members without labels
             from ..data.shards import preflight_shards
 
