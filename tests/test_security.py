@@ -263,6 +263,23 @@ def test_a_run_folder_cannot_pass_a_path_off_as_a_recipe_name(tiny_run, tmp_path
     assert not marker.exists() and snapshot(run) == before
 
 
+def test_devices_and_slurm_resumes_check_the_recipe_file_before_launching(tiny_run, tmp_path):
+    """``--devices N`` (the launcher's preflight) and ``--slurm`` resume the same way: refused before anything starts."""
+    from lejepa_domains import UserError
+    from lejepa_domains.train.launch import pretrain_preflight
+    from lejepa_domains.train.slurm import submit_pretrain
+
+    pytest.importorskip("submitit")
+    marker = tmp_path / "PWNED"
+    run, evil = crafted_recipe_run(tiny_run, tmp_path, marker)
+    before = snapshot(run)
+    with pytest.raises(UserError, match=re.escape(f"trained from recipe file {evil}")):
+        pretrain_preflight(None, resume=run)()
+    with pytest.raises(UserError, match=re.escape(f"lejepa-domains pretrain {evil} --resume {run}")):
+        submit_pretrain("executor=debug", None, {"resume": str(run)})
+    assert not marker.exists() and snapshot(run) == before
+
+
 def test_your_own_run_needs_no_naming_until_its_recipe_file_changes(tiny_run, tmp_path, monkeypatch):
     """The record of named recipe files: a run trained from a file you named resumes and evaluates without naming
     it again; once the file is edited it is refused until you name it; naming it works and is recorded anew."""
