@@ -13,8 +13,9 @@ __all__ = ["Recipe", "TrainConfig", "load_recipe", "list_recipes", "pretrain", "
            "OfflineError", "__version__"]
 
 
-def pretrain(recipe="specimens", **kwargs):
-    """Train a backbone from scratch with LeJEPA (see :func:`lejepa_domains.train.run.pretrain`)."""
+def pretrain(recipe=None, **kwargs):
+    """Train a backbone from scratch with LeJEPA (see :func:`lejepa_domains.train.run.pretrain`); ``recipe=None``:
+    ``specimens``, or with ``resume=RUN`` the run's own recipe."""
     from .train import pretrain as _pretrain
 
     return _pretrain(recipe, **kwargs)

@@ -42,7 +42,9 @@ def _root(version: Optional[bool] = typer.Option(None, "--version", callback=_ve
 
 @app.command()
 def pretrain(
-    recipe: str = typer.Argument("specimens", help="Built-in recipe name or path to a recipe .py file."),
+    recipe: Optional[str] = typer.Argument(None, help="Built-in recipe name or path to a recipe .py file "
+                                           "(default: specimens; with --resume: the run's own).",
+                                           show_default=False),
     out: Optional[Path] = typer.Option(None, "--out", help="Run folder (default: runs/RECIPE-YYYYmmdd-HHMMSS)."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Training epochs (recipe default if omitted)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Images per step (per process)."),

@@ -2,23 +2,32 @@
 
 A recipe file defines a module-level ``recipe = Recipe(...)``. Built-in recipes live in ``recipes/`` (installed as
 ``lejepa_domains.recipes``); a user recipe is any ``.py`` file the user names on the command line. Recipe files are
-code: they are only ever loaded from the built-in folder or from a path the user gives explicitly.
+code: they are only ever loaded from the built-in folder or from a path the user gives explicitly. A run folder's
+recipe file (resuming or evaluating a run without naming its recipe) runs only when the user named that exact file
+before (:mod:`lejepa_domains.recipe_trust`, :func:`recipe_of_run`).
 """
 
 from __future__ import annotations
 
 import ast
 import importlib
+import importlib.machinery
 import importlib.util
+import shlex
 import sys
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from . import recipe_trust
 from .data.pixels import PixelScaling, validate_scaling
 from .errors import UserError
 
-__all__ = ["Recipe", "TrainConfig", "load_recipe", "list_recipes", "recipe_dirs", "RecipeInfo"]
+__all__ = ["Recipe", "TrainConfig", "load_recipe", "list_recipes", "recipe_dirs", "RecipeInfo", "recipe_of_run",
+           "DEFAULT_RECIPE"]
+
+#: the recipe ``pretrain`` uses when none is named (and no run is resumed)
+DEFAULT_RECIPE = "specimens"
 
 
 @dataclass
@@ -273,8 +282,28 @@ def _builtin_files() -> dict[str, Path]:
     return out
 
 
-def _import_file(path: Path, module_name: str):
-    spec = importlib.util.spec_from_file_location(module_name, path)
+class _HashedSource(importlib.machinery.SourceFileLoader):
+    """Imports a recipe file from the bytes that were read (and hashed) once: no second read of the file, no cached
+    bytecode read or written beside it."""
+
+    def __init__(self, fullname: str, path: str, source: bytes):
+        super().__init__(fullname, path)
+        self._source = source
+
+    def get_data(self, path: str) -> bytes:
+        if path == self.path:
+            return self._source
+        raise OSError(f"{path}: not read (recipe files are imported from their source only)")
+
+    def set_data(self, path: str, data: bytes, *, _mode: int = 0o666) -> None:
+        return None
+
+
+def _import_file(path: Path, module_name: str, source: bytes | None = None):
+    """Run the recipe file ``path`` as module ``module_name``; ``source``: the bytes to run (the ones whose hash was
+    recorded or checked), instead of the file's."""
+    loader = None if source is None else _HashedSource(module_name, str(path), source)
+    spec = importlib.util.spec_from_file_location(module_name, path, loader=loader)
     if spec is None or spec.loader is None:
         raise UserError(f"cannot import recipe file {path}: not a Python module")
     module = importlib.util.module_from_spec(spec)
@@ -293,29 +322,113 @@ def _import_file(path: Path, module_name: str):
     return module
 
 
-def load_recipe(name_or_path: str | Path | Recipe) -> Recipe:
-    """Load a built-in recipe by name, or a recipe file by path (``./my_recipe.py``)."""
-    if isinstance(name_or_path, Recipe):
-        return name_or_path
-    text = str(name_or_path)
-    looks_like_path = text.endswith(".py") or "/" in text or "\\" in text
-    if looks_like_path:
-        path = Path(text).expanduser()
-        if not path.is_file():
-            raise UserError(f"recipe file {path} does not exist (expected a .py file defining `recipe = Recipe(...)`)")
-        module = _import_file(path.resolve(), f"lejepa_user_recipe_{path.stem}")
-    else:
-        files = _builtin_files()
-        if text not in files:
-            raise UserError(f"unknown recipe {text!r}; built-in recipes: {', '.join(sorted(files)) or 'none'} "
-                            "(or pass a path to a recipe .py file)")
-        path = files[text]
-        module = _import_file(path, f"lejepa_domains.recipes.{text}")
+def _recipe_of(module, path: Path) -> Recipe:
     recipe = getattr(module, "recipe", None)
     if not isinstance(recipe, Recipe):
         raise UserError(f"recipe file {path} must define `recipe = Recipe(...)` at module level")
     recipe.path = str(path)
     return recipe
+
+
+def _load_file(path: Path, *, named: bool) -> Recipe:
+    """Run the recipe file at ``path`` (resolved). ``named``: the user named it, so it is recorded as theirs."""
+    try:
+        source = path.read_bytes()
+    except OSError as e:
+        raise UserError(f"recipe file {path}: cannot be read ({e.strerror or e})") from None
+    recipe = _recipe_of(_import_file(path, f"lejepa_user_recipe_{path.stem}", source), path)
+    if named:
+        recipe_trust.remember(path, recipe_trust.digest(source))
+    return recipe
+
+
+def _load_builtin(name: str) -> Recipe:
+    files = _builtin_files()
+    if name not in files:
+        raise UserError(f"unknown recipe {name!r}; built-in recipes: {', '.join(sorted(files)) or 'none'} "
+                        "(or pass a path to a recipe .py file)")
+    return _recipe_of(_import_file(files[name], f"lejepa_domains.recipes.{name}"), files[name])
+
+
+def _looks_like_path(text: str) -> bool:
+    return text.endswith(".py") or "/" in text or "\\" in text
+
+
+def load_recipe(name_or_path: str | Path | Recipe) -> Recipe:
+    """Load a built-in recipe by name, or a recipe file by path (``./my_recipe.py``). A path is one the user names:
+    it is recorded in the user's list of named recipe files (:mod:`lejepa_domains.recipe_trust`), so a run trained
+    from it can later be resumed or evaluated without naming it again (:func:`recipe_of_run`)."""
+    if isinstance(name_or_path, Recipe):
+        return name_or_path
+    text = str(name_or_path)
+    if _looks_like_path(text):
+        path = Path(text).expanduser()
+        if not path.is_file():
+            raise UserError(f"recipe file {path} does not exist (expected a .py file defining `recipe = Recipe(...)`)")
+        return _load_file(path.resolve(), named=True)
+    return _load_builtin(text)
+
+
+def _is_builtin_path(path: str, name: str | None) -> bool:
+    """Whether a run's saved recipe path is a built-in recipe: a file of this install's recipe folders, or (a run
+    trained on another install) a ``recipes/NAME.py`` that is not on this machine while NAME is a built-in here."""
+    p = Path(path).expanduser()
+    try:
+        parent = p.resolve().parent
+    except (OSError, RuntimeError):
+        return False
+    if parent in [d.resolve() for d in recipe_dirs()]:
+        return True
+    return (not p.exists() and bool(name) and p.name == f"{name}.py" and p.parent.name == "recipes"
+            and name in _builtin_files())
+
+
+def recipe_of_run(saved: Any, named: str | Path | Recipe | None = None, *, where: str, how_to_name: str,
+                  name: str | None = None) -> Recipe:
+    """The recipe to resume or evaluate a run with, from its config.json ``recipe`` block ``saved``.
+
+    ``named``: the recipe the user names now (a name, a path or a Recipe object); it is used, and its name must be
+    the run's. Otherwise a built-in recipe (the saved path is in the package's recipe folder, or only a name is
+    saved; ``name``: the name to use when ``saved`` has none) is loaded by name, and a user's recipe file runs only
+    when that exact file — resolved path and SHA-256 of its bytes — is one the user named before (the record of
+    :mod:`lejepa_domains.recipe_trust`): the run folder, possibly someone else's, chooses the path, not the user.
+    Else one line that says how to name it. ``where``: the start of every error (``--resume RUN``);
+    ``how_to_name``: the command that names the file, ``{path}`` standing for it
+    (``lejepa-domains pretrain {path} --resume RUN``)."""
+    saved = saved if isinstance(saved, dict) else {}
+    run_name = saved.get("name") if isinstance(saved.get("name"), str) and saved.get("name") else name
+    path = saved.get("path") if isinstance(saved.get("path"), str) and saved.get("path") else None
+    if named is not None:
+        rec = load_recipe(named)
+        if run_name and rec.name != run_name:
+            raise UserError(f"{where}: the run was trained on recipe {run_name!r}, not {rec.name!r}")
+        return rec
+    if path is not None and not _is_builtin_path(path, run_name):
+        file = Path(path).expanduser()
+        try:
+            resolved = file.resolve()
+            source = resolved.read_bytes() if resolved.is_file() else None
+        except (OSError, RuntimeError):
+            source = None
+        if source is not None and recipe_trust.is_named(resolved, recipe_trust.digest(source)):
+            rec = _recipe_of(_import_file(resolved, f"lejepa_user_recipe_{resolved.stem}", source), resolved)
+            if run_name and rec.name != run_name:
+                raise UserError(f"{where}: the run was trained on recipe {run_name!r}, but its recipe file {path} "
+                                f"now defines {rec.name!r}")
+            return rec
+        why = ("it is not on this machine" if source is None else
+               "it is not one you have named on this machine, or it changed since")
+        raise UserError(f"{where}: the run was trained from recipe file {path}; recipe files are Python code and run "
+                        f"only when you name them ({why}): name it to use it: "
+                        f"{how_to_name.replace('{path}', shlex.quote(path))}")
+    if not run_name:
+        raise UserError(f"{where}: cannot tell which recipe the run was trained on (no recipe name in its "
+                        "config.json); pass RECIPE explicitly")
+    if _looks_like_path(run_name) or run_name not in _builtin_files():
+        raise UserError(f"{where}: the run was trained on recipe {run_name!r}, which is not a built-in recipe here "
+                        f"(built-in: {', '.join(sorted(_builtin_files())) or 'none'}): name its recipe file: "
+                        f"{how_to_name.replace('{path}', 'RECIPE.py')}")
+    return _load_builtin(run_name)
 
 
 @dataclass

@@ -9,17 +9,25 @@ source tree instead (the checkout, or an editable install), the run stops before
 
 from __future__ import annotations
 
+import atexit
 import importlib.util
 import os
+import shutil
 import site
 import socket
 import sys
 import sysconfig
+import tempfile
 from pathlib import Path
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
+# the per-user folder (the record of recipe files the user named): a temporary one per test session, inherited by
+# subprocesses, so no test reads or writes the real home's record
+_HOME = tempfile.mkdtemp(prefix="lejepa-domains-home-")
+os.environ["LEJEPA_DOMAINS_HOME"] = _HOME
+atexit.register(shutil.rmtree, _HOME, True)
 
 import pytest  # noqa: E402
 

@@ -82,6 +82,7 @@ def test_a_run_folder_of_the_previous_release_resumes_exactly_and_evaluates(tmp_
     cfg = json.loads((run / "config.json").read_text())
     cfg["recipe"]["path"] = str(RECIPE)  # the path it was trained from is the machine that wrote the fixture's
     (run / "config.json").write_text(json.dumps(cfg, indent=2))
-    res = pretrain(resume=run, device="cpu", progress=False)
+    # a folder this test did not train: its recipe file is named (a run folder's recipe path runs only once named)
+    res = pretrain(str(RECIPE), resume=run, device="cpu", progress=False)
     _assert_metrics(res.metrics, _numbers(fixture)["metrics"])  # epoch 1 read back, epoch 2 trained now
     _assert_eval(evaluate(checkpoint=run, out=tmp_path / "eval", **EVAL), fixture)

@@ -211,6 +211,166 @@ def test_compare_refuses_a_crafted_run_and_overwrites_nothing(tiny_run, tmp_path
     assert snapshot(planted) == before
 
 
+# ------------------------------------------------------------------------------------------------ recipe files
+
+EVIL_RECIPE = "open({marker!r}, 'w').close()  # any code a shared run folder could point at\n"
+
+
+def crafted_recipe_run(tiny_run: Path, where: Path, marker: Path) -> tuple[Path, Path]:
+    """A copy of ``tiny_run`` whose config.json names, as the recipe file it was trained from, a .py file that
+    creates ``marker`` when it runs (the recipe name stays the run's, so no name check stops it)."""
+    evil = where / "evil.py"
+    evil.write_text(EVIL_RECIPE.format(marker=str(marker)))
+    run = where / "shared-run"
+    shutil.copytree(tiny_run, run)
+    cfg = json.loads((run / "config.json").read_text())
+    cfg["recipe"]["path"] = str(evil)
+    (run / "config.json").write_text(json.dumps(cfg, indent=2))
+    return run, evil
+
+
+@pytest.mark.parametrize("command", ["pretrain", "eval"])
+def test_a_run_folder_cannot_make_its_recipe_path_run(tiny_run, tmp_path, command):
+    """``pretrain --resume RUN`` / ``eval --checkpoint RUN`` without a RECIPE: the recipe file path comes from the run
+    folder, not from the user — it is not run; one line says how to name it."""
+    marker = tmp_path / "PWNED"
+    run, evil = crafted_recipe_run(tiny_run, tmp_path, marker)
+    before = snapshot(run)
+    args = ["--resume", str(run)] if command == "pretrain" else ["--checkpoint", str(run), "--no-plots"]
+    p = cli(command, *args, "--device", "cpu", cwd=tmp_path)
+    how = (f"lejepa-domains pretrain {evil} --resume {run}" if command == "pretrain"
+           else f"lejepa-domains eval {evil} --checkpoint {run}")
+    one_error_line(p, f"trained from recipe file {evil}", "recipe files are Python code and run only when you name "
+                   "them", "not one you have named on this machine, or it changed since", how)
+    assert not marker.exists()
+    assert snapshot(run) == before and sorted(p.name for p in tmp_path.iterdir()) == ["evil.py", "shared-run"]
+
+
+def test_a_run_folder_cannot_pass_a_path_off_as_a_recipe_name(tiny_run, tmp_path):
+    """Only built-in recipes load by name: a config.json whose recipe *name* is a path runs nothing either."""
+    from lejepa_domains import UserError, evaluate, pretrain
+
+    marker = tmp_path / "PWNED"
+    run, evil = crafted_recipe_run(tiny_run, tmp_path, marker)
+    cfg = json.loads((run / "config.json").read_text())
+    cfg["recipe"] = {"name": str(evil)}
+    (run / "config.json").write_text(json.dumps(cfg))
+    before = snapshot(run)
+    with pytest.raises(UserError, match="which is not a built-in recipe here"):
+        pretrain(resume=run, device="cpu", progress=False)
+    with pytest.raises(UserError, match="which is not a built-in recipe here"):
+        evaluate(checkpoint=run, device="cpu", plots=False, quiet=True)
+    assert not marker.exists() and snapshot(run) == before
+
+
+def test_devices_and_slurm_resumes_check_the_recipe_file_before_launching(tiny_run, tmp_path):
+    """``--devices N`` (the launcher's preflight) and ``--slurm`` resume the same way: refused before anything starts."""
+    from lejepa_domains import UserError
+    from lejepa_domains.train.launch import pretrain_preflight
+    from lejepa_domains.train.slurm import submit_pretrain
+
+    pytest.importorskip("submitit")
+    marker = tmp_path / "PWNED"
+    run, evil = crafted_recipe_run(tiny_run, tmp_path, marker)
+    before = snapshot(run)
+    with pytest.raises(UserError, match=re.escape(f"trained from recipe file {evil}")):
+        pretrain_preflight(None, resume=run)()
+    with pytest.raises(UserError, match=re.escape(f"lejepa-domains pretrain {evil} --resume {run}")):
+        submit_pretrain("executor=debug", None, {"resume": str(run)})
+    assert not marker.exists() and snapshot(run) == before
+
+
+def test_your_own_run_needs_no_naming_until_its_recipe_file_changes(tiny_run, tmp_path, monkeypatch):
+    """The record of named recipe files: a run trained from a file you named resumes and evaluates without naming
+    it again; once the file is edited it is refused until you name it; naming it works and is recorded anew."""
+    from lejepa_domains import UserError
+    from lejepa_domains.evaluate.run import resolve_run
+    from lejepa_domains.recipe import load_recipe
+    from lejepa_domains.recipe_trust import digest, is_named
+    from lejepa_domains.train.setup import setup_run
+
+    assert is_named(Path(TINY), digest(Path(TINY).read_bytes()))  # tiny_run's pretrain(TINY) recorded its file
+    monkeypatch.setenv("LEJEPA_DOMAINS_HOME", str(tmp_path / "home"))  # a fresh record: nothing named yet
+    mine = tmp_path / "mine.py"
+    shutil.copy(TINY, mine)
+    run = tmp_path / "run"  # tiny_run as if trained from mine.py (the console-script test below trains one)
+    shutil.copytree(tiny_run, run)
+    cfg = json.loads((run / "config.json").read_text())
+    cfg["recipe"]["path"] = str(mine.resolve())
+    (run / "config.json").write_text(json.dumps(cfg, indent=2))
+    with pytest.raises(UserError, match="not one you have named on this machine"):
+        setup_run(None, out=None, resume=run, init_from=None, data=None, skip_bad_samples=None, options={})
+    load_recipe(str(mine))  # the user names it (as `pretrain mine.py` does)
+
+    def resume(recipe=None):
+        return setup_run(recipe, out=None, resume=run, init_from=None, data=None, skip_bad_samples=None, options={})
+
+    def recipe_for_eval():
+        return resolve_run(None, run, tmp_path / "runs", [], lambda _: None).recipe
+
+    assert resume().recipe.path == str(mine.resolve()) and resume().checkpoint["step"] == 2
+    assert recipe_for_eval().path == str(mine.resolve())
+
+    mine.write_text(mine.read_text() + "\n# edited\n")
+    with pytest.raises(UserError, match=re.escape(f"lejepa-domains pretrain {mine.resolve()} --resume {run}")):
+        resume()
+    with pytest.raises(UserError, match="or it changed since"):
+        recipe_for_eval()
+    with pytest.raises(UserError, match="trained on recipe 'tinydigits', not 'specimens'"):
+        resume("specimens")
+    assert resume(str(mine)).recipe.path == str(mine.resolve())  # named: used, and recorded with its new bytes
+    assert resume().recipe.path == str(mine.resolve()) and recipe_for_eval().name == "tinydigits"
+
+
+def test_the_record_never_stops_a_command(tmp_path, monkeypatch):
+    """A corrupt record reads as empty; an unwritable home is skipped (the recipe still loads)."""
+    from lejepa_domains.recipe import load_recipe
+    from lejepa_domains.recipe_trust import digest, is_named, record_path
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("LEJEPA_DOMAINS_HOME", str(home))
+    home.mkdir()
+    record_path().write_text("{not json")
+    mine = tmp_path / "mine.py"
+    shutil.copy(TINY, mine)
+    sha = digest(mine.read_bytes())
+    assert not is_named(mine, sha)
+    assert load_recipe(str(mine)).name == "tinydigits" and is_named(mine, sha)  # rewritten whole
+    assert [p.name for p in home.iterdir()] == ["trusted-recipes.json"]  # no temporary file left
+    blocked = tmp_path / "file-not-folder"
+    blocked.write_text("")
+    monkeypatch.setenv("LEJEPA_DOMAINS_HOME", str(blocked / "home"))
+    assert load_recipe(str(mine)).name == "tinydigits" and not is_named(mine, sha)
+    monkeypatch.delenv("LEJEPA_DOMAINS_HOME")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert record_path() == tmp_path / "xdg" / "lejepa-domains" / "trusted-recipes.json"
+
+
+@pytest.mark.slow  # 70 s on 2 busy cores (2026-12-06): one tiny epoch, the console script six times
+def test_resume_and_eval_of_your_own_run_through_the_console_script(tmp_path, monkeypatch):
+    monkeypatch.setenv("LEJEPA_DOMAINS_HOME", str(tmp_path / "home"))
+    mine = tmp_path / "mine.py"
+    shutil.copy(TINY, mine)
+    run = tmp_path / "run"
+    fast = ["--batch-size", "32", "--num-slices", "16", "--device", "cpu"]
+    p = cli("pretrain", str(mine), "--epochs", "1", *fast, "--out", str(run))
+    assert p.returncode == 0, p.stderr[-3000:]
+    p = cli("pretrain", "--resume", str(run), "--device", "cpu")  # finished: nothing left, but the recipe loads
+    assert p.returncode == 0, p.stderr[-3000:]
+    p = cli("eval", "--checkpoint", str(run), "--out", str(tmp_path / "ev"), "--no-plots", "--bootstrap", "20",
+            "--no-leakage", "--device", "cpu", "--no-cache")
+    assert p.returncode == 0 and (tmp_path / "ev" / "report.json").is_file(), p.stderr[-3000:]
+    mine.write_text(mine.read_text() + "\n# edited\n")
+    before = snapshot(run)
+    one_error_line(cli("pretrain", "--resume", str(run), "--device", "cpu"), "or it changed since",
+                   f"lejepa-domains pretrain {mine.resolve()} --resume {run}")
+    assert snapshot(run) == before
+    p = cli("pretrain", str(mine), "--resume", str(run), "--device", "cpu")
+    assert p.returncode == 0, p.stderr[-3000:]
+    p = cli("pretrain", "--resume", str(run), "--device", "cpu")
+    assert p.returncode == 0, p.stderr[-3000:]
+
+
 # ------------------------------------------------------------------------------------------------ data files
 
 SHARD_RECIPE = '''

@@ -9,6 +9,7 @@ bootstrap against the LeJEPA backbone → write the report.
 from __future__ import annotations
 
 import platform
+import shlex
 import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
@@ -24,7 +25,7 @@ from ..data.coverage import class_coverage, coverage_warnings
 from ..data.loading import split_made
 from ..data.sources import stratified_split
 from ..errors import UserError
-from ..recipe import load_recipe, recipe_dirs
+from ..recipe import load_recipe, recipe_of_run
 from ..runs import BACKBONE_META, FolderLock, RunDir, find_latest_run, is_timm_export
 from ..runs.refs import resolve_model_ref
 from ..runs.reports import ReportDir
@@ -118,17 +119,11 @@ def _given_run(checkpoint) -> Path | None:
 
 
 def _recipe_of_run(run_dir: Path, config: dict | None):
-    """The recipe a run was trained on: its recipe file when that is a user file still there, else by name."""
-    rec = (config or {}).get("recipe")
-    name = rec.get("name") if isinstance(rec, dict) else None
-    path = rec.get("path") if isinstance(rec, dict) else None
-    if path and Path(path).is_file() and Path(path).resolve().parent not in [d.resolve() for d in recipe_dirs()]:
-        return load_recipe(path)
-    name = name or RunDir(run_dir).recipe_name()
-    if not name:
-        raise UserError(f"run {run_dir}: cannot tell which recipe it was trained on (no config.json recipe name); "
-                        "pass RECIPE explicitly")
-    return load_recipe(name)
+    """The recipe a run was trained on: a built-in by name, or its recipe file only when the user named that exact file
+    before (:func:`lejepa_domains.recipe.recipe_of_run`); else one line saying how to name it."""
+    return recipe_of_run((config or {}).get("recipe"), where=f"run {run_dir}",
+                         how_to_name=f"lejepa-domains eval {{path}} --checkpoint {shlex.quote(str(run_dir))}",
+                         name=RunDir(run_dir).recipe_name())
 
 
 def resolve_run(recipe, checkpoint, runs_dir: str | Path, baselines: Sequence[str],

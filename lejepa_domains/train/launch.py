@@ -30,11 +30,12 @@ from torch.distributed.run import get_args_parser, run
 
 from ..data.shards import preflight_shards
 from ..errors import UserError
-from ..recipe import TrainConfig, load_recipe
+from ..recipe import DEFAULT_RECIPE, TrainConfig, load_recipe
 from ..runs import RunDir
 from ..utils import resolve_device
 from .adapt import parse_adapt
 from .distributed import PEER_LOST_EXIT
+from .setup import resumed_recipe
 
 __all__ = ["check_devices", "strip_devices", "torchrun_command", "launch", "pretrain_preflight", "agent_main",
            "root_failure"]
@@ -132,18 +133,22 @@ def launch(n: int, argv: Sequence[str], device: str = "auto",
             signal.signal(sig, handler)
 
 
-def pretrain_preflight(recipe: str, resume: str | os.PathLike | None = None, **options: object) -> Callable[[], None]:
+def pretrain_preflight(recipe: str | None, resume: str | os.PathLike | None = None,
+                       **options: object) -> Callable[[], None]:
     """A check of ``pretrain``'s recipe / resume folder and training options, run before anything is launched.
-    ``options`` are ``pretrain``'s keyword arguments; the TrainConfig fields among them are validated."""
+    ``options`` are ``pretrain``'s keyword arguments; the TrainConfig fields among them are validated. ``recipe``
+    None: the default recipe, or with ``resume`` the run's own (refused here, once, if it may not run)."""
 
     def check() -> None:
 
         if resume is not None:
-            RunDir(resume).check_resumable()
+            run = RunDir(resume).check_resumable()
+            resumed_recipe(run, run.read_config(), recipe)
             return
         train = {f.name for f in fields(TrainConfig)}
         parse_adapt(options.get("adapt"))  # a bad --adapt: one line before any process starts
-        rec = load_recipe(recipe).with_train(**{k: v for k, v in options.items() if k in train and v is not None})
+        rec = load_recipe(DEFAULT_RECIPE if recipe is None else recipe)
+        rec = rec.with_train(**{k: v for k, v in options.items() if k in train and v is not None})
         if hasattr(rec.source, "plan"):  # sharded data: missing shards, empty patterns, members without labels
             preflight_shards(rec, options.get("data"))
 

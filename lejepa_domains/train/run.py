@@ -41,7 +41,7 @@ __all__ = ["pretrain", "RunResult", "BUDGET_EPOCHS"]
 BUDGET_EPOCHS = 100_000  # the epoch bound of a --time-budget run without --epochs: the budget ends it first
 
 
-def pretrain(recipe: str | Path | Recipe = "specimens", *, out: str | Path | None = None,
+def pretrain(recipe: str | Path | Recipe | None = None, *, out: str | Path | None = None,
              resume: str | Path | None = None, init_from: str | Path | None = None, data: str | None = None,
              device: str = "auto", overwrite: bool = False, progress: bool = True, tensorboard: bool = False,
              max_steps: int | None = None, skip_bad_samples: bool | None = None, init: str | None = None,
@@ -66,6 +66,9 @@ def pretrain(recipe: str | Path | Recipe = "specimens", *, out: str | Path | Non
     passes the process start, so imports and data loading count; default: this call. ``trust_checkpoint``
     (``--trust-checkpoint``): with ``resume``, unpickle a checkpoint the safe loader refuses — only for a file you
     wrote yourself (docs/explanation/security.md).
+
+    ``recipe``: a built-in name, a recipe file's path or a Recipe; ``None`` (not given): ``specimens`` for a new run,
+    the run's own recipe with ``resume`` (a recipe file only if you named that exact file before; else name it).
 
     Returns a :class:`RunResult` with the run folder, per-epoch metrics and the exported backbone's metadata.
     """

@@ -3,18 +3,19 @@ the data location, and — for ``--resume`` — the checkpoint to continue from.
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
-from ..recipe import Recipe, TrainConfig, load_recipe
+from ..recipe import DEFAULT_RECIPE, Recipe, TrainConfig, load_recipe, recipe_of_run
 from ..runs import RunDir, default_run_path
 from ..utils import ensure_writable
 from .adapt import parse_adapt
 from .init import apply_init_recipe, init_defaults, plan_init
 
-__all__ = ["RunSetup", "setup_run", "RESUME_OVERRIDES"]
+__all__ = ["RunSetup", "setup_run", "resumed_recipe", "RESUME_OVERRIDES"]
 
 #: options that may change when a run is resumed (they change speed or length, not the optimisation so far)
 RESUME_OVERRIDES = ("epochs", "compile", "time_budget")
@@ -36,14 +37,25 @@ class RunSetup:
         return self.checkpoint is not None
 
 
-def setup_run(recipe: str | Path | Recipe, *, out: str | Path | None, resume: str | Path | None,
+def resumed_recipe(run: RunDir, saved: dict[str, Any] | None, recipe: str | Path | Recipe | None) -> Recipe:
+    """The recipe ``pretrain --resume RUN`` continues with: ``recipe`` when the user names one (of the run's name),
+    else the run's own — a built-in by name, or a recipe file only when the user named that exact file before
+    (:func:`lejepa_domains.recipe.recipe_of_run`)."""
+    if saved is None:
+        raise UserError(f"--resume {run}: its config.json is not valid JSON")
+    return recipe_of_run(saved.get("recipe"), recipe, where=f"--resume {run}",
+                         how_to_name=f"lejepa-domains pretrain {{path}} --resume {shlex.quote(str(run))}")
+
+
+def setup_run(recipe: str | Path | Recipe | None, *, out: str | Path | None, resume: str | Path | None,
               init_from: str | Path | None, data: str | None, skip_bad_samples: bool | None,
               options: dict[str, Any], init: str | None = None, weights: str | Path | None = None,
               init_patch: str | int | None = None) -> RunSetup:
     """A new run: the recipe with ``options`` (TrainConfig fields; None values keep the recipe's) in ``out`` (default
-    ``runs/RECIPE-stamp``). A resumed run: the recipe, configuration, data and skip setting saved in the run folder,
-    with only :data:`RESUME_OVERRIDES` taken from ``options``; ``recipe`` may be a Recipe object of the same name (an
-    ablation's variant) to use instead of the saved file. ``init`` (``--init dinov2|…``, with ``weights`` and
+    ``runs/RECIPE-stamp``; ``recipe=None``: the default recipe). A resumed run: the recipe, configuration, data and
+    skip setting saved in the run folder, with only :data:`RESUME_OVERRIDES` taken from ``options``; ``recipe`` (a
+    name, a path, or a Recipe object such as an ablation's variant) of the run's recipe name is used instead of the
+    saved file; ``None``: the run's own (:func:`resumed_recipe`). ``init`` (``--init dinov2|…``, with ``weights`` and
     ``init_patch``): a new run whose backbone starts from foundation weights (:mod:`lejepa_domains.train.init`)."""
     if init_from is not None and resume is not None:
         raise UserError("--init-from starts a new run and --resume continues one: use only one of them")
@@ -59,7 +71,7 @@ def setup_run(recipe: str | Path | Recipe, *, out: str | Path | None, resume: st
         if options.get("adapt") is not None:  # a bad value is one line before anything is loaded
             options = {**options, "adapt": str(parse_adapt(options["adapt"]))}
         foundation = None
-        rec = load_recipe(recipe)
+        rec = load_recipe(DEFAULT_RECIPE if recipe is None else recipe)
         adapt = parse_adapt(options.get("adapt") or rec.train.adapt)  # the flag, else the recipe's
         if adapt.mode != "full" and init is None and init_from is None:
             raise UserError(f"--adapt {adapt} trains part of a backbone that starts from weights: add --init "
@@ -79,15 +91,7 @@ def setup_run(recipe: str | Path | Recipe, *, out: str | Path | None, resume: st
     run = RunDir(resume).check_resumable().check_not_live()
     ensure_writable(run.path, "run folder")
     saved = run.read_config()
-    if saved is None:
-        raise UserError(f"--resume {run}: its config.json is not valid JSON")
-    if isinstance(recipe, Recipe):  # the caller's recipe object (e.g. an ablation's view counts), not the file's
-        if recipe.name != saved["recipe"]["name"]:
-            raise UserError(f"--resume {run}: the run was trained on recipe {saved['recipe']['name']!r}, "
-                            f"not {recipe.name!r}")
-        rec = recipe
-    else:
-        rec = load_recipe(saved["recipe"].get("path") or saved["recipe"]["name"])
+    rec = resumed_recipe(run, saved, recipe)
     foundation = saved.get("foundation")
     if foundation:  # an adapted run: the backbone is the foundation architecture (weights: the checkpoint's)
         rec = apply_init_recipe(rec, foundation)

@@ -25,9 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
-from ..recipe import load_recipe
-from ..runs import CHECKPOINT, default_run_path
+from ..recipe import DEFAULT_RECIPE, load_recipe
+from ..runs import CHECKPOINT, RunDir, default_run_path
 from .run import pretrain
+from .setup import resumed_recipe
 
 __all__ = ["parse_slurm_spec", "PretrainJob", "submit_pretrain"]
 
@@ -102,17 +103,22 @@ class PretrainJob:
         return submitit.helpers.DelayedSubmission(PretrainJob(self.recipe, self.out, self.options))
 
 
-def submit_pretrain(spec: str, recipe: str, options: dict[str, Any], *, folder: str | Path | None = None,
+def submit_pretrain(spec: str, recipe: str | None, options: dict[str, Any], *, folder: str | Path | None = None,
                     wait: bool = False):
     """Submit ``pretrain(recipe, **options)`` as described by ``spec``; returns the submitit job. The run folder is
-    ``options["out"]`` (else a new ``runs/RECIPE-stamp``); submitit's scripts and logs go to ``RUN/slurm``."""
+    ``options["out"]`` (else a new ``runs/RECIPE-stamp``); submitit's scripts and logs go to ``RUN/slurm``.
+    ``recipe`` None: the default recipe, or with ``options["resume"]`` the run's own."""
     try:
         import submitit
     except ImportError:
         raise UserError("--slurm needs submitit: pip install 'lejepa-domains[slurm]'") from None
 
     cfg = parse_slurm_spec(spec)
-    rec = load_recipe(recipe)  # bad recipes stop here, before anything is submitted
+    if options.get("resume"):  # bad recipes stop here, before anything is submitted
+        resumed = RunDir(options["resume"]).check_resumable()
+        rec = resumed_recipe(resumed, resumed.read_config(), recipe)
+    else:
+        rec = load_recipe(DEFAULT_RECIPE if recipe is None else recipe)
     options = {k: v for k, v in options.items() if v is not None}
     if options.get("devices"):
         raise UserError("--slurm starts one process per GPU itself (gpus_per_node=…): leave --devices out")
@@ -145,7 +151,7 @@ def submit_pretrain(spec: str, recipe: str, options: dict[str, Any], *, folder: 
             params["gpus_per_node"] = gpus
     if kind != "debug":
         ex.update_parameters(**params)
-    job = ex.submit(PretrainJob(str(rec.path or recipe), str(out), options))
+    job = ex.submit(PretrainJob(str(rec.path or rec.name), str(out), options))
     print(f"submitted {kind} job {job.job_id}: {cfg.get('nodes', 1)} node(s) × {params['tasks_per_node']} "
           f"task(s); run folder {out}; logs in {folder}", file=sys.stderr, flush=True)
     if wait:
