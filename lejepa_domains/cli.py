@@ -23,7 +23,6 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 recipes_app = typer.Typer(no_args_is_help=False, invoke_without_command=True, help="List and inspect recipes.")
 app.add_typer(recipes_app, name="recipes")
 err_console = Console(stderr=True)
-_ARGV: Optional[List[str]] = None  # the arguments main() was called with
 
 
 def _version(value: bool) -> None:
@@ -42,6 +41,7 @@ def _root(version: Optional[bool] = typer.Option(None, "--version", callback=_ve
 
 @app.command()
 def pretrain(
+    ctx: typer.Context,
     recipe: Optional[str] = typer.Argument(None, help="Built-in recipe name or path to a recipe .py file "
                                            "(default: specimens; with --resume: the run's own).",
                                            show_default=False),
@@ -102,7 +102,7 @@ def pretrain(
                                         "partition=P, time=24:00:00); requeued on preemption, resuming exactly."),
 ) -> None:
     """Pretrain a backbone with LeJEPA on a recipe's data: from scratch, or continued from foundation weights."""
-    options = {k: v for k, v in locals().items() if v is not None and k not in ("recipe", "devices", "slurm")}
+    options = {k: v for k, v in locals().items() if v is not None and k not in ("ctx", "recipe", "devices", "slurm")}
     if not skip_bad_samples:  # the flag only switches skipping on; off is the default
         options.pop("skip_bad_samples")
     if slurm is not None:
@@ -115,7 +115,7 @@ def pretrain(
     if devices is not None:
         from .train.launch import launch, pretrain_preflight
 
-        code = launch(devices, _ARGV or sys.argv[1:], device=device, preflight=pretrain_preflight(recipe, **options))
+        code = launch(devices, _argv(ctx), device=device, preflight=pretrain_preflight(recipe, **options))
         if code is not None:
             sys.exit(code)  # torchrun's exit code (0 when every process succeeded)
     from .train import pretrain as run
@@ -181,6 +181,7 @@ def eval_(
 
 @app.command("embed")
 def embed(
+    ctx: typer.Context,
     recipe: Optional[str] = typer.Argument(None, help="Recipe name or path (default: the backbone run's recipe)."),
     backbone: Optional[str] = typer.Option(None, "--backbone", help="Run folder, local-dir:DIR, hf-hub:ORG/NAME, "
                                            "dinov2, dinov2-b, dinov2-l, dinov3, dinov3-b, dinov3-l, "
@@ -221,7 +222,7 @@ def embed(
     if devices is not None:
         from .train.launch import launch
 
-        code = launch(devices, _ARGV or sys.argv[1:], device=device,
+        code = launch(devices, _argv(ctx), device=device,
                       preflight=lambda: plan_embed(recipe, backbone, out, **kwargs))
         if code is not None:
             sys.exit(code)
@@ -543,14 +544,18 @@ def _help_width() -> None:
         typer.rich_utils.MAX_WIDTH = max(100, shutil.get_terminal_size((100, 24)).columns)
 
 
+def _argv(ctx: typer.Context) -> List[str]:
+    """The command line main() was called with (``--devices`` re-launches it through torchrun)."""
+    return list((ctx.obj or {}).get("argv") or sys.argv[1:])
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     """Console-script entry point: user errors — bad data, bad recipes and usage errors alike — become one red
     ``error:`` line and exit code 2, never a traceback."""
-    global _ARGV
     _help_width()
-    _ARGV = list(argv) if argv is not None else sys.argv[1:]  # `--devices` re-launches this command line
+    args = list(argv) if argv is not None else sys.argv[1:]
     try:
-        app(args=argv, standalone_mode=False)
+        app(args=args, standalone_mode=False, obj={"argv": args})  # `--devices` re-launches this command line
     except UserError as e:
         _error_line(_one_line(str(e)))
         sys.exit(e.exit_code)
@@ -573,7 +578,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         if "NoArgsIsHelpError" in kind:  # the bare command (click ≥ 8.2 raises; older releases print and exit 0)
             typer.echo(ce.format_message())
             sys.exit(0)
-        err_console.print(f"[bold red]error:[/] {_usage_line(ce, _ARGV)}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {_usage_line(ce, args)}", highlight=False, soft_wrap=True)
         sys.exit(2)
 
 
