@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 import lejepa_domains
+from test_layout_data import cycles  # one Tarjan for both layout checks
 
 PACKAGE = Path(lejepa_domains.__file__).resolve().parent
 ALL = sorted(p for p in PACKAGE.rglob("*.py") if p.relative_to(PACKAGE).parts[0] != "recipes")
@@ -94,43 +95,6 @@ def _graph() -> dict[str, set[str]]:
     return graph
 
 
-def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
-    """Strongly connected components with more than one module (Tarjan)."""
-    index: dict[str, int] = {}
-    low: dict[str, int] = {}
-    stack: list[str] = []
-    on: set[str] = set()
-    out: list[list[str]] = []
-    counter = [0]
-
-    def visit(v: str) -> None:
-        index[v] = low[v] = counter[0]
-        counter[0] += 1
-        stack.append(v)
-        on.add(v)
-        for w in graph.get(v, ()):
-            if w not in index:
-                visit(w)
-                low[v] = min(low[v], low[w])
-            elif w in on:
-                low[v] = min(low[v], index[w])
-        if low[v] == index[v]:
-            comp = []
-            while True:
-                w = stack.pop()
-                on.discard(w)
-                comp.append(w)
-                if w == v:
-                    break
-            if len(comp) > 1:
-                out.append(sorted(comp))
-
-    for v in sorted(graph):
-        if v not in index:
-            visit(v)
-    return out
-
-
 def _package_parents(graph: dict[str, set[str]]) -> dict[str, set[str]]:
     """Importing ``a.b.c`` runs ``a/__init__`` and ``a/b/__init__`` first: those are edges too."""
     out = {m: set(d) for m, d in graph.items()}
@@ -143,13 +107,13 @@ def _package_parents(graph: dict[str, set[str]]) -> dict[str, set[str]]:
 
 
 def test_no_import_cycles_among_the_package_modules():
-    cycles = _cycles(_package_parents(_graph()))
+    cycles = cycles(_package_parents(_graph()))
     assert not cycles, "import cycles: " + " | ".join(" ↔ ".join(c) for c in cycles)
 
 
 def test_the_checks_see_an_inner_import_and_a_cycle():
-    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
-    assert _cycles({"a": {"b"}, "b": set()}) == []
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert cycles({"a": {"b"}, "b": set()}) == []
     tree = ast.parse("def f():\n    from .runs import RunDir\n    import matplotlib\n")
     inner = [n for fn in ast.walk(tree) if isinstance(fn, ast.FunctionDef) for n in ast.walk(fn)
              if isinstance(n, (ast.Import, ast.ImportFrom))]
