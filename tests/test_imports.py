@@ -107,8 +107,8 @@ def _package_parents(graph: dict[str, set[str]]) -> dict[str, set[str]]:
 
 
 def test_no_import_cycles_among_the_package_modules():
-    cycles = cycles(_package_parents(_graph()))
-    assert not cycles, "import cycles: " + " | ".join(" ↔ ".join(c) for c in cycles)
+    found = cycles(_package_parents(_graph()))
+    assert not found, "import cycles: " + " | ".join(" ↔ ".join(c) for c in found)
 
 
 def test_the_checks_see_an_inner_import_and_a_cycle():
