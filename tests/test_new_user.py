@@ -24,7 +24,7 @@ import pytest
 from fixtures_data import imagefolder
 from test_failures import one_error_line
 
-SCRIPT = shutil.which("lejepa-domains") or str(Path(sys.executable).parent / "lejepa-domains")
+SCRIPT = str(Path(sys.executable).with_name("lejepa-domains"))  # the installed script beside this interpreter
 TINY = str(Path(__file__).parent / "recipes" / "tinydigits.py")
 CLASSES = ("alpha", "beta", "delta", "gamma")
 EVAL_FAST = ["--device", "cpu", "--bootstrap", "10", "--no-leakage", "--no-plots", "--cache-dir"]
