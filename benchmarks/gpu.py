@@ -57,7 +57,7 @@ try:
 except ModuleNotFoundError:  # running from a checkout without installing the package
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from lejepa_domains import distributed as D  # noqa: E402
+from lejepa_domains.train import distributed as D  # noqa: E402
 from lejepa_domains.data.sources import ImageSet  # noqa: E402
 from lejepa_domains.recipe import Recipe, TrainConfig  # noqa: E402
 from lejepa_domains.train import step_inputs, train_step  # noqa: E402

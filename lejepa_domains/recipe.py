@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from . import recipe_trust
-from .data.pixels import PixelScaling, validate_scaling
 from .errors import UserError
 
 __all__ = ["Recipe", "TrainConfig", "load_recipe", "list_recipes", "recipe_dirs", "RecipeInfo", "recipe_of_run",
@@ -201,6 +200,8 @@ class Recipe:
                             f"got {len(self.mean)} and {len(self.std)}")
         if any(s <= 0 for s in self.std):
             raise UserError(f"{where}: std values must be > 0, got {tuple(self.std)}")
+        from .data.pixels import validate_scaling  # lazy: `import lejepa_domains` and --help stay light
+
         validate_scaling(where, self.dtype, self.scaling, self.pixel_max, self.softening)
         if self.band_names is not None and len(self.band_names) != self.channels:
             raise UserError(f"{where}: {len(self.band_names)} band_names for channels={self.channels}")
@@ -227,6 +228,8 @@ class Recipe:
     @property
     def pixel_scaling(self):
         """The :class:`~lejepa_domains.data.pixels.PixelScaling` of this recipe (dtype + scaling)."""
+        from .data.pixels import PixelScaling  # lazy: `import lejepa_domains` and --help stay light
+
         return PixelScaling.of(self)
 
     @property

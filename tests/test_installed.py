@@ -115,7 +115,7 @@ def test_wheel_ships_every_module_recipe_and_card(wheel):
 
 
 def test_fresh_venv_imports_the_wheel_not_another_copy(venv):
-    code = ("import lejepa_domains, lejepa_domains.ablation, lejepa_domains.method.penalties, torch; "
+    code = ("import lejepa_domains, lejepa_domains.studies, lejepa_domains.method.penalties, torch; "
             "print(lejepa_domains.__file__)")
     p = _run([venv["python"], "-c", code], env=venv["env"], cwd=venv["cwd"])
     assert p.returncode == 0, p.stderr

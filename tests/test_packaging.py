@@ -65,7 +65,7 @@ def test_installed_distribution_contains_recipes_and_cards():
     for name in ("specimens", "digits"):
         assert f"lejepa_domains/recipes/{name}.py" in files
         assert f"lejepa_domains/data_cards/{name}.md" in files
-    assert "lejepa_domains/sigreg.py" in files
+    assert "lejepa_domains/method/sigreg.py" in files
     missing = sorted(expected_files() - files)
     assert not missing, f"the installed distribution lacks {missing}"
     assert not [f for f in files if f.startswith(("tests/", "benchmarks/"))]

@@ -63,12 +63,12 @@ SHORT, LONG = 1, 3  # steps, both inside the first epoch (batch 16 below: ≥ 4 
 HOST_READS = ("item", "tolist", "cpu", "numpy", "__array__", "__bool__", "__int__", "__float__", "__index__")
 # call sites allowed per step: (file relative to the package, function, what) → reason
 ALLOWED = {
-    ("train.py", "train_step", "__bool__"): "the finiteness check of loss and gradient norm",
-    ("train.py", "_probe_labels", "__bool__"): "all labels known? — on the DataLoader's host tensor",
-    ("variants/masking.py", "sample_blocks.<locals>.rand", "__float__"): "block shapes from a CPU generator",
-    ("variants/masking.py", "sample_blocks.<locals>.block", "__int__"): "block positions from a CPU generator",
+    ("train/step.py", "train_step", "__bool__"): "the finiteness check of loss and gradient norm",
+    ("train/step.py", "_probe_labels", "__bool__"): "all labels known? — on the DataLoader's host tensor",
+    ("method/variants/masking.py", "sample_blocks.<locals>.rand", "__float__"): "block shapes from a CPU generator",
+    ("method/variants/masking.py", "sample_blocks.<locals>.block", "__int__"): "block positions from a CPU generator",
 }
-REFRESH = ("training/meters.py", "EpochMeter.running", "tolist")  # progress refresh: step 1 and every log_every steps
+REFRESH = ("train/meters.py", "EpochMeter.running", "tolist")  # progress refresh: step 1 and every log_every steps
 
 
 _RELATIVE: dict[tuple, str | None] = {}
@@ -210,10 +210,10 @@ def _audit(tmp_path, name: str, device: str) -> None:
     per_step, syncs = _measure(tmp_path, name, device)
     unexpected = _unexpected(per_step)
     assert not unexpected, f"new host reads / blocking copies per step (site: count per step): {unexpected}"
-    assert per_step.get(("train.py", "train_step", "__bool__")) == 1.0, per_step
+    assert per_step.get(("train/step.py", "train_step", "__bool__")) == 1.0, per_step
     # the allowed ones are host-side; the step's one device sync is the finiteness check
     if device == "cuda":
-        assert syncs == {("train.py", "train_step", "CUDA sync"): 1.0}, syncs
+        assert syncs == {("train/step.py", "train_step", "CUDA sync"): 1.0}, syncs
 
 
 @pytest.mark.parametrize("name", sorted(CASES))

@@ -17,7 +17,7 @@ def split_facts(sets: dict[str, Any], val_info: dict[str, Any]) -> dict[str, dic
     out: dict[str, dict[str, Any]] = {}
     for role, ds in sets.items():
         skipped = list((getattr(ds, "meta", None) or {}).get("skipped", []))
-        out[role] = {"images": int(len(ds)), "made": split_made(getattr(ds, "meta", None)),
+        out[role] = {"images": int(len(ds.labels)), "made": split_made(getattr(ds, "meta", None)),
                      "skipped": len(skipped), "skipped_files": [str(x) for x in skipped[:20]]}
     if "val" not in sets and "train" in out:
         out["val"] = {"images": None, "made": str(val_info.get("source")), "skipped": 0, "skipped_files": []}

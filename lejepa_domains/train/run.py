@@ -95,13 +95,13 @@ def pretrain(recipe: str | Path | Recipe | None = None, *, out: str | Path | Non
     # ---- everything that can fail on bad input happens before anything is written
     data = load_training_data(rec, setup.data, setup.skip_bad_samples, cfg.batch_size * ctx.world_size,
                               ctx.world_size)
-    reporter.data_loaded(describe_data(rec, data, setup.data))
     init_state = read_backbone_weights(init_from) if init_from is not None else None
     model, variant = build_network(rec, cfg, ctx.rank, init_state, init_from)
     if setup.foundation is not None and not setup.resumed:  # --init: the foundation weights, every tensor checked
         load_init_weights(model.backbone, rec, setup.foundation, setup.init_weights)
     adapt = apply_adapt(model.backbone, cfg.adapt, rec.backbone)  # after the start weights; resume: before restore
     adapt.update(trainable_summary(model))
+    reporter.data_loaded(describe_data(rec, data, setup.data))  # said once nothing more can fail on bad input
     if setup.foundation is not None and not setup.resumed:
         reporter.init_loaded(setup.foundation)
     reporter.adapt_ready(adapt)
