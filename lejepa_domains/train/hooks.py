@@ -182,14 +182,8 @@ class ProgressHook(Hook):
 
 
 class CheckpointHook(Hook):
-    """``checkpoint.pt`` (model, optimiser, schedule, RNG states of every rank, clock) at every epoch end, every
-    ``checkpoint_every`` steps within an epoch, and where a signal cut an epoch short. Every rank takes part (the
-    RNG-state gather); rank 0 writes, atomically."""
-
-    def on_step_end(self, s: LoopState, m: Any) -> None:
-        every = s.cfg.checkpoint_every  # epoch ends checkpoint anyway, after their metrics line
-        if every and s.t.step % every == 0 and s.batch_in_epoch < s.t.steps_per_epoch and not s.must_stop():
-            self.save(s, s.epoch, s.batch_in_epoch)
+    """``checkpoint.pt`` (model, optimiser, schedule, RNG states of every rank, clock) at every epoch end and where
+    a signal cut an epoch short. Every rank takes part (the RNG-state gather); rank 0 writes, atomically."""
 
     def on_interrupt(self, s: LoopState) -> None:
         self.save(s, s.epoch, s.batch_in_epoch)
@@ -209,6 +203,15 @@ class CheckpointHook(Hook):
         with s.writing(s.run.checkpoint_path):  # the temporary file is already removed
             s.run.save_checkpoint(state)
         s.last_saved = s.t.step
+
+
+class MidEpochCheckpointHook(Hook):
+    """``--checkpoint-every N``: also a checkpoint every N steps within an epoch (only in the hook list when N > 0,
+    so a run without it pays nothing per step; epoch ends checkpoint anyway, after their metrics line)."""
+
+    def on_step_end(self, s: LoopState, m: Any) -> None:
+        if s.t.step % s.cfg.checkpoint_every == 0 and s.batch_in_epoch < s.t.steps_per_epoch and not s.must_stop():
+            CheckpointHook.save(s, s.epoch, s.batch_in_epoch)
 
 
 # ------------------------------------------------------------------------------------------- epoch ends
@@ -327,6 +330,8 @@ def default_hooks(s: LoopState, trackers: Sequence[str] = ()) -> list[Hook]:
     if main and trackers:
         hooks.append(TrackerHook(trackers, s.run, s.config))
     hooks.append(CheckpointHook())
+    if s.cfg.checkpoint_every:
+        hooks.append(MidEpochCheckpointHook())
     if main:
         hooks += [SkipRecordHook(), BestHook(s.t.history), ExportHook()]
         if s.cfg.keep_snapshots:

@@ -6,7 +6,7 @@ calls the hooks of :mod:`lejepa_domains.train.hooks` at four points:
 ============== ======================================================================================================
 point          what runs there (in this order)
 ============== ======================================================================================================
-on_step_end    divergence guard, clock (calibration, budget plan), progress, mid-epoch checkpoint
+on_step_end    divergence guard, clock (calibration, budget plan), progress, mid-epoch checkpoint (--checkpoint-every)
 on_interrupt   checkpoint of the cut-short epoch, skip records (a signal stopped the run mid-epoch)
 on_epoch_end   online probe on val, metrics line + progress, trackers, checkpoint, skip records, best checkpoint,
                backbone export, snapshot
