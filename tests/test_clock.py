@@ -93,6 +93,47 @@ def test_a_budget_never_plans_past_the_epochs_asked_nor_before_the_next_step():
     assert tight.stop_step == 5 and "over the budget" in tight.estimate_line()
 
 
+def test_a_plan_made_on_slow_first_steps_is_made_again_halfway_when_the_steps_get_faster():
+    """A loaded machine at calibration (4 s/step), then 1 s/step, all inside one epoch: the plan moves forward at
+    each halfway re-plan and the run uses its budget (before: it stopped at the first plan, a third of the way)."""
+    c = FakeClock(steps_per_epoch=10_000, planned_steps=10_000, budget=130.0)
+    c.now = 10.0
+    for step in range(1, 5):
+        c.now += 4.0
+        c.after_step(step, 4.0)
+    first = c.stop_step
+    assert first == 4 + int((130 - 26 - c.EXIT_RESERVE - 4.0) / 4.0)  # room for the one (unmeasured) epoch end
+    step, replans = 4, 0
+    while not c.reached(step):
+        step += 1
+        c.now += 1.0
+        if c.replan(step, 1.0):
+            replans += 1
+            assert c.stop_step >= step + 1
+    assert replans >= 2 and c.stop_step > 2 * first
+    assert c.now <= 130.0 - c.EXIT_RESERVE + 1.0  # ends within the budget (less the exit reserve, ± one step)
+    assert c.now >= 130.0 - 12.0  # and uses it: within a few steps and the epoch end it keeps room for
+
+
+def test_the_replan_steps_follow_the_agreed_plan_only():
+    """Every rank must gather at the same re-plan step: it is computed from the agreed last step, never from a
+    rank's own times (here rank 1 is slower, and rank 0's plan is agreed)."""
+    ranks = [FakeClock(steps_per_epoch=1000, planned_steps=1000, budget=100.0) for _ in range(2)]
+    agreed = {}
+
+    def agree(x, r):
+        if r == 0:
+            agreed["v"] = x
+        return agreed["v"]
+
+    for step in range(1, 5):
+        for r, c in enumerate(ranks):
+            c.now += 1.0
+            c.after_step(step, 1.0 + r, lambda x, r=r: agree(x, r))
+    assert ranks[0].stop_step == ranks[1].stop_step and ranks[0].replan_step == ranks[1].replan_step
+    assert ranks[0].replan_step == 4 + (ranks[0].stop_step - 4) // 2
+
+
 def test_a_run_shorter_than_the_calibration_still_gets_an_estimate():
     c = FakeClock(steps_per_epoch=2, planned_steps=2)
     assert not c.after_step(1, 1.0)

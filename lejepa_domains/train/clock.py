@@ -9,12 +9,15 @@ steps, and says at the end how far off it was. The progress bar's ETA comes from
 
 With a time budget (``--time-budget 10m``; TrainConfig.time_budget in seconds) the clock also sets the run's last
 step: as many steps as fit in the budget after what has passed, leaving room for the epoch ends, planned after the
-calibration steps and planned again at every epoch end with the epoch ends measured so far (the plan can only move
-forward to a step not yet taken). The run then ends like a ``max_steps`` run: metrics line, checkpoint and backbone
+calibration steps and planned again with the steps' recent times (the median of the last 64): halfway through what
+the plan has left (so a plan made on slow first steps, on a loaded machine, still uses the budget when the steps get
+faster; a run shorter than one epoch too) and at every epoch end, with the epoch ends measured so far. The plan can
+only move to a step not yet taken. The run then ends like a ``max_steps`` run: metrics line, checkpoint and backbone
 export at that step. A cosine schedule decays over the planned steps; warmup is capped at a tenth of them. The
 budget counts the command's own wall time; a resumed run has what its earlier sessions left (``spent`` is in every
 checkpoint), and ``--resume --time-budget T`` gives it a new total T. Under DDP rank 0's plan is used by every rank
-(one gather at the calibration step and at each epoch end, where the loop synchronises anyway).
+(one gather at the calibration step, at each epoch end, where the loop synchronises anyway, and at each halfway
+re-plan: a step number every rank computes from the agreed plan, so they gather together; a few per run).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import math
 import os
 import statistics
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -73,6 +77,8 @@ class RunClock:
     estimate: float | None = None  # predicted wall seconds of the command, from the calibration steps
     estimated_at: float | None = None
     estimated_step: int | None = None  # the step the estimate was made at
+    recent: deque = field(default_factory=lambda: deque(maxlen=64))  # step times since calibration (with a budget)
+    replan_step: int | None = None  # the next step a budget is planned again at (halfway through the plan's rest)
 
     # ---- what the loop calls
     def after_step(self, step: int, seconds: float, agree: Callable[[Any], Any] = lambda x: x) -> bool:
@@ -82,20 +88,38 @@ class RunClock:
             return False
         if step - self.start_step > self.warm:
             self.times.append(float(seconds))
+            self.recent.append(float(seconds))
         remaining = self.end_step - step
         if len(self.times) < self.timed and remaining > 0:
             return False
         if self.budget:
             self.stop_step = agree(self._fit(step))
+            self._next_replan(step)
         self.estimate = self.elapsed() + self._cost(step, self.end_step)
         self.estimated_at, self.estimated_step = self.elapsed(), step
         return True
+
+    def replan(self, step: int, seconds: float, agree: Callable[[Any], Any] = lambda x: x) -> bool:
+        """After every step once calibrated, with a budget: records the step time and, at :attr:`replan_step`,
+        plans the last step again with the recent step times. True when it did (the schedule then follows)."""
+        self.recent.append(float(seconds))
+        if self.replan_step is None or step != self.replan_step:
+            return False
+        self.stop_step = agree(self._fit(step))
+        self._next_replan(step)
+        return True
+
+    def _next_replan(self, step: int) -> None:
+        """Halfway through what the plan has left (at least ``timed`` steps on); none once that is the last step."""
+        nxt = step + max(self.timed, (self.end_step - step) // 2)
+        self.replan_step = nxt if nxt < self.end_step else None
 
     def epoch_done(self, step: int, seconds: float, agree: Callable[[Any], Any] = lambda x: x) -> None:
         """After an epoch end (``seconds``: probe + metrics + checkpoint + export); re-plans a budget."""
         self.epoch_ends.append(float(seconds))
         if self.budget and self.estimate is not None:
             self.stop_step = agree(self._fit(step))
+            self._next_replan(step)
 
     def estimate_until(self, step: int) -> float | None:
         """What the estimate predicted for the command up to ``step`` (an interrupted run is compared with this,
@@ -137,18 +161,24 @@ class RunClock:
         return (end - step) * ts + self._ends_between(step, end) * self.epoch_end_seconds
 
     def _fit(self, step: int) -> int:
-        """The last step that lets the command end within the budget (at least the next step)."""
+        """The last step that lets the command end within the budget (at least the next step): the largest end
+        whose steps (at the recent median step time) and epoch ends fit in what is left, by bisection (the cost
+        grows with the end)."""
         left = self.budget - self.elapsed() - self.EXIT_RESERVE
-        ts = self.step_seconds
+        ts = statistics.median(self.recent) if self.recent else self.step_seconds
         if not math.isfinite(ts) or ts <= 0:
             return self.planned_steps
-        end = step + max(0, int(left / ts))
-        for _ in range(8):  # make room for the epoch ends this plan has; a fixed point within a few rounds
-            fitted = step + max(0, int((left - self._ends_between(step, end) * self.epoch_end_seconds) / ts))
-            if fitted == end:
-                break
-            end = fitted
-        return max(step + 1, min(end, self.planned_steps))
+
+        def fits(end: int) -> bool:
+            return (end - step) * ts + self._ends_between(step, end) * self.epoch_end_seconds <= left
+
+        lo, hi = step + 1, max(step + 1, self.planned_steps)
+        if fits(hi):
+            return hi
+        while hi - lo > 1:  # fits(lo) or lo is the next step; not fits(hi)
+            mid = (lo + hi) // 2
+            lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+        return lo
 
     def estimate_line(self) -> str:
         """What ``pretrain`` prints once calibrated."""

@@ -156,11 +156,15 @@ class DivergenceGuard(Hook):
 
 
 class ClockHook(Hook):
-    """Times the first steps; once calibrated, reports the estimate and (with a budget) plans the last step."""
+    """Times the first steps; once calibrated, reports the estimate and (with a budget) plans the last step, and
+    plans it again halfway through what is left (the clock's ``replan``)."""
 
     def on_step_end(self, s: LoopState, m: Any) -> None:
-        if s.clock.estimate is None and s.clock.after_step(s.t.step, s.result.step_times[-1], s.agree):
-            planned(s)
+        if s.clock.estimate is None:
+            if s.clock.after_step(s.t.step, s.result.step_times[-1], s.agree):
+                planned(s)
+        elif s.clock.budget and s.clock.replan(s.t.step, s.result.step_times[-1], s.agree):
+            planned(s, say=False)
 
     def on_train_end(self, s: LoopState) -> None:
         s.result.steps = (s.clock.start_step, s.t.step, s.clock.end_step)
