@@ -103,6 +103,30 @@ def test_digits_one_channel():
     assert g.shape == (2, 1, 16, 16) and loc.shape == (2, 1, 8, 8)
 
 
+def test_grey_views_say_nothing_about_an_image_already_grey():
+    """ToGray is a no-op on grey images; albumentations' warning about it is not shown to users (a fresh process,
+    as users run it: pytest resets warning filters set at import)."""
+    import subprocess
+    import sys
+
+    code = """
+import dataclasses, warnings
+warnings.simplefilter("always", append=True)  # every warning shown, below the filters the package sets
+from lejepa_domains import load_recipe
+from lejepa_domains.data.views import MultiCropDataset
+r = load_recipe("digits")
+r = dataclasses.replace(r, global_augment=None, local_augment=None)  # the default augmentations, ToGray in them
+ds = MultiCropDataset(r.source.load("train"), r)
+for i in range(40):  # ToGray has p = 0.2 per view: 40 images x 4 views draw it many times
+    ds[i]
+print("drawn")
+"""
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                       env={**__import__("os").environ, "NO_ALBUMENTATIONS_UPDATE": "1"})
+    assert p.returncode == 0 and "drawn" in p.stdout, p.stderr[-2000:]
+    assert "already gray" not in p.stderr, p.stderr[-2000:]
+
+
 def test_recipe_validation_errors():
     base = dict(name="x", source=None, num_classes=2, image_size=16)
     with pytest.raises(UserError, match="mean/std need 1 values"):

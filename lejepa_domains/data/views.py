@@ -7,8 +7,12 @@ views of an image do not depend on the number of DataLoader workers or on where 
 from __future__ import annotations
 
 import os
+import warnings
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+# ToGray of the default augmentations is a no-op on a grey image; albumentations warns each time (a grey recipe keeps
+# the same pipeline as an RGB one, so its random draws, and its runs, stay what they were)
+warnings.filterwarnings("ignore", message="The image is already gray", category=UserWarning)
 
 import albumentations as A  # noqa: E402
 import numpy as np  # noqa: E402
