@@ -19,6 +19,11 @@
     python benchmarks/adapt.py --minutes 5 --foundation-minutes 20 --seeds 3 --out /tmp/adapt-bench \\
         --json adapt.json --md adapt.md
 
+A learning-rate sweep adds arms to a finished run (only the new arms train; every arm is evaluated again):
+
+    python benchmarks/adapt.py --minutes 2 --foundation-minutes 25 --seeds 3 --out /tmp/adapt-bench --targets digits \
+        --variants "full@backbone_lr_scale=0.03,full@backbone_lr_scale=0.3"
+
 Smoke (a few steps per run, proves the plumbing, measures nothing):
 
     python benchmarks/adapt.py --smoke --out /tmp/adapt-smoke
@@ -167,7 +172,29 @@ def _train(recipe: Path, out: Path, a, seed: int, **kw) -> dict:
     return info
 
 
-def run_target(target: str, recipe: Path, foundation: Path, root: Path, a, modes: list[str]) -> dict:
+def variant_arm(mode: str, opts: dict) -> str:
+    """The arm (and folder) name of a mode with options: ``adapt_lora8_lr0p00015`` (no ``-``, no ``.``)."""
+    from lejepa_domains.studies.compare import adapt_arm
+
+    return adapt_arm(mode) + "".join(f"_{k.replace('_', '')}{v:g}".replace(".", "p").replace("-", "m")
+                                     for k, v in opts.items())
+
+
+def parse_variants(text: str) -> list[tuple[str, dict]]:
+    """``MODE@FIELD=VALUE[;FIELD=VALUE],…`` (TrainConfig fields with float values, e.g.
+    ``full@backbone_lr_scale=0.3,lora@lr=1.5e-4``) as ``[(mode, {field: value})]``."""
+    out = []
+    for item in filter(None, (x.strip() for x in text.split(","))):
+        mode, _, rest = item.partition("@")
+        opts = {k.strip(): float(v) for k, v in (kv.split("=", 1) for kv in rest.split(";") if kv.strip())}
+        if not opts:
+            raise SystemExit(f"--variants {item!r}: expected MODE@FIELD=VALUE, e.g. full@backbone_lr_scale=0.3")
+        out.append((mode.strip(), opts))
+    return out
+
+
+def run_target(target: str, recipe: Path, foundation: Path, root: Path, a, modes: list[str],
+               variants: list[tuple[str, dict]] = ()) -> dict:
     from lejepa_domains import load_recipe
     from lejepa_domains.evaluate.run import evaluate
     from lejepa_domains.studies.compare import _local_transfer_builder, adapt_arm
@@ -176,13 +203,17 @@ def run_target(target: str, recipe: Path, foundation: Path, root: Path, a, modes
     rec = load_recipe(str(recipe))
     _, record = plan_init(rec, str(foundation))
     arms = {adapt_arm(m): m for m in modes}
+    options = {arm: {} for arm in arms}
+    for mode, opts in variants:  # extra arms: a mode with other pretrain options (a learning-rate sweep)
+        arm = variant_arm(mode, opts)
+        arms[arm], options[arm] = mode + " (" + ", ".join(f"{k}={v:g}" for k, v in opts.items()) + ")", opts
     reports, compute = {}, {}
     for s in range(a.seeds):
         scratch = root / target / "scratch" / f"seed{s}"
         compute[("scratch", s)] = _train(recipe, scratch, a, s)
         for arm, mode in arms.items():
             compute[(arm, s)] = _train(recipe, root / target / arm / f"seed{s}", a, s, init=str(foundation),
-                                       adapt=mode)
+                                       adapt=mode.split(" (")[0], **options[arm])
         pairs = [(arm, "transfer") for arm in arms] + [(arm, "lejepa") for arm in arms] + [("lejepa", "transfer")]
         reports[s] = evaluate(rec, checkpoint=scratch, baselines=["random"], out=root / target / "eval" / f"seed{s}",
                               device=a.device, cache_dir=root / ".features", n_boot=a.n_boot, plots=False,
@@ -292,6 +323,9 @@ def main() -> None:
     ap.add_argument("--foundation-minutes", type=float, default=20.0)
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--modes", default=MODES, help="--adapt modes, comma-separated")
+    ap.add_argument("--variants", default="", help="extra arms, a mode with other TrainConfig values: "
+                    "MODE@FIELD=VALUE[;FIELD=VALUE],… (e.g. full@backbone_lr_scale=0.3,lora@lr=1.5e-4); a rerun "
+                    "into the same --out trains only the arms not yet done")
     ap.add_argument("--targets", default=",".join(TARGETS))
     ap.add_argument("--arch", default="vit_tiny_patch16_224", help="timm architecture of foundation and scratch")
     ap.add_argument("--patch", type=int, default=8)
@@ -314,7 +348,8 @@ def main() -> None:
     from lejepa_domains.utils import resolve_device
 
     modes = [m.strip() for m in a.modes.split(",") if m.strip()]
-    if any(m.startswith(("lora", "explora")) for m in modes):
+    variants = parse_variants(a.variants)
+    if any(m.startswith(("lora", "explora")) for m in modes + [v[0] for v in variants]):
         import peft  # noqa: F401  imported now, so its seconds of import do not count against the first LoRA arm
     t0 = time.perf_counter()
     sets = build_sets(a.out / "data", a.size, a.max_train)
@@ -327,9 +362,10 @@ def main() -> None:
         if res.interrupted:  # a signal stopped it: an interrupted foundation is not a foundation
             raise SystemExit(f"{foundation}: interrupted; run the benchmark again")
         (foundation / "bench_done.json").write_text(json.dumps({"wall_seconds": round(time.perf_counter() - tf, 2)}))
-    targets = [run_target(t, recipes[t], foundation, a.out, a, modes) for t in a.targets.split(",")]
+    targets = [run_target(t, recipes[t], foundation, a.out, a, modes, variants) for t in a.targets.split(",")]
     result = {"format": "lejepa-domains/adapt-bench-v1", "command": " ".join(sys.argv), "smoke": a.smoke,
               "device": str(resolve_device(a.device)), "seeds": a.seeds, "minutes": a.minutes, "modes": modes,
+              "variants": [{"mode": m, **o} for m, o in variants],
               "foundation": {"run": str(foundation), "arch": a.arch, "patch": a.patch, "size": a.size,
                              "minutes": a.foundation_minutes,
                              **json.loads((foundation / "bench_done.json").read_text())},
