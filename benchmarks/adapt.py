@@ -215,9 +215,10 @@ def run_target(target: str, recipe: Path, foundation: Path, root: Path, a, modes
             compute[(arm, s)] = _train(recipe, root / target / arm / f"seed{s}", a, s, init=str(foundation),
                                        adapt=mode.split(" (")[0], **options[arm])
         pairs = [(arm, "transfer") for arm in arms] + [(arm, "lejepa") for arm in arms] + [("lejepa", "transfer")]
-        reports[s] = evaluate(rec, checkpoint=scratch, baselines=["random"], out=root / target / "eval" / f"seed{s}",
-                              device=a.device, cache_dir=root / ".features", n_boot=a.n_boot, plots=False,
-                              quiet=True, leakage=False, shots=(1, 5), n_sets=2,
+        evals = root / target / ("eval" if not variants else "eval-variants")  # a sweep keeps the first report
+        reports[s] = evaluate(rec, checkpoint=scratch, baselines=["random"], out=evals / f"seed{s}",
+                              overwrite=True, device=a.device, cache_dir=root / ".features", n_boot=a.n_boot,
+                              plots=False, quiet=True, leakage=False, shots=(1, 5), n_sets=2,
                               extra_runs={**{arm: root / target / arm / f"seed{s}" for arm in arms},
                                           "transfer": _local_transfer_builder(str(foundation), record)},
                               pairs=pairs)
