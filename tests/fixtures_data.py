@@ -140,3 +140,36 @@ def galaxy10_h5(path: Path, n: int = 60, size: int = 32, num_classes: int = 10) 
         f.create_dataset("redshift", data=rng.uniform(0, 0.3, n))
         f.create_dataset("pxscale", data=np.full(n, 0.262))
     return path
+
+
+TOY_RECIPE = """
+from lejepa_domains import Recipe, TrainConfig
+from lejepa_domains.data.hub import LocalSource
+
+recipe = Recipe(name={name!r}, source=LocalSource({path!r}), num_classes=3, image_size={size}, channels={c},
+                mean={mean!r}, std={std!r}, global_size={size}, local_size={local}, n_global=2, n_local={n_local},
+                global_scale=(0.5, 1.0), local_scale=(0.3, 0.6), global_augment=lambda: [],
+                local_augment=lambda: [], backbone="resnet10t", proj_hidden=(32,), proj_dim=8,
+                train=TrainConfig(epochs=10, batch_size=8, lr=1e-3, num_slices=16, warmup_epochs=1,
+                                  rankme_samples=64))
+"""
+
+
+def toy_npz_recipe(root: Path, name: str, c: int, size: int, local: int, splits: dict[str, int],
+                   n_local: int) -> str:
+    """A 3-class resnet10t recipe file over a MedMNIST-layout npz written beside it (foundation / adapt tests)."""
+    npz = medmnist_npz(root / f"{name}.npz", splits, num_classes=3, size=size, channels=c)
+    path = root / f"{name}.py"
+    path.write_text(TOY_RECIPE.format(name=name, path=str(npz), size=size, c=c, local=local, mean=(0.3,) * c,
+                                      std=(0.3,) * c, n_local=n_local))
+    return str(path)
+
+
+def foundation_offline(monkeypatch, tmp_path: Path) -> None:
+    """No hub, caches under ``tmp_path``, and any real local Hugging Face cache ignored."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("LEJEPA_DOMAINS_CACHE", str(tmp_path / "feature-cache"))
+    monkeypatch.setenv("LEJEPA_DOMAINS_DATA_CACHE", str(tmp_path / "data-cache"))
+    from lejepa_domains import foundation
+
+    monkeypatch.setattr(foundation, "_hub_cached_file", lambda repo_id: None)

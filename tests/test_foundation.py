@@ -21,41 +21,18 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from lejepa_domains import UserError, load_recipe  # noqa: E402
-from fixtures_data import medmnist_npz  # noqa: E402
+from fixtures_data import foundation_offline, toy_npz_recipe  # noqa: E402
 
 CLI = str(Path(sys.executable).with_name("lejepa-domains"))
 
-RECIPE = """
-from lejepa_domains import Recipe, TrainConfig
-from lejepa_domains.data.hub import LocalSource
-
-recipe = Recipe(name={name!r}, source=LocalSource({path!r}), num_classes=3, image_size={size}, channels={c},
-                mean={mean!r}, std={std!r}, global_size={size}, local_size={local}, n_global=2, n_local=2,
-                global_scale=(0.5, 1.0), local_scale=(0.3, 0.6), global_augment=lambda: [],
-                local_augment=lambda: [], backbone="resnet10t", proj_hidden=(32,), proj_dim=8,
-                train=TrainConfig(epochs=10, batch_size=8, lr=1e-3, num_slices=16, warmup_epochs=1,
-                                  rankme_samples=64))
-"""
-
 
 def write_recipe(root: Path, c: int, size: int, local: int, name: str | None = None) -> str:
-    name = name or f"f{c}x{size}"
-    npz = medmnist_npz(root / f"{name}.npz", {"train": 24, "val": 9, "test": 12}, num_classes=3, size=size,
-                       channels=c)
-    path = root / f"{name}.py"
-    path.write_text(RECIPE.format(name=name, path=str(npz), size=size, c=c, local=local, mean=(0.3,) * c,
-                                  std=(0.3,) * c))
-    return str(path)
+    return toy_npz_recipe(root, name or f"f{c}x{size}", c, size, local, {"train": 24, "val": 9, "test": 12}, n_local=2)
 
 
 @pytest.fixture(autouse=True)
 def _offline(monkeypatch, tmp_path):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("LEJEPA_DOMAINS_CACHE", str(tmp_path / "feature-cache"))
-    monkeypatch.setenv("LEJEPA_DOMAINS_DATA_CACHE", str(tmp_path / "data-cache"))
-    from lejepa_domains import foundation
-
-    monkeypatch.setattr(foundation, "_hub_cached_file", lambda repo_id: None)  # ignore any real local HF cache
+    foundation_offline(monkeypatch, tmp_path)
 
 
 def _to_meta_dinov3(sd: dict) -> dict:
